@@ -1,0 +1,55 @@
+# Fleetsim: `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+FLEETSIM := $(BIN)/fleetsim
+SETUP_STAMP := $(VENV)/.fleetsim-setup-done
+
+.PHONY: help setup demo up down status test test-unit test-integration lint format typecheck bench clean
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
+
+setup: ## Install what is missing: Debian packages, virtualenv, JVM jars (idempotent)
+	@bash scripts/setup.sh
+
+demo: setup ## Set up what is missing, start the whole stack, print the dashboard URL
+	@$(FLEETSIM) up
+
+up: ## Start the whole local stack (no set-up)
+	@$(FLEETSIM) up
+
+down: ## Stop the whole local stack gracefully
+	@$(FLEETSIM) down
+
+status: ## Show every component of the local stack
+	@$(FLEETSIM) status
+
+test: setup ## Set up what is missing, then run lint, types and the whole test suite
+	@$(MAKE) --no-print-directory lint typecheck
+	@$(BIN)/pytest -q tests
+
+test-unit: ## Unit tests only (no services)
+	@$(BIN)/pytest -q tests/unit
+
+test-integration: ## Integration tests only (real engines on free ports)
+	@$(BIN)/pytest -q tests/integration
+
+lint: ## ruff lint + format check
+	@$(BIN)/ruff check .
+	@$(BIN)/ruff format --check .
+
+format: ## Apply ruff formatting and safe fixes
+	@$(BIN)/ruff format .
+	@$(BIN)/ruff check --fix .
+
+typecheck: ## mypy over all code
+	@$(BIN)/mypy fleetsim edge bridge cloud
+
+bench: setup ## Run the benchmark suite and refresh BENCHMARKS.md
+	@$(FLEETSIM) bench
+
+clean: ## Remove the local run directory (stops nothing: run `make down` first)
+	rm -rf .fleetsim

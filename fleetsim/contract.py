@@ -1,0 +1,459 @@
+"""Wire contract v1: the one definition of topics, payloads and ranges.
+
+The simulator encodes with it, the bridge validates with it, the streaming job derives its Spark
+schema from :data:`FIELDS`, and ``schemas/telemetry-v1.schema.json`` is generated from it (a test
+keeps the two in step). See ``docs/contract.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any, Final
+
+from fleetsim.errors import ContractError
+
+CONTRACT_VERSION: Final = 1
+MAX_PAYLOAD_BYTES: Final = 4096
+"""Largest valid telemetry payload, in bytes."""
+DEVICE_ID_PATTERN: Final = r"[A-Za-z0-9_.-]{1,64}"
+_DEVICE_ID_RE = re.compile(rf"\A{DEVICE_ID_PATTERN}\Z")
+MAX_SEQ: Final = 2**63 - 1
+EARLIEST_TS: Final = datetime(2000, 1, 1, tzinfo=UTC)
+"""Readings stamped before this instant are rejected as ``out_of_range``."""
+DEFAULT_MAX_FUTURE: Final = timedelta(days=1)
+"""Readings stamped further than this ahead of the receiver's clock are ``out_of_range``."""
+
+# ---------------------------------------------------------------------------------------- topics
+TELEMETRY_FILTER: Final = "sensors/+/telemetry"
+STATUS_FILTER: Final = "sensors/+/status"
+CONTROL_ALL_TOPIC: Final = "fleetsim/control/all"
+CONTROL_FILTER: Final = "fleetsim/control/#"
+
+
+def telemetry_topic(device_id: str) -> str:
+    """``sensors/<device_id>/telemetry``."""
+    return f"sensors/{device_id}/telemetry"
+
+
+def status_topic(device_id: str) -> str:
+    """``sensors/<device_id>/status``: retained ``online``/``offline``, also the Last Will."""
+    return f"sensors/{device_id}/status"
+
+
+def control_topic(device_id: str) -> str:
+    """``fleetsim/control/<device_id>``."""
+    return f"fleetsim/control/{device_id}"
+
+
+def device_id_from_topic(topic: str) -> str | None:
+    """The device id in ``<prefix>/<device_id>/<suffix>`` topics, or None if the topic has no id slot."""
+    parts = topic.split("/")
+    if len(parts) != 3:
+        return None
+    return parts[1]
+
+
+def is_valid_device_id(device_id: object) -> bool:
+    return isinstance(device_id, str) and _DEVICE_ID_RE.match(device_id) is not None
+
+
+class DeviceState(StrEnum):
+    """Payload of the retained status topic."""
+
+    ONLINE = "online"
+    OFFLINE = "offline"
+
+
+class Status(StrEnum):
+    """Device-reported health of a reading."""
+
+    OK = "OK"
+    WARNING = "WARNING"
+    FAILURE = "FAILURE"
+
+
+class FaultKind(StrEnum):
+    """Codes carried in the ``fault`` field while an injected fault is active (experiment ground truth)."""
+
+    STUCK = "stuck"
+    DRIFT = "drift"
+    SPIKE = "spike"
+    NOISE = "noise"
+    DROPOUT = "dropout"
+    SENSOR_FAILURE = "sensor_failure"
+    CRASH = "crash"
+    NETWORK_OUTAGE = "network_outage"
+    CLOCK_SKEW = "clock_skew"
+    DUPLICATE = "duplicate"
+    BATTERY_DRAIN = "battery_drain"
+    HEATWAVE = "heatwave"
+
+
+class RejectReason(StrEnum):
+    """Dead-letter reason codes."""
+
+    TOO_LARGE = "too_large"
+    INVALID_UTF8 = "invalid_utf8"
+    INVALID_JSON = "invalid_json"
+    SCHEMA = "schema"
+    OUT_OF_RANGE = "out_of_range"
+    ID_MISMATCH = "id_mismatch"
+    UNSUPPORTED_FORMAT = "unsupported_format"
+    UNKNOWN_DEVICE = "unknown_device"
+
+
+# ------------------------------------------------------------------------------------ measurements
+@dataclass(frozen=True, slots=True)
+class MeasurementSpec:
+    """Ranges of one measurement. Outside ``valid`` is physically impossible (rejected); outside
+    ``extreme`` is valid but alert-worthy."""
+
+    name: str
+    unit: str
+    """Unit symbol on the wire."""
+    valid_min: float
+    valid_max: float
+    extreme_min: float
+    extreme_max: float
+    description: str
+
+
+MEASUREMENTS: Final[tuple[MeasurementSpec, ...]] = (
+    MeasurementSpec("temperature", "°C", -80.0, 150.0, -10.0, 40.0, "Air temperature"),
+    MeasurementSpec("humidity", "%RH", 0.0, 100.0, 15.0, 85.0, "Relative humidity"),
+    MeasurementSpec("co2", "ppm", 0.0, 40_000.0, 350.0, 1500.0, "CO2 concentration"),
+    MeasurementSpec("pressure", "hPa", 300.0, 1100.0, 960.0, 1045.0, "Barometric pressure"),
+    MeasurementSpec("battery", "%", 0.0, 100.0, 15.0, 100.0, "Remaining battery charge"),
+)
+MEASUREMENT_BY_NAME: Final = {m.name: m for m in MEASUREMENTS}
+LAT_RANGE: Final = (-90.0, 90.0)
+LON_RANGE: Final = (-180.0, 180.0)
+
+
+# --------------------------------------------------------------------------------------- payload
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One telemetry reading, as published on ``sensors/<device_id>/telemetry``."""
+
+    device_id: str
+    """Device identifier, ``[A-Za-z0-9_.-]{1,64}``; must equal the id in the topic."""
+    ts: datetime
+    """Event time at the device (timezone-aware UTC; millisecond precision on the wire)."""
+    seq: int
+    """Per-device sequence number, >= 0, strictly increasing, survives reboots."""
+    temperature: float | None = None
+    """Air temperature in °C; None when the sensor has failed."""
+    humidity: float | None = None
+    """Relative humidity in %RH."""
+    co2: float | None = None
+    """CO2 concentration in ppm."""
+    pressure: float | None = None
+    """Barometric pressure in hPa."""
+    battery: float | None = None
+    """Battery charge in % (0-100)."""
+    lat: float | None = None
+    """Latitude in degrees (WGS84); None when the device does not know its position."""
+    lon: float | None = None
+    """Longitude in degrees (WGS84)."""
+    status: Status = Status.OK
+    """Device-reported health."""
+    fault: str | None = None
+    """Code of the injected fault active when the reading was made (a :class:`FaultKind` value), if any."""
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    """Not on the wire: adapter metadata (e.g. the idempotency source). Never encoded."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The wire form as a dict (``ts`` formatted, ``fault`` omitted when None)."""
+        out: dict[str, Any] = {
+            "device_id": self.device_id,
+            "ts": format_ts(self.ts),
+            "seq": self.seq,
+            "temperature": self.temperature,
+            "humidity": self.humidity,
+            "co2": self.co2,
+            "pressure": self.pressure,
+            "battery": self.battery,
+            "lat": self.lat,
+            "lon": self.lon,
+            "status": self.status.value,
+        }
+        if self.fault is not None:
+            out["fault"] = self.fault
+        return out
+
+    def encode(self) -> bytes:
+        """Compact UTF-8 JSON, the bytes that go on the wire."""
+        return json.dumps(self.to_dict(), separators=(",", ":"), allow_nan=False).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class FieldSpec:
+    """One payload field, for schema generation (JSON Schema and Spark)."""
+
+    name: str
+    type: str
+    """``string`` | ``integer`` | ``number`` | ``timestamp``."""
+    required: bool
+    nullable: bool
+    unit: str | None
+    description: str
+
+
+FIELDS: Final[tuple[FieldSpec, ...]] = (
+    FieldSpec("device_id", "string", True, False, None, "Device identifier"),
+    FieldSpec("ts", "timestamp", True, False, None, "Event time, RFC 3339 UTC with milliseconds"),
+    FieldSpec("seq", "integer", True, False, None, "Per-device sequence number"),
+    *(FieldSpec(m.name, "number", False, True, m.unit, m.description) for m in MEASUREMENTS),
+    FieldSpec("lat", "number", False, True, "deg", "Latitude (WGS84)"),
+    FieldSpec("lon", "number", False, True, "deg", "Longitude (WGS84)"),
+    FieldSpec("status", "string", False, False, None, "OK | WARNING | FAILURE (default OK)"),
+    FieldSpec("fault", "string", False, True, None, "Active injected fault code (ground truth)"),
+)
+
+
+# ----------------------------------------------------------------------------------- timestamps
+def format_ts(ts: datetime) -> str:
+    """RFC 3339 UTC with milliseconds: ``2026-11-29T04:40:00.123Z``."""
+    if ts.tzinfo is None:
+        raise ContractError("naive datetime: timestamps must be timezone-aware UTC")
+    ts = ts.astimezone(UTC)
+    return ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"
+
+
+def parse_ts(value: str) -> datetime:
+    """Parse an RFC 3339 timestamp with an explicit offset into aware UTC; raises ValueError."""
+    if not isinstance(value, str) or len(value) > 40 or "T" not in value:
+        raise ValueError("not an RFC 3339 timestamp")
+    ts = datetime.fromisoformat(value)
+    if ts.tzinfo is None:
+        raise ValueError("timestamp has no UTC offset")
+    return ts.astimezone(UTC)
+
+
+# ----------------------------------------------------------------------------------- validation
+class Rejected(ContractError):  # noqa: N818 - a verdict, not only an error
+    """A payload the contract refuses, with its dead-letter reason."""
+
+    def __init__(self, reason: RejectReason, detail: str) -> None:
+        super().__init__(f"{reason.value}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"non-finite number {name} is not valid JSON")
+
+
+def loads_strict(raw: bytes | str) -> Any:
+    """``json.loads`` that refuses NaN/Infinity (Python accepts them by default)."""
+    return json.loads(raw, parse_constant=_reject_constant)
+
+
+_NUMBER_FIELDS: Final = tuple(m.name for m in MEASUREMENTS)
+_STATUS_VALUES: Final = frozenset(s.value for s in Status)
+_FAULT_VALUES: Final = frozenset(f.value for f in FaultKind)
+
+
+def _number(obj: dict[str, Any], key: str, lo: float, hi: float) -> float | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise Rejected(RejectReason.SCHEMA, f"{key} must be a number or null, got {type(value).__name__}")
+    if not math.isfinite(value):
+        raise Rejected(RejectReason.INVALID_JSON, f"{key} is not finite")
+    if not lo <= value <= hi:
+        raise Rejected(RejectReason.OUT_OF_RANGE, f"{key}={value} outside [{lo}, {hi}]")
+    return float(value)
+
+
+def reading_from_obj(
+    obj: Any,
+    *,
+    topic_device_id: str | None,
+    now: datetime | None = None,
+    max_future: timedelta = DEFAULT_MAX_FUTURE,
+) -> Reading:
+    """Validate a decoded JSON value against the contract. Raises :class:`Rejected`."""
+    if not isinstance(obj, dict):
+        raise Rejected(RejectReason.SCHEMA, f"payload must be a JSON object, got {type(obj).__name__}")
+    device_id = obj.get("device_id")
+    if not isinstance(device_id, str):
+        raise Rejected(RejectReason.SCHEMA, "device_id missing or not a string")
+    if not _DEVICE_ID_RE.match(device_id):
+        raise Rejected(RejectReason.SCHEMA, "device_id does not match [A-Za-z0-9_.-]{1,64}")
+    if topic_device_id is not None and device_id != topic_device_id:
+        raise Rejected(RejectReason.ID_MISMATCH, "device_id in payload differs from the topic's")
+    seq = obj.get("seq")
+    if isinstance(seq, bool) or not isinstance(seq, int):
+        raise Rejected(RejectReason.SCHEMA, "seq missing or not an integer")
+    if not 0 <= seq <= MAX_SEQ:
+        raise Rejected(RejectReason.OUT_OF_RANGE, f"seq={seq} outside [0, 2^63-1]")
+    raw_ts = obj.get("ts")
+    if not isinstance(raw_ts, str):
+        raise Rejected(RejectReason.SCHEMA, "ts missing or not a string")
+    try:
+        ts = parse_ts(raw_ts)
+    except ValueError as exc:
+        raise Rejected(RejectReason.SCHEMA, f"ts is not RFC 3339 with an offset: {exc}") from exc
+    now = now or datetime.now(UTC)
+    if ts < EARLIEST_TS or ts > now + max_future:
+        raise Rejected(RejectReason.OUT_OF_RANGE, f"ts={raw_ts} too far in the past or future")
+    values = [_number(obj, m.name, m.valid_min, m.valid_max) for m in MEASUREMENTS]
+    lat = _number(obj, "lat", *LAT_RANGE)
+    lon = _number(obj, "lon", *LON_RANGE)
+    status = obj.get("status", "OK")
+    if status not in _STATUS_VALUES:
+        raise Rejected(RejectReason.SCHEMA, "status must be one of OK, WARNING, FAILURE")
+    fault = obj.get("fault")
+    if fault is not None and fault not in _FAULT_VALUES:
+        raise Rejected(RejectReason.SCHEMA, f"fault must be null or one of {', '.join(sorted(_FAULT_VALUES))}")
+    return Reading(device_id, ts, seq, *values, lat, lon, Status(status), fault)  # type: ignore[arg-type]
+
+
+def decode(
+    raw: bytes,
+    *,
+    topic_device_id: str | None,
+    max_bytes: int = MAX_PAYLOAD_BYTES,
+    now: datetime | None = None,
+    max_future: timedelta = DEFAULT_MAX_FUTURE,
+) -> Reading:
+    """Bytes -> :class:`Reading`, checking size, UTF-8, strict JSON, types and ranges.
+
+    Raises :class:`Rejected` with the dead-letter reason.
+    """
+    if len(raw) > max_bytes:
+        raise Rejected(RejectReason.TOO_LARGE, f"{len(raw)} bytes > {max_bytes}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Rejected(RejectReason.INVALID_UTF8, str(exc)) from exc
+    try:
+        obj = loads_strict(text)
+    except (ValueError, RecursionError) as exc:
+        raise Rejected(RejectReason.INVALID_JSON, str(exc)[:200]) from exc
+    return reading_from_obj(obj, topic_device_id=topic_device_id, now=now, max_future=max_future)
+
+
+# ---------------------------------------------------------------------------------- kafka side
+class KafkaHeader(StrEnum):
+    """Header names on Kafka records written by the bridge."""
+
+    SOURCE_TOPIC = "source_topic"
+    """MQTT topic the message came from."""
+    RECEIVED_AT = "received_at"
+    """Bridge receive time, epoch milliseconds (ASCII digits)."""
+    FORMAT = "format"
+    """Adapter that decoded the payload (``native`` | ``senml`` | ``tasmota``)."""
+    REASON = "reason"
+    """Dead-letter only: a :class:`RejectReason` value."""
+    DETAIL = "detail"
+    """Dead-letter only: human-readable explanation."""
+
+
+# ------------------------------------------------------------------------------------- control
+class ControlAction(StrEnum):
+    INJECT = "inject"
+    CLEAR = "clear"
+    SET_INTERVAL = "set_interval"
+    KILL = "kill"
+    REVIVE = "revive"
+
+
+@dataclass(frozen=True, slots=True)
+class ControlCommand:
+    """A message on ``fleetsim/control/<device_id>`` or ``fleetsim/control/all``."""
+
+    action: ControlAction
+    fault: FaultKind | None = None
+    """Fault to inject or clear (None with ``clear`` clears every fault)."""
+    duration_s: float | None = None
+    """Seconds (simulated) the fault lasts; None means until cleared."""
+    interval_s: float | None = None
+    """New sampling interval in seconds, for ``set_interval``."""
+    params: dict[str, float] = field(default_factory=dict)
+    """Fault parameters (e.g. ``{"rate": 0.1}`` for drift in unit/min); keys depend on the fault."""
+
+    def encode(self) -> bytes:
+        out: dict[str, Any] = {"action": self.action.value}
+        if self.fault is not None:
+            out["fault"] = self.fault.value
+        if self.duration_s is not None:
+            out["duration_s"] = self.duration_s
+        if self.interval_s is not None:
+            out["interval_s"] = self.interval_s
+        if self.params:
+            out["params"] = self.params
+        return json.dumps(out, separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> ControlCommand:
+        """Parse a control message; raises :class:`ContractError` naming the allowed values."""
+        try:
+            obj = loads_strict(raw)
+            action = ControlAction(obj["action"])
+        except (ValueError, KeyError, TypeError) as exc:
+            allowed = ", ".join(a.value for a in ControlAction)
+            raise ContractError(f"control message needs action in ({allowed})") from exc
+        try:
+            fault = FaultKind(obj["fault"]) if obj.get("fault") is not None else None
+        except ValueError as exc:
+            allowed = ", ".join(f.value for f in FaultKind)
+            raise ContractError(f"unknown fault {obj.get('fault')!r}; allowed: {allowed}") from exc
+        params = obj.get("params") or {}
+        if not isinstance(params, dict) or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in params.values()
+        ):
+            raise ContractError("control params must be an object of numbers")
+        dur = obj.get("duration_s")
+        interval = obj.get("interval_s")
+        for name, v in (("duration_s", dur), ("interval_s", interval)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int | float) or v <= 0):
+                raise ContractError(f"{name} must be a positive number")
+        return cls(action, fault, dur, interval, {str(k): float(v) for k, v in params.items()})
+
+
+# --------------------------------------------------------------------------------- JSON Schema
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of the telemetry payload, generated from :data:`FIELDS`."""
+    props: dict[str, Any] = {}
+    for f in FIELDS:
+        spec: dict[str, Any]
+        if f.name == "device_id":
+            spec = {"type": "string", "pattern": f"^{DEVICE_ID_PATTERN}$"}
+        elif f.name == "ts":
+            spec = {"type": "string", "format": "date-time"}
+        elif f.name == "seq":
+            spec = {"type": "integer", "minimum": 0, "maximum": MAX_SEQ}
+        elif f.name == "status":
+            spec = {"enum": [s.value for s in Status], "default": "OK"}
+        elif f.name == "fault":
+            spec = {"enum": [*(k.value for k in FaultKind), None]}
+        else:
+            lo, hi = (
+                LAT_RANGE
+                if f.name == "lat"
+                else LON_RANGE
+                if f.name == "lon"
+                else (MEASUREMENT_BY_NAME[f.name].valid_min, MEASUREMENT_BY_NAME[f.name].valid_max)
+            )
+            spec = {"type": ["number", "null"], "minimum": lo, "maximum": hi}
+        spec["description"] = f.description + (f" [{f.unit}]" if f.unit else "")
+        props[f.name] = spec
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://fleetsim.dev/schemas/telemetry-v1.schema.json",
+        "title": f"Fleetsim telemetry v{CONTRACT_VERSION}",
+        "description": f"Published on sensors/<device_id>/telemetry; at most {MAX_PAYLOAD_BYTES} bytes. "
+        "Unknown fields are ignored.",
+        "type": "object",
+        "required": [f.name for f in FIELDS if f.required],
+        "properties": props,
+        "additionalProperties": True,
+    }
