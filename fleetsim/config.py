@@ -158,6 +158,8 @@ class SparkConfig(_Section):
     """Spark master UI URL when running on a standalone cluster (shown in status and dashboard)."""
     registry_refresh_s: float = Field(30.0, gt=0)
     """How often the job refreshes its copy of the device registry."""
+    metrics_port: int = Field(9103, ge=0, le=65535)
+    """Prometheus metrics port of the job's driver (0 disables)."""
 
 
 class AlertsConfig(_Section):
