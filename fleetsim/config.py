@@ -358,8 +358,8 @@ def parse_env(environ: Mapping[str, str], source: str = "environment") -> dict[s
 def read_env_file(path: Path) -> dict[str, str]:
     """Parse a ``KEY=value`` file (the stack's secrets file)."""
     out: dict[str, str] = {}
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        line = line.strip()
+    for lineno, raw_line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        line = raw_line.strip()
         if not line or line.startswith("#"):
             continue
         if "=" not in line:

@@ -236,7 +236,7 @@ def parse_ts(value: str) -> datetime:
 
 
 # ----------------------------------------------------------------------------------- validation
-class Rejected(ContractError):  # noqa: N818 - a verdict, not only an error
+class Rejected(ContractError):
     """A payload the contract refuses, with its dead-letter reason."""
 
     def __init__(self, reason: RejectReason, detail: str) -> None:
@@ -304,7 +304,7 @@ def reading_from_obj(
     now = now or datetime.now(UTC)
     if ts < EARLIEST_TS or ts > now + max_future:
         raise Rejected(RejectReason.OUT_OF_RANGE, f"ts={raw_ts} too far in the past or future")
-    values = [_number(obj, m.name, m.valid_min, m.valid_max) for m in MEASUREMENTS]
+    t, h, co2, p, b = (_number(obj, m.name, m.valid_min, m.valid_max) for m in MEASUREMENTS)
     lat = _number(obj, "lat", *LAT_RANGE)
     lon = _number(obj, "lon", *LON_RANGE)
     status = obj.get("status", "OK")
@@ -312,8 +312,10 @@ def reading_from_obj(
         raise Rejected(RejectReason.SCHEMA, "status must be one of OK, WARNING, FAILURE")
     fault = obj.get("fault")
     if fault is not None and fault not in _FAULT_VALUES:
-        raise Rejected(RejectReason.SCHEMA, f"fault must be null or one of {', '.join(sorted(_FAULT_VALUES))}")
-    return Reading(device_id, ts, seq, *values, lat, lon, Status(status), fault)  # type: ignore[arg-type]
+        raise Rejected(
+            RejectReason.SCHEMA, f"fault must be null or one of {', '.join(sorted(_FAULT_VALUES))}"
+        )
+    return Reading(device_id, ts, seq, t, h, co2, p, b, lat, lon, Status(status), fault)
 
 
 def decode(
