@@ -191,6 +191,56 @@ class Reading:
         return json.dumps(self.to_dict(), separators=(",", ":"), allow_nan=False).encode()
 
 
+def encode_reading(
+    device_id: str,
+    ts: str,
+    seq: int,
+    temperature: float | None,
+    humidity: float | None,
+    co2: float | None,
+    pressure: float | None,
+    battery: float | None,
+    lat: float | None,
+    lon: float | None,
+    status: str = "OK",
+    fault: str | None = None,
+) -> bytes:
+    """The same bytes as ``Reading(...).encode()``, about 7x faster (the simulator's hot path).
+
+    ``ts`` is the wire string (:func:`format_ts` / :func:`format_ts_ms`). The f-string relies on
+    ``repr(float)`` being what ``json.dumps`` writes; anything the shortcut cannot vouch for (an id
+    needing escapes, an unknown status or fault, a non-finite number) falls back to
+    :meth:`Reading.encode`, which escapes or raises exactly as before. A test checks both agree.
+    """
+    s = (
+        f'{{"device_id":"{device_id}","ts":"{ts}","seq":{seq},'
+        f'"temperature":{"null" if temperature is None else repr(temperature)},'
+        f'"humidity":{"null" if humidity is None else repr(humidity)},'
+        f'"co2":{"null" if co2 is None else repr(co2)},'
+        f'"pressure":{"null" if pressure is None else repr(pressure)},'
+        f'"battery":{"null" if battery is None else repr(battery)},'
+        f'"lat":{"null" if lat is None else repr(lat)},'
+        f'"lon":{"null" if lon is None else repr(lon)},"status":"{status}"'
+        + ("}" if fault is None else f',"fault":"{fault}"}}')
+    )
+    if (
+        "nan" in s
+        or "inf" in s
+        or "(" in s  # e.g. numpy scalars, whose repr is not their JSON
+        or "True" in s
+        or "False" in s
+        or status not in _STATUS_VALUES
+        or (fault is not None and fault not in _FAULT_VALUES)
+        or not _DEVICE_ID_RE.match(device_id)
+    ):
+        reading = Reading(
+            device_id, parse_ts(ts), seq, temperature, humidity, co2, pressure, battery, lat, lon,
+            Status(status), fault,
+        )  # fmt: skip
+        return reading.encode()
+    return s.encode()
+
+
 @dataclass(frozen=True, slots=True)
 class FieldSpec:
     """One payload field, for schema generation (JSON Schema and Spark)."""
@@ -223,6 +273,22 @@ def format_ts(ts: datetime) -> str:
         raise ContractError("naive datetime: timestamps must be timezone-aware UTC")
     ts = ts.astimezone(UTC)
     return ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"
+
+
+_TS_SECOND_CACHE: dict[int, str] = {}
+
+
+def format_ts_ms(epoch_ms: int) -> str:
+    """:func:`format_ts` of an epoch-milliseconds instant, with the per-second prefix cached
+    (thousands of devices share each second, and ``strftime`` dominates the simple path)."""
+    sec, ms = divmod(epoch_ms, 1000)
+    prefix = _TS_SECOND_CACHE.get(sec)
+    if prefix is None:
+        if len(_TS_SECOND_CACHE) > 4096:  # bounded: a long run visits each second once
+            _TS_SECOND_CACHE.clear()
+        prefix = datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+        _TS_SECOND_CACHE[sec] = prefix
+    return f"{prefix}{ms:03d}Z"
 
 
 def parse_ts(value: str) -> datetime:
@@ -381,6 +447,11 @@ class ControlCommand:
     """New sampling interval in seconds, for ``set_interval``."""
     params: dict[str, float] = field(default_factory=dict)
     """Fault parameters (e.g. ``{"rate": 0.1}`` for drift in unit/min); keys depend on the fault."""
+    site: str | None = None
+    """Selector: only devices of this site among the topic's targets (use with ``control/all``)."""
+    within: tuple[float, float, float] | None = None
+    """Selector: ``(lat deg, lon deg, radius km)``; only devices currently that close to the point
+    (mobile units are judged where they are when the command arrives)."""
 
     def encode(self) -> bytes:
         out: dict[str, Any] = {"action": self.action.value}
@@ -392,6 +463,10 @@ class ControlCommand:
             out["interval_s"] = self.interval_s
         if self.params:
             out["params"] = self.params
+        if self.site is not None:
+            out["site"] = self.site
+        if self.within is not None:
+            out["within"] = list(self.within)
         return json.dumps(out, separators=(",", ":")).encode()
 
     @classmethod
@@ -418,7 +493,22 @@ class ControlCommand:
         for name, v in (("duration_s", dur), ("interval_s", interval)):
             if v is not None and (isinstance(v, bool) or not isinstance(v, int | float) or v <= 0):
                 raise ContractError(f"{name} must be a positive number")
-        return cls(action, fault, dur, interval, {str(k): float(v) for k, v in params.items()})
+        site = obj.get("site")
+        if site is not None and not isinstance(site, str):
+            raise ContractError("site must be a string")
+        within = obj.get("within")
+        if within is not None:
+            if (
+                not isinstance(within, list)
+                or len(within) != 3
+                or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in within)
+                or not LAT_RANGE[0] <= within[0] <= LAT_RANGE[1]
+                or not LON_RANGE[0] <= within[1] <= LON_RANGE[1]
+                or within[2] <= 0
+            ):
+                raise ContractError("within must be [lat, lon, radius_km] with a valid point and radius > 0")
+            within = (float(within[0]), float(within[1]), float(within[2]))
+        return cls(action, fault, dur, interval, {str(k): float(v) for k, v in params.items()}, site, within)
 
 
 # --------------------------------------------------------------------------------- JSON Schema
