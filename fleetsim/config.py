@@ -241,9 +241,14 @@ class DashboardConfig(_Section):
     """The Streamlit dashboard."""
 
     host: str = "127.0.0.1"
+    """Address the dashboard binds (loopback by default)."""
     port: int = Field(8501, ge=1, le=65535)
     refresh_s: float = Field(5.0, ge=1)
+    """Seconds between automatic refreshes of the live view (without reloading the page)."""
     max_map_points: int = Field(20_000, ge=100)
+    """Most devices drawn on the live map (real devices first, then by id)."""
+    active_alert_s: float = Field(300.0, gt=0)
+    """An alert counts as active on the live view for this many seconds after its event time."""
 
 
 class FleetsimConfig(_Section):
