@@ -1,0 +1,1 @@
+"""Cloud-side runtimes: the Spark streaming job and the dashboard."""

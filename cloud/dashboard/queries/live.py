@@ -1,0 +1,156 @@
+"""Live view: KPIs, alert feed, map, tracks and fine-grained series.
+
+Only ``device_latest`` (one row per device), the ``devices`` registry, index range scans of
+``sensor_alerts`` by time and per-device index scans of ``sensor_data`` are used, so the cost does
+not grow with the size of the raw table.
+
+A device is *online* when it was last heard (the later of its newest event time and the time that
+row was written) within ``offline_after_s``. Disabled registry entries are left out of the counts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+from psycopg2 import sql
+
+from cloud.dashboard.queries._sql import fetch_df
+
+# One row per known device: the registry (placed or not) joined with the latest reading (devices
+# that report without being registered show up too).
+_FLEET = """
+  SELECT coalesce(d.device_id, l.device_id) AS device_id,
+         l.ts,
+         GREATEST(l.ts, l.ingest_ts) AS last_seen,
+         coalesce(GREATEST(l.ts, l.ingest_ts) >= now() - make_interval(secs => %(offline_after_s)s), false)
+           AS online,
+         l.status, l.fault, l.battery, l.temperature, l.humidity, l.co2, l.pressure,
+         coalesce(l.lat, d.lat) AS lat, coalesce(l.lon, d.lon) AS lon,
+         coalesce(l.site, d.site) AS site,
+         coalesce(d.kind, 'unregistered') AS kind,
+         coalesce(d.type, 'fixed') AS type,
+         d.name
+    FROM devices d
+    FULL JOIN device_latest l ON l.device_id = d.device_id
+   WHERE coalesce(d.enabled, true)
+"""
+
+_KPI = """
+SELECT count(*) AS devices,
+       count(*) FILTER (WHERE online) AS online,
+       count(*) FILTER (WHERE NOT online) AS offline,
+       count(*) FILTER (WHERE online AND status = 'WARNING') AS warning,
+       count(*) FILTER (WHERE online AND status = 'FAILURE') AS failure,
+       count(*) FILTER (WHERE battery < %(low_battery_pct)s) AS low_battery,
+       avg(temperature) FILTER (WHERE online) AS temperature_mean,
+       avg(humidity) FILTER (WHERE online) AS humidity_mean,
+       avg(co2) FILTER (WHERE online) AS co2_mean,
+       max(last_seen) AS newest_reading,
+       (SELECT count(*) FROM sensor_data
+         WHERE ts >= now() - interval '1 minute' AND ts < now()) AS messages_last_min,
+       (SELECT count(*) FROM sensor_data
+         WHERE ts >= now() - interval '2 minutes' AND ts < now() - interval '1 minute') AS messages_prev_min,
+       (SELECT count(*) FROM sensor_alerts
+         WHERE event_ts >= now() - make_interval(secs => %(active_alert_s)s)) AS active_alerts,
+       (SELECT count(*) FROM sensor_alerts
+         WHERE event_ts >= now() - make_interval(secs => 2 * %(active_alert_s)s)
+           AND event_ts < now() - make_interval(secs => %(active_alert_s)s)) AS previous_alerts
+  FROM ({fleet}) f
+"""
+
+
+def kpis(conn: Any, *, offline_after_s: float, low_battery_pct: float, active_alert_s: float) -> pd.DataFrame:
+    """One row of fleet KPIs (counts, fleet means of online devices, message and alert rates)."""
+    return fetch_df(
+        conn,
+        sql.SQL(_KPI).format(fleet=sql.SQL(_FLEET)),
+        {
+            "offline_after_s": offline_after_s,
+            "low_battery_pct": low_battery_pct,
+            "active_alert_s": active_alert_s,
+        },
+    )
+
+
+_MAP = """
+SELECT device_id, name, kind, type, site, lat, lon, ts, last_seen, online,
+       CASE WHEN NOT online THEN 'OFFLINE' ELSE coalesce(status, 'OFFLINE') END AS state,
+       status, fault, battery, temperature, humidity, co2, pressure
+  FROM ({fleet}) f
+ ORDER BY (kind = 'real') DESC, device_id
+ LIMIT %(limit)s
+"""
+
+
+def fleet_map(conn: Any, *, offline_after_s: float, limit: int) -> pd.DataFrame:
+    """Every device (up to ``limit``, real devices first) with position, state and last reading.
+
+    Devices without coordinates are included with null lat/lon so the page can count them."""
+    return fetch_df(
+        conn,
+        sql.SQL(_MAP).format(fleet=sql.SQL(_FLEET)),
+        {"offline_after_s": offline_after_s, "limit": limit},
+    )
+
+
+_ALERT_FEED = """
+SELECT event_ts, detected_at, device_id, kind, measurement, severity, value, threshold, site, message
+  FROM sensor_alerts
+ ORDER BY event_ts DESC
+ LIMIT %(limit)s
+"""
+
+
+def alert_feed(conn: Any, *, limit: int = 50) -> pd.DataFrame:
+    """The newest alerts by event time."""
+    return fetch_df(conn, _ALERT_FEED, {"limit": limit})
+
+
+_TRACKS = """
+SELECT t.device_id, t.ts, t.lat, t.lon
+  FROM (SELECT device_id FROM devices
+         WHERE type = 'mobile' AND enabled
+         ORDER BY device_id LIMIT %(max_devices)s) m
+ CROSS JOIN LATERAL (
+   SELECT s.device_id, s.ts, s.lat, s.lon
+     FROM sensor_data s
+    WHERE s.device_id = m.device_id
+      AND s.ts >= now() - make_interval(secs => %(window_s)s)
+      AND s.lat IS NOT NULL AND s.lon IS NOT NULL
+    ORDER BY s.ts DESC
+    LIMIT %(max_points)s) t
+ ORDER BY t.device_id, t.ts
+"""
+
+
+def mobile_tracks(
+    conn: Any, *, window_s: float, max_devices: int = 200, max_points: int = 120
+) -> pd.DataFrame:
+    """Recent positions of mobile devices (newest ``max_points`` each), oldest first per device."""
+    return fetch_df(
+        conn, _TRACKS, {"window_s": window_s, "max_devices": max_devices, "max_points": max_points}
+    )
+
+
+_SERIES = """
+SELECT t.*
+  FROM unnest(%(device_ids)s::text[]) AS k(device_id)
+ CROSS JOIN LATERAL (
+   SELECT s.device_id, s.ts, s.temperature, s.humidity, s.co2, s.pressure, s.battery, s.status, s.fault
+     FROM sensor_data s
+    WHERE s.device_id = k.device_id
+      AND s.ts >= now() - make_interval(secs => %(window_s)s)
+    ORDER BY s.ts DESC
+    LIMIT %(max_points)s) t
+ ORDER BY t.device_id, t.ts
+"""
+
+
+def device_series(
+    conn: Any, *, device_ids: list[str], window_s: float, max_points: int = 2000
+) -> pd.DataFrame:
+    """Raw readings of the chosen devices over the last ``window_s`` seconds (newest ``max_points`` each)."""
+    return fetch_df(
+        conn, _SERIES, {"device_ids": list(device_ids), "window_s": window_s, "max_points": max_points}
+    )

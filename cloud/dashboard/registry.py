@@ -1,0 +1,54 @@
+"""The dashboard's pages. Adding a page = one page script under ``pages/`` plus one entry here.
+
+Entries marked ``optional`` are shown only when their script exists, so a page another area adds
+later (Experiments) needs no change here. The page script is a thin file:
+
+    from cloud.dashboard.ui import context
+    from cloud.dashboard.views.my_page import render
+    render(context())
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+APP_DIR = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class PageSpec:
+    """One navigation entry."""
+
+    title: str
+    """Label in the navigation."""
+    script: str
+    """Page script path relative to the app directory."""
+    icon: str
+    """Emoji or ``:material/...:`` icon."""
+    url_path: str
+    """URL segment of the page."""
+    default: bool = False
+    """The page shown at the root URL."""
+    optional: bool = False
+    """Skip silently when the script does not exist (pages owned by later work)."""
+
+
+PAGES: tuple[PageSpec, ...] = (
+    PageSpec("Live", "pages/live.py", "🛰️", "live", default=True),
+    PageSpec("Trends", "pages/trends.py", "📈", "trends"),
+    PageSpec("Pipeline", "pages/pipeline.py", "🛠️", "pipeline"),
+    PageSpec("Devices", "pages/devices.py", "📟", "devices"),
+    PageSpec("Experiments", "pages/experiments.py", "🧪", "experiments", optional=True),
+)
+
+
+def available_pages(app_dir: Path = APP_DIR) -> list[PageSpec]:
+    """The pages whose scripts exist (a missing non-optional page is a packaging bug: raise)."""
+    out = []
+    for spec in PAGES:
+        if (app_dir / spec.script).is_file():
+            out.append(spec)
+        elif not spec.optional:
+            raise FileNotFoundError(f"dashboard page script missing: {app_dir / spec.script}")
+    return out

@@ -1,0 +1,254 @@
+"""Live view: "what is happening now?" KPIs, map, alert feed, drill-down and fine-grained series.
+
+Everything below the pause toggle is a fragment re-run every ``dashboard.refresh_s`` seconds (no
+page reload, the rest of the page and the widget states stay put).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from cloud.dashboard import logic, mapview
+from cloud.dashboard.queries import MEASUREMENT_COLUMNS
+from cloud.dashboard.queries import devices as qdev
+from cloud.dashboard.queries import live as qlive
+from cloud.dashboard.ui import Context, empty_fleet_message
+
+SERIES_WINDOWS = {"Last 5 minutes": 300, "Last 15 minutes": 900, "Last hour": 3600, "Last 6 hours": 21600}
+TRACK_WINDOW_S = 1800.0
+"""Mobile-device tracks cover the last 30 minutes."""
+DRILL_KEY = "drill_device"
+"""Session-state key of the device being drilled into (set by the map, the Devices page or the input)."""
+
+
+def _on_map_select() -> None:
+    sel: Any = st.session_state.get("fleet_map")
+    try:
+        objects = sel["selection"]["objects"]
+    except (KeyError, TypeError):
+        return
+    for layer in (mapview.DEVICE_LAYER_ID, mapview.TRACK_LAYER_ID):
+        picked = objects.get(layer) or []
+        if picked:
+            st.session_state[DRILL_KEY] = str(picked[0].get("device_id", ""))
+            return
+
+
+def _kpis(ctx: Context) -> None:
+    a = ctx.cfg.alerts
+    row = ctx.load(
+        qlive.kpis,
+        offline_after_s=a.offline_after_s,
+        low_battery_pct=a.low_battery_pct,
+        active_alert_s=ctx.cfg.dashboard.active_alert_s,
+    ).iloc[0]
+    prev: dict[str, Any] = st.session_state.get("kpi_prev", {})
+    cur = {k: row[k] for k in row.index}
+
+    def since(key: str) -> float | None:
+        return logic.delta(cur.get(key), prev.get(key))
+
+    c = st.columns(4)
+    c[0].metric(
+        "Devices online",
+        f"{int(row.online)} / {int(row.devices)}",
+        since("online"),
+        help="Heard from within alerts.offline_after_s; delta since the previous refresh.",
+    )
+    c[1].metric(
+        "Devices offline",
+        int(row.offline),
+        since("offline"),
+        delta_color="inverse",
+        help="Registered or reporting devices not heard from recently.",
+    )
+    c[2].metric(
+        "Readings / min",
+        int(row.messages_last_min),
+        logic.delta(row.messages_last_min, row.messages_prev_min),
+        help="Readings stamped in the last 60 s (event time); delta vs the minute before.",
+    )
+    c[3].metric(
+        "Active alerts",
+        int(row.active_alerts),
+        logic.delta(row.active_alerts, row.previous_alerts),
+        delta_color="inverse",
+        help=f"Alerts raised in the last {ctx.cfg.dashboard.active_alert_s:.0f} s; delta vs the "
+        "window before.",
+    )
+    c = st.columns(4)
+    c[0].metric(
+        "Mean temperature",
+        logic.fmt_num(row.temperature_mean, 1, "°C"),
+        since("temperature_mean"),
+        delta_color="off",
+        help="Online devices' latest readings.",
+    )
+    c[1].metric(
+        "Mean humidity", logic.fmt_num(row.humidity_mean, 1, "%RH"), since("humidity_mean"), delta_color="off"
+    )
+    c[2].metric("Mean CO₂", logic.fmt_num(row.co2_mean, 0, "ppm"), since("co2_mean"), delta_color="off")
+    c[3].metric(
+        "Low battery",
+        int(row.low_battery),
+        since("low_battery"),
+        delta_color="inverse",
+        help=f"Latest battery below {ctx.cfg.alerts.low_battery_pct:.0f} %.",
+    )
+    st.caption(
+        f"Status of online devices: {int(row.warning)} WARNING · {int(row.failure)} FAILURE. "
+        f"Deltas of counts and means are since the previous refresh."
+    )
+    st.session_state["kpi_prev"] = cur
+    newest_age = logic.age_seconds(row.newest_reading, logic.utc_now())
+    if newest_age is not None and newest_age > ctx.cfg.alerts.offline_after_s:
+        st.warning(
+            f"The newest reading is {logic.fmt_age(newest_age)} old: the pipeline is stopped or the data "
+            "is historic. Figures above describe that last known state.",
+            icon="⏸️",
+        )
+
+
+def _map(ctx: Context) -> None:
+    fleet = ctx.load(
+        qlive.fleet_map,
+        offline_after_s=ctx.cfg.alerts.offline_after_s,
+        limit=ctx.cfg.dashboard.max_map_points,
+    )
+    tracks = ctx.load(qlive.mobile_tracks, window_s=TRACK_WINDOW_S)
+    points, unplaced = mapview.map_points(fleet)
+    paths = mapview.track_paths(tracks)
+    counts = points["state"].value_counts() if not points.empty else pd.Series(dtype=int)
+    legend = " · ".join(
+        f"<span style='color:rgb{logic.STATE_COLORS[s]}'>●</span> {s} {int(counts.get(s, 0))}"
+        for s in logic.STATES
+    )
+    st.markdown(
+        f"{legend} · <span style='color:rgb(20,20,230)'>◯</span> real device · size/opacity = battery",
+        unsafe_allow_html=True,
+    )
+    st.pydeck_chart(
+        mapview.build_deck(points, paths),
+        height=460,
+        key="fleet_map",
+        on_select=_on_map_select,
+        selection_mode="single-object",
+    )
+    notes = [f"{len(points)} devices on the map"]
+    if unplaced:
+        notes.append(f"{unplaced} without a location")
+    if len(fleet) >= ctx.cfg.dashboard.max_map_points:
+        notes.append(f"capped at dashboard.max_map_points={ctx.cfg.dashboard.max_map_points}")
+    if not paths.empty:
+        notes.append(f"{len(paths)} mobile tracks (last {TRACK_WINDOW_S / 60:.0f} min)")
+    st.caption(" · ".join(notes) + ". Click a device to drill down.")
+
+
+def _alert_feed(ctx: Context) -> None:
+    st.subheader("Alert feed")
+    feed = ctx.load(qlive.alert_feed, limit=50)
+    if feed.empty:
+        st.info("No alerts yet.")
+        return
+    st.dataframe(
+        feed[["event_ts", "device_id", "kind", "measurement", "severity", "value", "site"]],
+        hide_index=True,
+        height=420,
+        column_config={"event_ts": st.column_config.DatetimeColumn("event time (UTC)", format="HH:mm:ss")},
+    )
+
+
+def _drill_down(ctx: Context) -> None:
+    device_id = str(st.session_state.get(DRILL_KEY, "")).strip()
+    if not device_id:
+        st.caption("Select a device on the map or type its id to see its details.")
+        return
+    detail = ctx.load(qdev.device_detail, device_id=device_id, offline_after_s=ctx.cfg.alerts.offline_after_s)
+    if detail.empty:
+        st.warning(f"Unknown device {device_id!r}: it is neither registered nor reporting.", icon="❓")
+        return
+    d = detail.iloc[0]
+    state = ("online" if d.online else "offline") + (f", {d.status}" if isinstance(d.status, str) else "")
+    real = " · **real device**" if d.kind == "real" else ""
+    st.markdown(
+        f"**{device_id}** — {d['name'] or 'unnamed'} · {state}{real} · site {d.site or d.home_site or '—'}"
+    )
+    c = st.columns(6)
+    c[0].metric("Temperature", logic.fmt_num(d.temperature, 1, "°C"))
+    c[1].metric("Humidity", logic.fmt_num(d.humidity, 1, "%RH"))
+    c[2].metric("CO₂", logic.fmt_num(d.co2, 0, "ppm"))
+    c[3].metric("Pressure", logic.fmt_num(d.pressure, 1, "hPa"))
+    c[4].metric("Battery", logic.fmt_num(d.battery, 0, "%"))
+    c[5].metric("Last seen", logic.fmt_age(logic.age_seconds(d.last_seen, logic.utc_now())))
+    if isinstance(d.fault, str) and d.fault:
+        st.caption(f"Injected fault active at the last reading: {d.fault}")
+    alerts = ctx.load(qdev.device_alerts, device_id=device_id, limit=20)
+    if not alerts.empty:
+        st.dataframe(alerts, hide_index=True, height=200)
+
+
+def _series(ctx: Context, chosen: list[str], window_s: int, measurement: str) -> None:
+    if not chosen:
+        st.caption("Choose devices to plot their raw readings.")
+        return
+    raw = ctx.load(qlive.device_series, device_ids=chosen, window_s=float(window_s))
+    if raw.empty:
+        st.info("No readings from these devices in that window.")
+        return
+    wide = raw.pivot_table(index="ts", columns="device_id", values=measurement)
+    st.line_chart(wide, height=280, y_label=measurement, x_label="event time (UTC)")
+
+
+def _controls(ctx: Context) -> tuple[list[str], int, str]:
+    ids_df = ctx.load(qdev.device_ids, "slow")
+    ids = ids_df["device_id"].tolist() if not ids_df.empty else []
+    cols = st.columns([2, 3, 2, 2])
+    cols[0].text_input("Device id", key=DRILL_KEY, placeholder="click a device on the map")
+    drilled = st.session_state.get(DRILL_KEY)
+    default = [drilled] if drilled in ids else ids[:3]
+    chosen = cols[1].multiselect(
+        "Devices to plot", ids, default=default, key="series_devices", max_selections=12
+    )
+    window = cols[2].selectbox("Window", list(SERIES_WINDOWS), key="series_window")
+    measurement = cols[3].selectbox("Measurement", list(MEASUREMENT_COLUMNS), key="series_measurement")
+    return chosen, SERIES_WINDOWS[window], measurement
+
+
+def render(ctx: Context) -> None:
+    st.title("Live fleet")
+    if not ctx.require_database():
+        return
+    request = st.session_state.pop("drill_request", None)
+    if request:
+        # Set by another page (Devices) before switching here; the widget is not drawn yet.
+        st.session_state[DRILL_KEY] = request
+    top = st.columns([2, 5])
+    paused = top[0].toggle("Pause auto-refresh", key="live_paused")
+    top[1].caption(
+        "Paused: figures frozen until you resume."
+        if paused
+        else f"Refreshing every {ctx.cfg.dashboard.refresh_s:g} s without reloading the page."
+    )
+
+    @st.fragment(run_every=None if paused else ctx.cfg.dashboard.refresh_s)
+    def live_panel() -> None:
+        if not ctx.has_devices():
+            empty_fleet_message()
+            return
+        with ctx.section():
+            _kpis(ctx)
+        left, right = st.columns([3, 2])
+        with left, ctx.section():
+            _map(ctx)
+        with right, ctx.section():
+            _alert_feed(ctx)
+        st.subheader("Drill-down")
+        with ctx.section():
+            chosen, window_s, measurement = _controls(ctx)
+            _drill_down(ctx)
+            _series(ctx, chosen, window_s, measurement)
+
+    live_panel()
