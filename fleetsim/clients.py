@@ -35,12 +35,16 @@ def mqtt_client(
     port: int | None = None,
     username: str | None = None,
     password: str | None = None,
+    receive_maximum: int | None = None,
 ) -> Any:
     """A configured (not yet connected) paho-mqtt 2.x client.
 
     ``clean=False`` asks for a persistent session (v5: clean_start=False plus a session expiry;
     3.1.1: clean_session=False). Returns the client and leaves connecting to the caller, because
     the bridge and the simulator connect with different retry and back-pressure policies.
+    ``receive_maximum`` (v5 only) caps the QoS 1/2 messages the broker sends before they are
+    acknowledged: the bridge's back-pressure window (3.1.1 has no such property: the broker's
+    ``max_inflight_messages`` applies).
     """
     import paho.mqtt.client as mqtt
 
@@ -63,6 +67,7 @@ def mqtt_client(
         "keepalive": cfg.mqtt.keepalive_s,
         "clean_start": clean if v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
         "session_expiry_s": session_expiry_s if v5 else None,
+        "receive_maximum": receive_maximum if v5 else None,
     }
     return client
 
@@ -78,6 +83,9 @@ def mqtt_connect(client: Any, *, blocking: bool = True) -> None:
     if a["session_expiry_s"] is not None:
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = a["session_expiry_s"]
+    if a.get("receive_maximum"):
+        props = props or Properties(PacketTypes.CONNECT)
+        props.ReceiveMaximum = a["receive_maximum"]
     kwargs: dict[str, Any] = {"host": a["host"], "port": a["port"], "keepalive": a["keepalive"]}
     if client.protocol == mqtt.MQTTv5:
         kwargs["clean_start"] = a["clean_start"]
@@ -103,8 +111,24 @@ def kafka_python_kwargs(cfg: FleetsimConfig, identity: KafkaIdentity) -> dict[st
     }
     if cfg.kafka.security_protocol.startswith("SASL"):
         user, password = kafka_credentials(cfg, identity)
-        kw.update(sasl_mechanism=cfg.kafka.sasl_mechanism, sasl_plain_username=user, sasl_plain_password=password)
+        kw.update(
+            sasl_mechanism=cfg.kafka.sasl_mechanism, sasl_plain_username=user, sasl_plain_password=password
+        )
     return kw
+
+
+def confluent_kafka_config(cfg: FleetsimConfig, identity: KafkaIdentity) -> dict[str, Any]:
+    """Connection settings for confluent-kafka (librdkafka) clients: the bridge's producer."""
+    conf: dict[str, Any] = {
+        "bootstrap.servers": cfg.kafka.bootstrap,
+        "security.protocol": cfg.kafka.security_protocol,
+    }
+    if cfg.kafka.security_protocol.startswith("SASL"):
+        user, password = kafka_credentials(cfg, identity)
+        conf.update(
+            {"sasl.mechanism": cfg.kafka.sasl_mechanism, "sasl.username": user, "sasl.password": password}
+        )
+    return conf
 
 
 def spark_kafka_options(cfg: FleetsimConfig, identity: KafkaIdentity = "stream") -> dict[str, str]:
