@@ -157,6 +157,13 @@ class SparkConfig(_Section):
     shuffle_partitions: int = Field(4, ge=1)
     driver_memory: str = "1g"
     ui_port: int = Field(4040, ge=1, le=65535)
+    driver_host: str = "127.0.0.1"
+    """Address the executors use to reach the driver (``spark.driver.host``): loopback for the local
+    stack and a local standalone cluster; the driver's routable name on a real cluster (its compose
+    service name, pod name or host name)."""
+    bind_address: str = "127.0.0.1"
+    """Interface the driver's RPC endpoints and its web UI bind (``spark.driver.bindAddress`` and
+    ``SPARK_LOCAL_IP``); ``0.0.0.0`` only inside a container whose ports are published."""
     master_ui_url: str = ""
     """Spark master UI URL when running on a standalone cluster (shown in status and dashboard)."""
     registry_refresh_s: float = Field(30.0, gt=0)
