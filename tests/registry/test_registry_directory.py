@@ -1,0 +1,140 @@
+"""The bridge-side directory's logic, with an in-memory loader/registrar (the database version is
+covered by the integration tests)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from bridge.directory import DeviceStatus
+from fleetsim.config import FleetsimConfig
+from fleetsim.errors import RegistryError
+from fleetsim.registry.directory import DeviceDirectory, DeviceInfo, snapshot_from_rows
+
+CFG = FleetsimConfig()
+
+
+class FakeRegistry:
+    def __init__(self, rows: dict[str, DeviceInfo]) -> None:
+        self.rows = dict(rows)
+        self.loads = 0
+        self.fail = False
+        self.registered: list[list[str]] = []
+        self.lock = threading.Lock()
+
+    def load(self) -> dict[str, DeviceInfo]:
+        with self.lock:
+            self.loads += 1
+            if self.fail:
+                raise ConnectionError("database down")
+            return dict(self.rows)
+
+    def register(self, ids: list[str]) -> int:
+        with self.lock:
+            if self.fail:
+                raise ConnectionError("database down")
+            self.registered.append(ids)
+            new = [i for i in ids if i not in self.rows]
+            for i in new:
+                self.rows[i] = DeviceInfo(True, None, None, None)
+            return len(new)
+
+
+def _directory(reg: FakeRegistry, refresh_s: float = 60.0) -> DeviceDirectory:
+    return DeviceDirectory(CFG, refresh_s=refresh_s, loader=reg.load, registrar=reg.register)
+
+
+def _wait(pred: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_status_answers_enabled_disabled_unknown() -> None:
+    reg = FakeRegistry({"a": DeviceInfo(True, "s", 1.0, 2.0), "b": DeviceInfo(False, None, None, None)})
+    d = _directory(reg)
+    d.refresh()
+    assert d.status("a") is DeviceStatus.ENABLED
+    assert d.status("b") is DeviceStatus.DISABLED
+    assert d.status("zz") is DeviceStatus.UNKNOWN
+    assert d.location("a") == DeviceInfo(True, "s", 1.0, 2.0)
+    assert len(d) == 2
+
+
+def test_snapshot_from_rows() -> None:
+    snap = snapshot_from_rows([("a", True, "s", 1.0, 2.0), ("b", False, None, None, None)])
+    assert snap == {"a": DeviceInfo(True, "s", 1.0, 2.0), "b": DeviceInfo(False, None, None, None)}
+
+
+def test_noted_unknown_ids_are_registered_once_and_survive_reloads() -> None:
+    reg = FakeRegistry({})
+    d = _directory(reg)
+    d.refresh()
+    d.note_unknown("new-1")
+    d.note_unknown("new-2")
+    # Admitted from now on, so the bridge notes each id once.
+    assert d.status("new-1") is DeviceStatus.ENABLED
+    d.refresh()  # a reload before the write must not forget them
+    assert d.status("new-2") is DeviceStatus.ENABLED
+    assert d.flush_pending() == 2
+    assert reg.registered == [["new-1", "new-2"]]
+    assert d.flush_pending() == 0
+    assert d.auto_registered == 2
+
+
+def test_failed_registration_is_retried() -> None:
+    reg = FakeRegistry({})
+    d = _directory(reg)
+    d.refresh()
+    d.note_unknown("x")
+    reg.fail = True
+    with pytest.raises(ConnectionError):
+        d.flush_pending()
+    reg.fail = False
+    assert d.flush_pending() == 1
+    assert reg.registered == [["x"]]
+
+
+def test_start_fails_clearly_when_the_registry_never_loads() -> None:
+    reg = FakeRegistry({})
+    reg.fail = True
+    d = _directory(reg)
+    with pytest.raises(RegistryError, match="cannot load the device registry"):
+        d.start(timeout_s=0.5)
+    assert reg.loads >= 2  # it retried before giving up
+
+
+def test_background_refresh_picks_up_changes_and_keeps_last_copy_on_failure() -> None:
+    reg = FakeRegistry({"a": DeviceInfo(True, None, None, None)})
+    d = _directory(reg, refresh_s=0.05)
+    d.start(timeout_s=2)
+    try:
+        with reg.lock:
+            reg.rows["b"] = DeviceInfo(True, None, None, None)
+        assert _wait(lambda: d.status("b") is DeviceStatus.ENABLED)
+        reg.fail = True
+        assert _wait(lambda: d.failures >= 1)
+        # Stale but whole: still knows both devices.
+        assert d.status("a") is DeviceStatus.ENABLED
+        assert d.status("b") is DeviceStatus.ENABLED
+        reg.fail = False
+        with reg.lock:
+            reg.rows["a"] = DeviceInfo(False, None, None, None)
+        assert _wait(lambda: d.status("a") is DeviceStatus.DISABLED, timeout=10)
+    finally:
+        d.stop()
+
+
+def test_stop_flushes_pending_registrations() -> None:
+    reg = FakeRegistry({})
+    d = _directory(reg, refresh_s=60)
+    d.start(timeout_s=2)
+    d.note_unknown("late")
+    d.stop()
+    assert ["late"] in reg.registered
