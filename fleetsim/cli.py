@@ -27,7 +27,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cloud.streaming.cli",  # stream
     "cloud.dashboard.cli",  # dashboard
     "fleetsim.experiments.cli",  # experiment
-    "fleetsim.benchcli",  # bench
+    "fleetsim.bench.cli",  # bench
 )
 
 log = logging.getLogger("fleetsim")

@@ -66,7 +66,7 @@ class MqttConfig(_Section):
     """Port of the TLS listener (only when ``listen`` is set)."""
     protocol: Literal["5", "3.1.1"] = "5"
     """MQTT protocol version used by Fleetsim's own clients."""
-    qos: Literal[0, 1] = 1
+    qos: int = Field(1, ge=0, le=1)
     """QoS for telemetry published by the simulator."""
     keepalive_s: int = Field(30, ge=5, le=3600)
     """Keep-alive interval in seconds."""
@@ -489,3 +489,26 @@ def secret(value: SecretStr | None, what: str) -> str:
             f"or set FLEETSIM_{what.replace('.', '__').upper()}"
         )
     return value.get_secret_value()
+
+
+def config_to_env(cfg: FleetsimConfig) -> dict[str, str]:
+    """The whole config as ``FLEETSIM_<SECTION>__<KEY>`` variables (secrets revealed).
+
+    For handing a validated config to a child process through its environment only; never log
+    the result. ``None`` values are left out (they are the defaults' "unset").
+    """
+    data = cfg.model_dump(mode="python")
+    _reveal_secrets(data)
+    out: dict[str, str] = {}
+    for section, values in data.items():
+        for key, value in values.items():
+            if value is None:
+                continue
+            if isinstance(value, list | dict):
+                text = json.dumps(value, default=str)
+            elif isinstance(value, bool):
+                text = "true" if value else "false"
+            else:
+                text = str(value)
+            out[f"{ENV_PREFIX}{section.upper()}{ENV_DELIMITER}{key.upper()}"] = text
+    return out

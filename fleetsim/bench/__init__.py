@@ -1,0 +1,1 @@
+"""Benchmark harness: discovery, bounded child runs, results files and BENCHMARKS.md."""

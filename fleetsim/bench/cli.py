@@ -1,0 +1,83 @@
+"""``fleetsim bench [NAME ...]``: run the benchmark suite against a dedicated engine stack."""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from fleetsim.bench import harness, report
+from fleetsim.config import FleetsimConfig
+
+ENGINES = ("mosquitto", "kafka", "postgres")
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("bench", help="run benchmarks in bench/ and refresh BENCHMARKS.md")
+    p.add_argument("names", nargs="*", help="benchmarks to run (default: all); see --list")
+    p.add_argument("--quick", action="store_true", help="short runs (smoke-check the benchmarks)")
+    p.add_argument("--list", action="store_true", help="list the benchmarks and exit")
+    p.add_argument("--timeout", type=float, default=900.0, help="seconds each benchmark may take")
+    p.add_argument("--repo", type=Path, default=Path.cwd(), help="repository root (default: cwd)")
+    p.add_argument(
+        "--render-only", action="store_true", help="rebuild BENCHMARKS.md from stored results, run nothing"
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace, cfg: FleetsimConfig) -> int:
+    from fleetsim.stack import dedicated
+
+    repo: Path = args.repo.resolve()
+    results_dir = repo / "bench" / "results"
+    if args.render_only:
+        _write_report(repo, results_dir)
+        return 0
+    available = harness.discover(repo / "bench")
+    if args.list:
+        for name, path in available.items():
+            print(f"{name:12s} {path.relative_to(repo)}")
+        return 0
+    chosen = harness.select(available, args.names)
+    outcomes: dict[str, Any] = {}
+    started = time.monotonic()
+    with (
+        tempfile.TemporaryDirectory(prefix="fleetsim-bench-") as tmp,
+        dedicated(cfg, Path(tmp) / "stack", *ENGINES) as (bench_cfg, _),
+    ):
+        print(f"engines up on free ports ({', '.join(ENGINES)}); running {len(chosen)} benchmark(s)")
+        for i, (name, path) in enumerate(chosen.items(), start=1):
+            print(f"[{i}/{len(chosen)}] {name} ...", flush=True)
+            outcome = harness.run_one(name, path, bench_cfg, args.quick, args.timeout)
+            print(f"[{i}/{len(chosen)}] {name}: {outcome.status} in {outcome.duration_s} s", flush=True)
+            if outcome.error:
+                print(outcome.error)
+            outcomes[name] = {
+                "status": outcome.status,
+                "duration_s": outcome.duration_s,
+                "result": outcome.result,
+                "error": outcome.error,
+            }
+    payload = {
+        "started_at": time.strftime(
+            "%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - (time.monotonic() - started))
+        ),
+        "quick": args.quick,
+        "machine": harness.machine_info(),
+        "benches": outcomes,
+    }
+    path = harness.write_results(results_dir, payload)
+    print(f"results: {path.relative_to(repo)}")
+    _write_report(repo, results_dir)
+    failed = [n for n, o in outcomes.items() if o["status"] != "ok"]
+    if failed:
+        print(f"did not finish: {', '.join(failed)}")
+    return 1 if failed else 0
+
+
+def _write_report(repo: Path, results_dir: Path) -> None:
+    latest = harness.latest_results(results_dir)
+    (repo / "BENCHMARKS.md").write_text(report.render(latest), encoding="utf-8")
+    print(f"BENCHMARKS.md refreshed from {len(latest)} benchmark(s)")

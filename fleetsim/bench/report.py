@@ -1,0 +1,135 @@
+"""Render ``BENCHMARKS.md`` from stored results.
+
+A benchmark's ``run()`` returns a dict. The harness understands this shape (see bench/README.md)::
+
+    {"title": "Simulator",
+     "method": "one paragraph: what is measured, how many runs, what the baseline is",
+     "figures": [{"name": ..., "value": 27100.0, "unit": "msg/s", "baseline_name": "bare paho loop",
+                  "baseline": 30500.0, "ratio": 0.89, "target": ">= 25000 msg/s", "met": true,
+                  "runs": [...]}],
+     "notes": ["..."]}
+
+Anything else in the dict is shown as a flat key/value list, so a benchmark is never hidden.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+HEADER = """# Benchmarks
+
+Measured by `make bench` (`fleetsim bench`), which starts a dedicated Mosquitto + Kafka + PostgreSQL
+stack on free loopback ports and runs every `bench/bench_<name>.py` in its own time-bounded process.
+Raw figures: `bench/results/<timestamp>.json`. Every figure is a median of several runs, with its
+in-run baseline or ceiling measured side by side in the same run; targets are from the issues and
+are reported, never asserted in tests. Misses are listed as misses.
+
+"""
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if abs(value) >= 1000:
+            return f"{value:,.0f}"
+        if abs(value) >= 10:
+            return f"{value:.1f}"
+        return f"{value:.3g}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if value is None:
+        return "–"
+    return str(value)
+
+
+def _flatten(prefix: str, value: Any, out: list[tuple[str, Any]]) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
+    elif isinstance(value, list) and value and all(isinstance(v, int | float) for v in value):
+        out.append((prefix, ", ".join(_fmt(v) for v in value)))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _flatten(f"{prefix}[{i}]", v, out)
+    else:
+        out.append((prefix, value))
+
+
+def _met(fig: dict[str, Any]) -> str:
+    met = fig.get("met")
+    if met is None:
+        return ""
+    return "met" if met else "**missed**"
+
+
+def render_bench(name: str, outcome: dict[str, Any]) -> str:
+    result = outcome.get("result") or {}
+    title = result.get("title") or name
+    lines = [f"## {title} (`bench_{name}.py`)", ""]
+    lines.append(
+        f"Status: {outcome.get('status')}{' (quick run)' if outcome.get('quick') else ''}, "
+        f"{outcome.get('duration_s')} s, from `bench/results/{outcome.get('file')}`."
+    )
+    lines.append("")
+    if outcome.get("status") != "ok":
+        lines += ["```", str(outcome.get("error", ""))[-2000:], "```", ""]
+        return "\n".join(lines)
+    if result.get("method"):
+        lines += [str(result["method"]), ""]
+    figures = result.get("figures") or []
+    if figures:
+        lines += [
+            "| figure | value | baseline / ceiling | ratio | target | verdict |",
+            "|---|---|---|---|---|---|",
+        ]
+        for fig in figures:
+            unit = fig.get("unit", "")
+            base = fig.get("baseline")
+            base_s = f"{_fmt(base)} {unit} ({fig.get('baseline_name', '')})" if base is not None else "–"
+            value_s = f"{_fmt(fig.get('value'))} {unit}"
+            lines.append(
+                f"| {fig.get('name')} | {value_s} | {base_s} | {_fmt(fig.get('ratio'))} "
+                f"| {fig.get('target', '')} | {_met(fig)} |"
+            )
+        lines.append("")
+    rest = {k: v for k, v in result.items() if k not in {"title", "method", "figures", "notes"}}
+    if rest:
+        flat: list[tuple[str, Any]] = []
+        _flatten("", rest, flat)
+        lines += ["<details><summary>all figures</summary>", "", "| key | value |", "|---|---|"]
+        lines += [f"| {k} | {_fmt(v)} |" for k, v in flat]
+        lines += ["", "</details>", ""]
+    for note in result.get("notes") or []:
+        lines.append(f"- {note}")
+    if result.get("notes"):
+        lines.append("")
+    return "\n".join(lines)
+
+
+def render(latest: dict[str, dict[str, Any]]) -> str:
+    """The whole BENCHMARKS.md from the newest outcome of each benchmark."""
+    parts = [HEADER]
+    machines = {str(o.get("machine")) for o in latest.values() if o.get("machine")}
+    if latest:
+        machine = next(iter(latest.values())).get("machine", {})
+        parts.append(
+            "Machine: "
+            + ", ".join(f"{k} {_fmt(v)}" for k, v in machine.items())
+            + (" (results from more than one machine below)" if len(machines) > 1 else "")
+            + "\n"
+        )
+    summary = ["## Targets", "", "| benchmark | figure | value | target | verdict |", "|---|---|---|---|---|"]
+    for name, outcome in latest.items():
+        for fig in (outcome.get("result") or {}).get("figures") or []:
+            if fig.get("target"):
+                summary.append(
+                    f"| {name} | {fig.get('name')} | {_fmt(fig.get('value'))} {fig.get('unit', '')} "
+                    f"| {fig.get('target')} | {_met(fig)} |"
+                )
+        if outcome.get("status") != "ok":
+            summary.append(f"| {name} | (did not finish: {outcome.get('status')}) | – | – | **missed** |")
+    parts.append("\n".join(summary) + "\n")
+    for name, outcome in latest.items():
+        parts.append(render_bench(name, outcome))
+    return "\n".join(parts).rstrip() + "\n"

@@ -1,0 +1,88 @@
+"""The benchmark harness's pure parts: discovery, result selection and BENCHMARKS.md rendering."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fleetsim.bench import harness, report
+
+
+def _store(results: Path, stamp: str, quick: bool, status: str, value: float) -> None:
+    payload = {
+        "quick": quick,
+        "machine": {"cores": 2},
+        "benches": {
+            "sim": {
+                "status": status,
+                "duration_s": 1.0,
+                "result": {
+                    "title": "Simulator",
+                    "figures": [
+                        {
+                            "name": "rate",
+                            "value": value,
+                            "unit": "msg/s",
+                            "target": ">= 25k",
+                            "met": value >= 25e3,
+                        }
+                    ],
+                }
+                if status == "ok"
+                else {},
+                "error": "" if status == "ok" else "boom",
+            }
+        },
+    }
+    (results / f"{stamp}.json").write_text(json.dumps(payload))
+
+
+def test_full_results_beat_later_quick_and_failed_runs(tmp_path: Path) -> None:
+    _store(tmp_path, "20260101T000000Z", quick=False, status="ok", value=30_000.0)
+    _store(tmp_path, "20260102T000000Z", quick=True, status="ok", value=1_000.0)
+    _store(tmp_path, "20260103T000000Z", quick=False, status="failed", value=0.0)
+    latest = harness.latest_results(tmp_path)
+    assert latest["sim"]["result"]["figures"][0]["value"] == 30_000.0
+    _store(tmp_path, "20260104T000000Z", quick=False, status="ok", value=20_000.0)
+    assert harness.latest_results(tmp_path)["sim"]["result"]["figures"][0]["value"] == 20_000.0
+
+
+def test_report_lists_targets_with_verdicts(tmp_path: Path) -> None:
+    _store(tmp_path, "20260101T000000Z", quick=False, status="ok", value=20_000.0)
+    text = report.render(harness.latest_results(tmp_path))
+    assert "| sim | rate | 20,000 msg/s | >= 25k | **missed** |" in text
+    _store(tmp_path, "20260102T000000Z", quick=False, status="ok", value=26_000.0)
+    assert "| sim | rate | 26,000 msg/s | >= 25k | met |" in report.render(harness.latest_results(tmp_path))
+
+
+def test_failed_benchmark_is_reported_as_missed(tmp_path: Path) -> None:
+    _store(tmp_path, "20260101T000000Z", quick=False, status="timeout", value=0.0)
+    text = report.render(harness.latest_results(tmp_path))
+    assert "did not finish: timeout" in text
+    assert "boom" in text
+
+
+def test_discover_and_select(tmp_path: Path) -> None:
+    (tmp_path / "bench_sim.py").write_text("")
+    (tmp_path / "helper.py").write_text("")
+    found = harness.discover(tmp_path)
+    assert list(found) == ["sim"]
+    with pytest.raises(harness.BenchError, match="available: sim"):
+        harness.select(found, ["nope"])
+    with pytest.raises(harness.BenchError, match="no benchmark directory"):
+        harness.discover(tmp_path / "missing")
+
+
+def test_child_gets_the_whole_config_through_env() -> None:
+    from fleetsim.config import config_to_env, load_config, parse_env
+
+    cfg = load_config(None, environ={}, overrides={"mqtt.port": 1999, "kafka.admin_password": "s3cret"})
+    env = config_to_env(cfg)
+    assert env["FLEETSIM_MQTT__PORT"] == "1999"
+    assert env["FLEETSIM_KAFKA__ADMIN_PASSWORD"] == "s3cret"
+    back = load_config(None, environ=env)
+    assert back.mqtt.port == 1999
+    assert back.bridge.routes == cfg.bridge.routes
+    assert parse_env(env)["kafka"]["admin_password"] == "s3cret"
