@@ -21,6 +21,7 @@ from fleetsim.errors import FleetsimError
 
 COMMAND_MODULES: tuple[str, ...] = (
     "fleetsim.stack.cli",  # up, down, status, logs, psql, tap, config, setup-check
+    "fleetsim.stack.compose_support",  # compose-init (one-shot set-up of docker-compose.yml)
     "fleetsim.registry.cli",  # device add/list/show/disable/rotate-credentials
     "edge.cli",  # sim, fault
     "bridge.cli",  # bridge
