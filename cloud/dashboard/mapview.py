@@ -115,7 +115,7 @@ def build_deck(points: pd.DataFrame, paths: pd.DataFrame) -> pdk.Deck:
             get_fill_color="fill",
             get_line_color="line",
             get_radius="radius",
-            radius_units="pixels",
+            radius_units='"pixels"',  # quoted: pydeck treats bare strings as JS accessors
             stroked=True,
             line_width_min_pixels=1,
             pickable=True,

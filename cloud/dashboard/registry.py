@@ -35,11 +35,11 @@ class PageSpec:
 
 
 PAGES: tuple[PageSpec, ...] = (
-    PageSpec("Live", "pages/live.py", "🛰️", "live", default=True),
-    PageSpec("Trends", "pages/trends.py", "📈", "trends"),
-    PageSpec("Pipeline", "pages/pipeline.py", "🛠️", "pipeline"),
-    PageSpec("Devices", "pages/devices.py", "📟", "devices"),
-    PageSpec("Experiments", "pages/experiments.py", "🧪", "experiments", optional=True),
+    PageSpec("Live", "pages/live.py", ":material/satellite_alt:", "live", default=True),
+    PageSpec("Trends", "pages/trends.py", ":material/monitoring:", "trends"),
+    PageSpec("Pipeline", "pages/pipeline.py", ":material/lan:", "pipeline"),
+    PageSpec("Devices", "pages/devices.py", ":material/sensors:", "devices"),
+    PageSpec("Experiments", "pages/experiments.py", ":material/science:", "experiments", optional=True),
 )
 
 

@@ -177,3 +177,14 @@ def agg_keys(conn: Any, *, scope: str, start: datetime, end: datetime, limit: in
     """Keys of a scope that have windows in [start, end)."""
     params = {"scope": check_scope(scope), "start": start, "end": end, "limit": limit}
     return fetch_df(conn, _KEYS, params)
+
+
+_ANY = """
+SELECT EXISTS (SELECT 1 FROM sensor_data_agg
+                WHERE scope = %(scope)s AND window_start >= %(start)s AND window_start < %(end)s) AS any
+"""
+
+
+def has_windows(conn: Any, *, scope: str, start: datetime, end: datetime) -> pd.DataFrame:
+    """One row, ``any``: whether the scope has at least one window in [start, end)."""
+    return fetch_df(conn, _ANY, {"scope": check_scope(scope), "start": start, "end": end})

@@ -198,8 +198,16 @@ def _series(ctx: Context, chosen: list[str], window_s: int, measurement: str) ->
     if raw.empty:
         st.info("No readings from these devices in that window.")
         return
-    wide = raw.pivot_table(index="ts", columns="device_id", values=measurement)
-    st.line_chart(wide, height=280, y_label=measurement, x_label="event time (UTC)")
+    # Long format: devices report at different instants, a wide pivot would leave NaN gaps (no lines).
+    st.line_chart(
+        raw,
+        x="ts",
+        y=measurement,
+        color="device_id",
+        height=280,
+        y_label=measurement,
+        x_label="event time (UTC)",
+    )
 
 
 def _controls(ctx: Context) -> tuple[list[str], int, str]:
@@ -208,7 +216,13 @@ def _controls(ctx: Context) -> tuple[list[str], int, str]:
     cols = st.columns([2, 3, 2, 2])
     cols[0].text_input("Device id", key=DRILL_KEY, placeholder="click a device on the map")
     drilled = st.session_state.get(DRILL_KEY)
-    default = [drilled] if drilled in ids else ids[:3]
+    fleet = ctx.load(
+        qlive.fleet_map,
+        offline_after_s=ctx.cfg.alerts.offline_after_s,
+        limit=ctx.cfg.dashboard.max_map_points,
+    )
+    online = fleet.loc[fleet["online"], "device_id"].tolist() if not fleet.empty else []
+    default = [drilled] if drilled in ids else (online or ids)[:3]
     chosen = cols[1].multiselect(
         "Devices to plot", ids, default=default, key="series_devices", max_selections=12
     )

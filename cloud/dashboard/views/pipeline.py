@@ -93,15 +93,11 @@ def _batches(ctx: Context, window_s: int) -> None:
     b = ctx.load(qpipe.batches, window_s=float(window_s))
     cols = st.columns(3)
     cols[0].caption("Throughput (rows/s)")
-    cols[0].line_chart(
-        b.pivot_table(index="recorded_at", columns="query_name", values="processed_rate"), height=220
-    )
+    cols[0].line_chart(b, x="recorded_at", y="processed_rate", color="query_name", height=220)
     cols[1].caption("Event-to-row latency p50 / p95 (ms)")
     cols[1].line_chart(b.groupby("recorded_at")[["latency_p50_ms", "latency_p95_ms"]].max(), height=220)
     cols[2].caption("Batch duration (ms)")
-    cols[2].line_chart(
-        b.pivot_table(index="recorded_at", columns="query_name", values="batch_duration_ms"), height=220
-    )
+    cols[2].line_chart(b, x="recorded_at", y="batch_duration_ms", color="query_name", height=220)
 
 
 def _deadletters(ctx: Context, window_s: int) -> None:

@@ -61,8 +61,15 @@ def _window_means(
     if series.empty:
         st.info("No aggregated windows for this choice and period (the streaming job writes them).")
         return
-    wide = series.pivot_table(index="window_end", columns="key", values="mean")
-    st.line_chart(wide, height=300, x_label="window end (UTC)", y_label=f"{measurement} (window mean)")
+    st.line_chart(
+        series,
+        x="window_end",
+        y="mean",
+        color="key",
+        height=300,
+        x_label="window end (UTC)",
+        y_label=f"{measurement} (window mean)",
+    )
     summary = ctx.load(qtr.window_summary, "slow", scope=scope, keys=keys, start=period.start, end=period.end)
     st.dataframe(summary, hide_index=True)
 
@@ -173,6 +180,15 @@ def render(ctx: Context) -> None:
         cols = st.columns([1, 1, 3])
         scope = SCOPES[cols[0].radio("Per", list(SCOPES), key="trend_scope", horizontal=True)]
         measurement = cols[1].selectbox("Measurement", MEASUREMENT_COLUMNS, key="trend_measurement")
+        any_windows = ctx.load(qtr.has_windows, "slow", scope=scope, start=period.start, end=period.end)
+        if not bool(any_windows.iloc[0]["any"]):
+            st.info(
+                f"No aggregated windows per {scope} in this period: the streaming job writes them into "
+                "sensor_data_agg once readings flow (`fleetsim up`). Try a longer period.",
+                icon="📭",
+            )
+            _alerts(ctx, period)
+            return
         with cols[2]:
             keys = _keys(ctx, scope, period)
         st.caption(
