@@ -264,8 +264,13 @@ class Device:
             af.counters["dropped"] = af.counters.get("dropped", 0) + 1
             return
         self.deliver(seq, payload)
-        if duplicate and self.link and ctx.publisher.link_ok(self.device_id):
-            ctx.publisher.publish(self.device_id, self.topic, payload)
+        pub = ctx.publisher
+        if (
+            duplicate
+            and self.link
+            and pub.link_ok(self.device_id)
+            and pub.publish(self.device_id, self.topic, payload)
+        ):
             ctx.stats.published += 1
             ctx.stats.duplicates += 1
             self.seqlog.duplicates += 1
@@ -279,10 +284,10 @@ class Device:
         if self.link and ctx.publisher.link_ok(self.device_id):
             if self.buffer:
                 self.flush()
-            ctx.publisher.publish(self.device_id, self.topic, payload)
-            self.seqlog.sent(seq)
-            ctx.stats.published += 1
-            return
+            if not self.buffer and ctx.publisher.publish(self.device_id, self.topic, payload):
+                self.seqlog.sent(seq)
+                ctx.stats.published += 1
+                return
         outage = self.faults.get(FaultKind.NETWORK_OUTAGE)
         if outage is not None:
             outage.counters["buffered"] = outage.counters.get("buffered", 0) + 1
@@ -307,9 +312,11 @@ class Device:
         ctx = self.ctx
         sent = 0
         while self.buffer and self.link and ctx.publisher.link_ok(self.device_id):
-            seq, payload = self.buffer.popleft()
+            seq, payload = self.buffer[0]
+            if not ctx.publisher.publish(self.device_id, self.topic, payload):
+                break  # the connection dropped under us: keep it, in order
+            self.buffer.popleft()
             ctx.stats.buffered -= 1
-            ctx.publisher.publish(self.device_id, self.topic, payload)
             self.seqlog.sent(seq)
             ctx.stats.published += 1
             sent += 1

@@ -17,8 +17,9 @@ from fleetsim.contract import DeviceState, status_topic
 class Publisher(Protocol):
     """What the simulation needs from a transport."""
 
-    def publish(self, device_id: str, topic: str, payload: bytes) -> None:
-        """Send one telemetry message (may block briefly for back-pressure)."""
+    def publish(self, device_id: str, topic: str, payload: bytes) -> bool:
+        """Send one telemetry message (may block briefly for back-pressure). False when the
+        transport could not take it (the device then keeps it in its buffer)."""
 
     def set_status(self, device_id: str, online: bool, abrupt: bool = False) -> None:
         """Retained device status; ``abrupt`` means the device died (its Last Will fires)."""
@@ -48,10 +49,11 @@ class MemoryPublisher:
         self.up = True
         self._generation = 1
 
-    def publish(self, device_id: str, topic: str, payload: bytes) -> None:
+    def publish(self, device_id: str, topic: str, payload: bytes) -> bool:
         if not self.up:
-            raise AssertionError("publish while the link is down: the device should have buffered")
+            return False
         self.messages.append(Sent(topic, payload, False))
+        return True
 
     def set_status(self, device_id: str, online: bool, abrupt: bool = False) -> None:
         state = DeviceState.ONLINE if online else DeviceState.OFFLINE

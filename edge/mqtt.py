@@ -1,0 +1,252 @@
+"""MQTT transport of the simulator (paho-mqtt 2.x): a :class:`~edge.publisher.Publisher`.
+
+Two modes:
+
+- ``shared`` (default, fast): one connection for the whole fleet (or shard). Device statuses are
+  retained messages the simulator publishes itself: ``offline`` when a device crashes, runs out
+  of battery or loses its network, ``online`` when it comes back. A connection's Last Will can
+  only cover one topic, so the shared connection's will is the *fleet* status
+  ``sensors/fleetsim-sim-<i>of<n>/status`` (``online``/``offline``, retained): if the simulator
+  process dies, that one topic says so, and the cloud's ``offline_after_s`` rule flags every
+  device of the shard as their readings stop.
+- ``per-device`` (realistic): one connection per device, each with its own Last Will on
+  ``sensors/<id>/status``. A crash or an empty battery disconnects with MQTT v5 reason code 4
+  ("disconnect with will message"), so the *broker* publishes the device's ``offline``. With
+  3.1.1 there is no such code: the simulator publishes ``offline`` and then disconnects.
+
+Back-pressure: at most ``window`` messages may be handed to paho and not yet completed (PUBACK
+for QoS 1, written to the socket for QoS 0); :meth:`MqttPublisher.publish` waits beyond that.
+paho's in-flight window is ``simulation.max_inflight`` (100): paho scans its whole message dict
+on each acknowledgement, so a large in-flight count or an unbounded queue collapses throughput
+(1,000 in flight + unlimited queue stalled at ~500 msg/s here). While the connection is down,
+devices store and forward in their own bounded buffers; paho itself keeps and resends the QoS 1
+messages it had already accepted.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, Final
+
+from fleetsim.clients import mqtt_client, mqtt_connect
+from fleetsim.config import FleetsimConfig
+from fleetsim.contract import CONTROL_FILTER, ContractError, ControlCommand, DeviceState, status_topic
+from fleetsim.errors import SimulationError
+
+log = logging.getLogger(__name__)
+
+MAX_PER_DEVICE_CONNECTIONS: Final = 2000
+"""Per-device mode opens a socket and a thread per device; beyond this, use shared mode."""
+DEFAULT_WINDOW_PER_INFLIGHT: Final = 10
+"""Outstanding messages allowed per in-flight slot before :meth:`publish` waits."""
+
+OnControl = Callable[[str, ControlCommand, str], None]
+
+
+class MqttPublisher:
+    """Publishes the fleet's telemetry and statuses; receives control commands."""
+
+    def __init__(
+        self,
+        cfg: FleetsimConfig,
+        *,
+        device_ids: Iterable[str] = (),
+        mode: str = "shared",
+        shard: tuple[int, int] = (0, 1),
+        tls: bool = False,
+        window: int | None = None,
+        stop: threading.Event | None = None,
+    ) -> None:
+        import paho.mqtt.client as mqtt
+
+        self._mqtt = mqtt
+        self.cfg = cfg
+        self.qos = int(cfg.mqtt.qos)
+        self.mode = mode
+        self.tls = tls
+        self.stop = stop or threading.Event()
+        self.window = window or cfg.simulation.max_inflight * DEFAULT_WINDOW_PER_INFLIGHT
+        self.on_control: OnControl | None = None
+        self.control_rejected = 0
+        self.fleet_id = f"fleetsim-sim-{shard[0]}of{shard[1]}"
+        self._sent = 0  # written by the simulation thread only
+        self._done = 0  # written by paho's network thread only
+        self._wakeup = threading.Event()
+        self._generation = 0
+        self._connected = False
+        self._connect_error: str | None = None
+        self.main = self._make_client(self.fleet_id, status_topic(self.fleet_id), control=True)
+        self.clients: dict[str, Any] = {}
+        if mode == "per-device":
+            ids = list(device_ids)
+            if len(ids) > MAX_PER_DEVICE_CONNECTIONS:
+                raise SimulationError(
+                    f"--connections per-device supports at most {MAX_PER_DEVICE_CONNECTIONS} devices "
+                    f"per process (got {len(ids)}); use --shard or shared mode"
+                )
+            for device_id in ids:
+                self.clients[device_id] = self._make_client(f"sim-{device_id}", status_topic(device_id))
+        elif mode != "shared":
+            raise SimulationError(f"connections {mode!r}; allowed: shared, per-device")
+
+    # ---------------------------------------------------------------------------- clients
+    def _make_client(self, client_id: str, will_topic: str, control: bool = False) -> Any:
+        client = mqtt_client(self.cfg, "sim", client_id, tls=self.tls)
+        client.will_set(will_topic, DeviceState.OFFLINE.value, qos=1, retain=True)
+        client.max_inflight_messages_set(self.cfg.simulation.max_inflight)
+        # Our window bounds what we hand to paho; paho's own cap is a guard behind it.
+        client.max_queued_messages_set(self.window + 100)
+        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        client.on_publish = self._on_publish
+        client.on_connect = self._on_connect_main if control else self._on_connect_device
+        client.on_disconnect = self._on_disconnect_main if control else None
+        if control:
+            client.on_message = self._on_message
+        return client
+
+    def start(self, timeout_s: float = 15.0) -> None:
+        """Connect (and start paho's network threads); raises SimulationError if the broker
+        refuses or cannot be reached within ``timeout_s``."""
+        for client in (self.main, *self.clients.values()):
+            try:
+                mqtt_connect(client, blocking=False)
+            except (OSError, ValueError) as exc:
+                raise SimulationError(f"cannot reach MQTT broker {self.cfg.mqtt.host}: {exc}") from exc
+            client.loop_start()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._connect_error:
+                self.close(graceful=False)
+                raise SimulationError(f"MQTT broker refused the simulator: {self._connect_error}")
+            if self._connected and all(c.is_connected() for c in self.clients.values()):
+                return
+            time.sleep(0.02)
+        self.close(graceful=False)
+        raise SimulationError(
+            f"no MQTT connection to {self.cfg.mqtt.host}:{self.cfg.mqtt.port} within {timeout_s:.0f} s"
+        )
+
+    def _on_connect_main(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        if reason.is_failure:
+            self._connect_error = str(reason)
+            return
+        if self.qos == 0:
+            self._done = self._sent  # QoS 0 messages lost with the old socket never complete
+        client.publish(status_topic(self.fleet_id), DeviceState.ONLINE.value, qos=1, retain=True)
+        client.subscribe(CONTROL_FILTER, qos=1)
+        self._connected = True
+        self._generation += 1
+        self._wakeup.set()
+
+    def _on_connect_device(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        if reason.is_failure:
+            self._connect_error = str(reason)
+            return
+        self._generation += 1
+
+    def _on_disconnect_main(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        if self._connected:
+            log.warning("MQTT connection lost (%s); devices buffer until it is back", reason)
+        self._connected = False
+        self._wakeup.set()
+
+    def _on_publish(self, client: Any, userdata: Any, mid: int, reason: Any, props: Any) -> None:
+        self._done += 1
+        if self._sent - self._done <= self.window // 2:
+            self._wakeup.set()
+
+    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        target = msg.topic.rsplit("/", 1)[-1]
+        try:
+            cmd = ControlCommand.decode(msg.payload)
+        except ContractError as exc:
+            self.control_rejected += 1
+            log.warning("control message on %s rejected: %s", msg.topic, exc)
+            return
+        if self.on_control is not None:
+            self.on_control(target, cmd, "control")
+
+    # -------------------------------------------------------------------------- Publisher
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    @property
+    def outstanding(self) -> int:
+        """Messages handed to paho and not yet completed."""
+        return max(0, self._sent - self._done)
+
+    def link_ok(self, device_id: str) -> bool:
+        if self.mode == "per-device":
+            client = self.clients.get(device_id)
+            return client is not None and client.is_connected()
+        return self._connected
+
+    def publish(self, device_id: str, topic: str, payload: bytes) -> bool:
+        if self._sent - self._done >= self.window:
+            self._wait_window()
+        client = self.clients[device_id] if self.mode == "per-device" else self.main
+        info = client.publish(topic, payload, qos=self.qos)
+        rc = info.rc
+        if rc == 0 or (rc == self._mqtt.MQTT_ERR_NO_CONN and self.qos > 0):
+            self._sent += 1  # QoS 1 without a connection: paho keeps it and resends it
+            return True
+        return False  # the device keeps it in its store-and-forward buffer
+
+    def _wait_window(self) -> None:
+        while self._sent - self._done >= self.window and self._connected and not self.stop.is_set():
+            self._wakeup.clear()
+            if self._sent - self._done < self.window:
+                return
+            self._wakeup.wait(0.1)
+
+    def set_status(self, device_id: str, online: bool, abrupt: bool = False) -> None:
+        state = (DeviceState.ONLINE if online else DeviceState.OFFLINE).value
+        if self.mode != "per-device":
+            self.main.publish(status_topic(device_id), state, qos=1, retain=True)
+            return
+        client = self.clients[device_id]
+        if online:
+            if not client.is_connected():
+                mqtt_connect(client, blocking=False)
+                client.loop_start()
+            client.publish(status_topic(device_id), state, qos=1, retain=True)
+            return
+        if abrupt and client.protocol == self._mqtt.MQTTv5:
+            from paho.mqtt.packettypes import PacketTypes
+            from paho.mqtt.reasoncodes import ReasonCode
+
+            # Reason 4: the broker publishes this client's Last Will, as after a real crash.
+            client.disconnect(reasoncode=ReasonCode(PacketTypes.DISCONNECT, identifier=4))
+        else:
+            client.publish(status_topic(device_id), state, qos=1, retain=True)
+            client.disconnect()
+        client.loop_stop()
+
+    # ---------------------------------------------------------------------------- shutdown
+    def drain(self, timeout_s: float = 30.0) -> bool:
+        """Wait until every accepted message completed; False on timeout."""
+        deadline = time.monotonic() + timeout_s
+        while self._sent - self._done > 0 and time.monotonic() < deadline:
+            if not self._connected:
+                return False
+            time.sleep(0.01)
+        return self._sent - self._done <= 0
+
+    def close(self, graceful: bool = True) -> None:
+        """Mark the fleet offline, disconnect every client and stop paho's threads."""
+        clients = [self.main, *self.clients.values()]
+        if graceful and self._connected:
+            info = self.main.publish(
+                status_topic(self.fleet_id), DeviceState.OFFLINE.value, qos=1, retain=True
+            )
+            try:
+                info.wait_for_publish(timeout=5)
+            except (RuntimeError, ValueError):
+                log.warning("fleet offline status not confirmed before disconnect")
+        for client in clients:
+            client.disconnect()
+            client.loop_stop()
