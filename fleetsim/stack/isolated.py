@@ -1,0 +1,84 @@
+"""Separate, throw-away service instances for tests that disrupt a service.
+
+A test that stops Kafka for 30 s or kill -9s Mosquitto must not break the shared session
+fixtures; it starts its own instance with fresh ports, run dir and credentials::
+
+    from fleetsim.stack import dedicated
+
+    def test_bridge_survives_broker_crash(fleet_cfg, tmp_path):
+        with dedicated(fleet_cfg, tmp_path / "own", "mosquitto", "kafka") as (cfg, svcs):
+            ...                       # cfg: ports/run dir/secrets of the dedicated instances
+            svcs["kafka"].stop()      # disrupt freely
+            svcs["kafka"].start()     # same data dir: data survives
+        # everything stopped here, even on failure
+
+Services not listed are not started (``cfg`` still has free ports for them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from fleetsim.config import FleetsimConfig
+from fleetsim.stack import process
+from fleetsim.stack.secrets import ensure_secrets
+
+if TYPE_CHECKING:
+    from fleetsim.stack.base import Service
+
+PORT_KEYS = (
+    "mqtt.port",
+    "mqtt.tls_port",
+    "kafka.bootstrap",
+    "kafka.controller_port",
+    "postgres.port",
+    "spark.ui_port",
+    "spark.metrics_port",
+    "simulation.metrics_port",
+    "bridge.metrics_port",
+    "dashboard.port",
+)
+
+
+def isolated_config(base: FleetsimConfig, run_dir: Path) -> FleetsimConfig:
+    """A copy of ``base`` with free loopback ports for every service, ``run_dir``, and fresh secrets.
+
+    Passwords of ``base`` are dropped so the new instance gets its own (in ``run_dir``).
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ports = process.free_ports(len(PORT_KEYS))
+    overrides: dict[str, object] = {}
+    for key, port in zip(PORT_KEYS, ports, strict=True):
+        overrides[key] = f"127.0.0.1:{port}" if key == "kafka.bootstrap" else port
+    overrides["stack.run_dir"] = str(run_dir)
+    overrides["spark.checkpoint_dir"] = None
+    overrides["simulation.ledger_file"] = None
+    for section, model in type(base).model_fields.items():
+        for key in getattr(model.annotation, "model_fields", {}):
+            if key.endswith("_password"):
+                overrides[f"{section}.{key}"] = None
+    return ensure_secrets(base.with_overrides(overrides))
+
+
+@contextlib.contextmanager
+def dedicated(
+    base: FleetsimConfig, run_dir: Path, *names: str
+) -> Iterator[tuple[FleetsimConfig, dict[str, Service]]]:
+    """Start dedicated instances of ``names`` (in order); stop them all on exit."""
+    from fleetsim.stack import service
+
+    cfg = isolated_config(base, run_dir)
+    started: dict[str, Service] = {}
+    try:
+        for name in names:
+            svc = service(name, cfg)
+            started[name] = svc  # before start(): a failure still gets stopped below
+            svc.start()
+        yield cfg, started
+    finally:
+        for svc in reversed(list(started.values())):
+            with contextlib.suppress(Exception):
+                svc.stop()

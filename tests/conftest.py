@@ -1,0 +1,90 @@
+"""Session-scoped fixtures: real Mosquitto, Kafka and PostgreSQL on free ports, torn down at the end.
+
+- ``fleet_cfg``: a :class:`FleetsimConfig` with free loopback ports for every service, a tmp run
+  dir, the repo's JVM jar cache and freshly generated secrets. Nothing is started.
+- ``mosquitto`` / ``kafka`` / ``postgres``: start that real service through the stack code
+  (Kafka with its topics and ACLs, PostgreSQL with roles and migrations) and return ``fleet_cfg``.
+- ``kafka_topics(prefix)``: a cfg copy whose telemetry/dead-letter topics are fresh, unique and
+  created (with the bridge/stream ACLs) on the running broker.
+
+Tests that disrupt a service (stop it, kill -9 it) must use their own instance:
+``fleetsim.stack.dedicated`` (see its docstring), never these shared ones.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from fleetsim.config import FleetsimConfig, load_config
+from fleetsim.errors import MissingDependencyError
+from fleetsim.stack import Kafka, Mosquitto, Postgres, isolated_config
+from fleetsim.stack.base import Service
+from fleetsim.stack.kafka import ensure_topics
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def fleet_cfg(tmp_path_factory: pytest.TempPathFactory) -> FleetsimConfig:
+    # environ={}: a developer's FLEETSIM_* variables must not leak into the tests.
+    base = load_config(REPO / "fleetsim.toml", environ={})
+    base = base.with_overrides(
+        {
+            "stack.jvm_dir": str(REPO / ".cache" / "jvm"),
+            "stack.start_timeout_s": 120,
+            "stack.stop_timeout_s": 30,
+            "simulation.devices_file": str(REPO / "devices.csv"),
+        }
+    )
+    return isolated_config(base, tmp_path_factory.mktemp("fleet"))
+
+
+def _run_service(svc: Service) -> Iterator[FleetsimConfig]:
+    try:
+        svc.start()
+    except MissingDependencyError as exc:
+        # Not a skip: a machine without the stack must say so loudly.
+        pytest.fail(f"{svc.name} cannot start: {exc}", pytrace=False)
+    try:
+        yield svc.cfg
+    finally:
+        svc.stop()
+
+
+@pytest.fixture(scope="session")
+def mosquitto(fleet_cfg: FleetsimConfig) -> Iterator[FleetsimConfig]:
+    yield from _run_service(Mosquitto(fleet_cfg))
+
+
+@pytest.fixture(scope="session")
+def kafka(fleet_cfg: FleetsimConfig) -> Iterator[FleetsimConfig]:
+    yield from _run_service(Kafka(fleet_cfg))
+
+
+@pytest.fixture(scope="session")
+def postgres(fleet_cfg: FleetsimConfig) -> Iterator[FleetsimConfig]:
+    yield from _run_service(Postgres(fleet_cfg))
+
+
+@pytest.fixture(scope="session")
+def kafka_topics(kafka: FleetsimConfig) -> Callable[..., FleetsimConfig]:
+    """Factory: ``kafka_topics("bridge")`` -> cfg with fresh ``bridge.<id>.telemetry``/``.deadletter``."""
+
+    def make(prefix: str = "test") -> FleetsimConfig:
+        safe = re.sub(r"[^A-Za-z0-9_-]", "-", prefix)[:80] or "test"
+        uid = uuid.uuid4().hex[:10]
+        cfg = kafka.with_overrides(
+            {
+                "kafka.telemetry_topic": f"{safe}.{uid}.telemetry",
+                "kafka.deadletter_topic": f"{safe}.{uid}.deadletter",
+            }
+        )
+        ensure_topics(cfg)
+        return cfg
+
+    return make
