@@ -247,6 +247,11 @@ class BridgeConfig(_Section):
     registry_refresh_s: float = Field(30.0, gt=0)
     """Seconds between full reloads of the bridge's copy of the device registry (changes are also
     pushed at once through PostgreSQL ``NOTIFY``; this is the backstop)."""
+    use_registry: bool = True
+    """Check device ids against the PostgreSQL device registry (needs the postgres reader/writer
+    credentials). With ``unknown_device = "deadletter"`` the registry must load before the bridge
+    starts; with ``accept`` the bridge starts anyway and keeps retrying. False: every id is known
+    (bridge-only deployments)."""
     metrics_port: int = Field(9102, ge=0, le=65535)
 
 
