@@ -36,6 +36,7 @@ def mqtt_client(
     username: str | None = None,
     password: str | None = None,
     receive_maximum: int | None = None,
+    client_class: Any = None,
 ) -> Any:
     """A configured (not yet connected) paho-mqtt 2.x client.
 
@@ -44,12 +45,13 @@ def mqtt_client(
     the bridge and the simulator connect with different retry and back-pressure policies.
     ``receive_maximum`` (v5 only) caps the QoS 1/2 messages the broker sends before they are
     acknowledged: the bridge's back-pressure window (3.1.1 has no such property: the broker's
-    ``max_inflight_messages`` applies).
+    ``max_inflight_messages`` applies). ``client_class``: a ``paho.mqtt.client.Client`` subclass
+    to instantiate instead (the bridge's buffered-I/O client).
     """
     import paho.mqtt.client as mqtt
 
     v5 = cfg.mqtt.protocol == "5"
-    client = mqtt.Client(
+    client: Any = (client_class or mqtt.Client)(
         callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
         client_id=client_id,
         protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
@@ -61,7 +63,7 @@ def mqtt_client(
     if tls:
         ca = str(cfg.mqtt.ca_file) if cfg.mqtt.ca_file else None
         client.tls_set(ca_certs=ca, tls_version=ssl.PROTOCOL_TLS_CLIENT)
-    client._fleetsim_connect_args = {  # type: ignore[attr-defined]
+    client._fleetsim_connect_args = {
         "host": cfg.mqtt.host,
         "port": port or (cfg.mqtt.tls_port if tls else cfg.mqtt.port),
         "keepalive": cfg.mqtt.keepalive_s,
