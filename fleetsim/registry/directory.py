@@ -71,7 +71,6 @@ class DeviceDirectory:
         loader: Loader | None = None,
         registrar: Registrar | None = None,
         listen: bool = True,
-        metrics_registry: Any = None,
     ) -> None:
         self._cfg = cfg
         self.refresh_s = refresh_s or cfg.bridge.registry_refresh_s
@@ -94,7 +93,7 @@ class DeviceDirectory:
         """Failed loads or registrations."""
         self.auto_registered = 0
         """Unknown ids registered as unplaced (accept mode)."""
-        self._metrics = _Metrics(metrics_registry) if metrics_registry is not None else None
+        self._metrics: _Metrics | None = None
 
     # ------------------------------------------------------------------ hot path (no I/O)
     def status(self, device_id: str) -> DeviceStatus:
@@ -122,8 +121,13 @@ class DeviceDirectory:
         return device_id in self._snapshot
 
     # ------------------------------------------------------------------ lifecycle
-    def start(self, timeout_s: float = 30.0) -> None:
-        """Load the registry (retrying until ``timeout_s``), then refresh in the background."""
+    def start(self, timeout_s: float = 30.0, *, required: bool = True) -> None:
+        """Load the registry (retrying until ``timeout_s``), then refresh in the background.
+
+        ``required=False`` (accept mode) starts the refresher even when the first load failed:
+        every id then looks unknown, is forwarded and queued for registration until the registry
+        answers. ``required=True`` raises :class:`RegistryError` instead.
+        """
         deadline = time.monotonic() + timeout_s
         delay = 0.2
         while True:
@@ -133,12 +137,20 @@ class DeviceDirectory:
             except Exception as exc:
                 self._close_conn()
                 if time.monotonic() + delay > deadline:
-                    raise RegistryError(f"cannot load the device registry: {exc}") from exc
+                    if required:
+                        raise RegistryError(f"cannot load the device registry: {exc}") from exc
+                    log.warning("device registry unavailable (%s): accepting all ids, retrying", exc)
+                    break
                 log.warning("device registry not reachable yet (%s); retrying", exc)
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
         self._thread = threading.Thread(target=self._run, name="device-directory", daemon=True)
         self._thread.start()
+
+    def attach_metrics(self, registry: Any) -> None:
+        """Export the directory's figures on a prometheus ``CollectorRegistry`` (the bridge's)."""
+        self._metrics = _Metrics(registry)
+        self._metrics.devices.set(len(self._snapshot))
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Stop the refresher after flushing pending auto-registrations (best effort)."""
@@ -198,7 +210,7 @@ class DeviceDirectory:
                 if self._stop.is_set():
                     break
                 self.flush_pending()
-                if notified or time.monotonic() >= next_full:
+                if notified or self.loaded_at is None or time.monotonic() >= next_full:
                     self.refresh()
                     next_full = time.monotonic() + self.refresh_s
                 backoff = 1.0
@@ -262,6 +274,19 @@ class DeviceDirectory:
                 return register_unplaced(conn, ids)
         finally:
             conn.close()
+
+
+def for_bridge(cfg: FleetsimConfig) -> DeviceDirectory | None:
+    """The started directory ``fleetsim bridge`` plugs into its hook (None: ``use_registry`` off)."""
+    if not cfg.bridge.use_registry:
+        log.info("bridge.use_registry is off: every device id is accepted")
+        return None
+    directory = DeviceDirectory(cfg)
+    directory.start(cfg.stack.start_timeout_s, required=cfg.bridge.unknown_device == "deadletter")
+    log.info(
+        "device registry loaded: %d devices (unknown ids: %s)", len(directory), cfg.bridge.unknown_device
+    )
+    return directory
 
 
 class _Metrics:

@@ -12,6 +12,8 @@ from typing import Any
 from fleetsim.errors import RegistryError
 from fleetsim.registry.model import Device
 
+AUTO_NAME = "auto-registered"
+"""``name`` of rows created by :func:`register_unplaced`."""
 NOTIFY_CHANNEL = "fleetsim_devices"
 """``LISTEN`` channel notified (by the V003 trigger) after every change to ``devices``."""
 
@@ -121,8 +123,10 @@ def place_device(conn: Any, device_id: str, *, site: str | None, lat: float, lon
 def upsert_simulated(conn: Any, rows: Iterable[Device]) -> int:
     """Insert or update simulated devices from the fleet file; returns rows inserted or changed.
 
-    Real devices are never overwritten by the fleet file (an id collision keeps the real one), and
-    ``enabled`` is left as the operator set it. Unchanged rows are not touched, so a restart with the
+    Real devices are never overwritten by the fleet file (an id collision keeps the real one),
+    except rows the bridge auto-registered (unplaced, named :data:`AUTO_NAME`): those were
+    simulated devices seen before seeding, and become what the fleet file says. ``enabled`` is
+    left as the operator set it. Unchanged rows are not touched, so a restart with the
     same file writes nothing and ``updated_at`` keeps its meaning.
     """
     from psycopg2.extras import execute_values
@@ -143,8 +147,9 @@ def upsert_simulated(conn: Any, rows: Iterable[Device]) -> int:
                ON CONFLICT (device_id) DO UPDATE
                   SET name = EXCLUDED.name, type = EXCLUDED.type, site = EXCLUDED.site,
                       lat = EXCLUDED.lat, lon = EXCLUDED.lon, payload_format = EXCLUDED.payload_format,
-                      interval_s = EXCLUDED.interval_s, placed = true, updated_at = now()
-                WHERE d.kind = 'simulated'
+                      interval_s = EXCLUDED.interval_s, placed = true, kind = 'simulated',
+                      updated_at = now()
+                WHERE (d.kind = 'simulated' OR (NOT d.placed AND d.name = 'auto-registered'))  -- AUTO_NAME
                   AND (d.name, d.type, d.site, d.lat, d.lon, d.payload_format, d.interval_s, d.placed)
                       IS DISTINCT FROM
                       (EXCLUDED.name, EXCLUDED.type, EXCLUDED.site, EXCLUDED.lat, EXCLUDED.lon,
@@ -167,9 +172,9 @@ def register_unplaced(conn: Any, device_ids: Iterable[str]) -> int:
     with conn.cursor() as cur:
         cur.execute(
             """INSERT INTO devices (device_id, kind, placed, name)
-               SELECT id, 'real', false, 'auto-registered' FROM unnest(%s::text[]) AS t(id)
+               SELECT id, 'real', false, %s FROM unnest(%s::text[]) AS t(id)
                ON CONFLICT (device_id) DO NOTHING""",
-            (ids,),
+            (AUTO_NAME, ids),
         )
         return int(cur.rowcount)
 

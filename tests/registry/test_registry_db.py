@@ -152,3 +152,18 @@ def test_list_filters(postgres: FleetsimConfig) -> None:
     finally:
         conn.close()
     assert [d.device_id for d in rows] == [dev]
+
+
+def test_seeding_adopts_ids_the_bridge_auto_registered_first(postgres: FleetsimConfig, tmp_path) -> None:
+    early = _uid("early")
+    conn = pg_connect(postgres, "writer")
+    try:
+        with conn:
+            assert store.register_unplaced(conn, [early]) == 1
+    finally:
+        conn.close()
+    assert _row(postgres, early)[:5] == ("real", None, None, None, False)
+    fleet = tmp_path / "devices.csv"
+    fleet.write_text(f"device_id,type,site,lat,lon,interval_s\n{early},fixed,site-9,45.0,4.0,60\n")
+    seed.seed_from_csv(postgres, fleet)
+    assert _row(postgres, early)[:5] == ("simulated", "site-9", 45.0, 4.0, True)
