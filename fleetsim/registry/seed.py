@@ -4,7 +4,7 @@ is ready, and usable on its own (``fleetsim device seed``)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,3 +78,14 @@ def seed_from_csv(cfg: FleetsimConfig, path: Path | None = None) -> SeedResult:
     changed = seed_devices(cfg, devices)
     log.info("registry seeded from %s: %d devices, %d rows changed", fleet, len(devices), changed)
     return SeedResult(len(devices), changed, fleet)
+
+
+def seed_at_startup(cfg: FleetsimConfig, report: Callable[[str], None] = log.info) -> SeedResult:
+    """``fleetsim up``'s hook, right after PostgreSQL is ready: seed and say what happened."""
+    result = seed_from_csv(cfg)
+    if result.path is None:
+        report(f"  {'registry':<10} no fleet file at {cfg.simulation.devices_file}: not seeded")
+    else:
+        what = f"{result.devices} simulated devices from {result.path.name} ({result.changed} changed)"
+        report(f"  {'registry':<10} {what}")
+    return result

@@ -163,9 +163,15 @@ def _issue_server(f: TlsFiles, names: list[str], names_file: Path) -> None:
                 "keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
                 encoding="ascii",
             )
-            _openssl(
-                ["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", str(key)], "key"
-            )
+            if f.server_key.is_file():
+                # Keep the key across re-issues: devices that pin the server's public key (Tasmota's
+                # SetOption132 fingerprint mode) keep working when names or expiry force a new cert.
+                key.write_bytes(f.server_key.read_bytes())
+            else:
+                _openssl(
+                    ["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", str(key)],
+                    "key",
+                )
             _openssl(["req", "-new", "-key", str(key), "-subj", f"/CN={cn}", "-out", str(csr)], "CSR")
             crt = Path(tmp) / "c.pem"
             _openssl(

@@ -111,12 +111,13 @@ def test_generated_certificate_verifies_against_the_ca_for_the_listen_address(cf
 
 def test_ca_is_kept_and_server_cert_reissued_when_names_change(cfg: FleetsimConfig) -> None:
     a = tls.ensure_tls(cfg.with_overrides({"mqtt.listen": "127.0.0.2"}))
-    ca1, srv1 = a.ca_cert.read_bytes(), a.server_cert.read_bytes()
+    ca1, srv1, key1 = a.ca_cert.read_bytes(), a.server_cert.read_bytes(), a.server_key.read_bytes()
     tls.ensure_tls(cfg.with_overrides({"mqtt.listen": "127.0.0.2"}))
     assert a.server_cert.read_bytes() == srv1  # unchanged names: nothing re-issued
     tls.ensure_tls(cfg.with_overrides({"mqtt.listen": "127.0.0.3"}))
     assert a.ca_cert.read_bytes() == ca1  # devices keep trusting the same CA
     assert a.server_cert.read_bytes() != srv1
+    assert a.server_key.read_bytes() == key1  # pinned public keys (Tasmota) stay valid
     assert "IP:127.0.0.3" in (a.server_cert.parent / "server.names").read_text()
 
 
