@@ -1,0 +1,69 @@
+"""The three flows as pure plans (DataFrame -> DataFrame), shared by the job, tests and bench.
+
+* raw: every Kafka record becomes COPY lines in ONE pass over the batch (no cache, no re-read
+  of Kafka): a reading line (kind 0), its alert lines (kind 1), or a reject line (kind 2).
+* windowed: parse -> watermark -> dedup (device_id, seq) -> site -> sliding windows per scope.
+* dead letters: the bridge's dead-letter records as COPY lines.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Final
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from cloud.streaming.lines import CSV_OPTIONS, copy_lines
+from cloud.streaming.parse import deadletters, deduplicate, parse_telemetry, reject_columns, valid_readings
+from cloud.streaming.pgsink import DEADLETTER_COPY_COLUMNS, RAW_COPY_COLUMNS
+from cloud.streaming.rules import alert_array, with_alert_count
+from cloud.streaming.windows import AGG_COLUMNS, attach_site, window_aggregates
+from fleetsim.config import AlertsConfig, SparkConfig
+from fleetsim.contract import DEFAULT_MAX_FUTURE
+
+KIND_READING: Final = 0
+KIND_ALERT: Final = 1
+KIND_REJECT: Final = 2
+
+
+def _csv(struct: Column) -> Column:
+    return F.concat(F.to_csv(struct, CSV_OPTIONS), F.lit("\n"))
+
+
+def _entry(kind: int, day: Column, line: Column) -> Column:
+    return F.struct(F.lit(kind).alias("kind"), day.alias("day"), line.alias("line"))
+
+
+def raw_lines(
+    kafka_df: DataFrame, alerts: AlertsConfig, max_future: timedelta = DEFAULT_MAX_FUTURE
+) -> DataFrame:
+    """Kafka batch -> (``kind``, ``day``, ``line``): COPY CSV for sensor_data, alerts and rejects."""
+    parsed = parse_telemetry(kafka_df, max_future)
+    no_day = F.lit(None).cast("date")
+    reading = _entry(KIND_READING, F.to_date("ts"), _csv(F.struct(*RAW_COPY_COLUMNS)))
+    alert_entries = F.transform(alert_array(alerts), lambda a: _entry(KIND_ALERT, no_day, _csv(a)))
+    reject = _entry(KIND_REJECT, no_day, _csv(F.struct(*reject_columns())))
+    entries = F.when(F.col("reject_reason").isNull(), F.concat(F.array(reading), alert_entries)).otherwise(
+        F.array(reject)
+    )
+    return parsed.select(F.inline(entries))
+
+
+def windowed(
+    kafka_stream: DataFrame, registry: DataFrame, spark_cfg: SparkConfig, alerts: AlertsConfig
+) -> DataFrame:
+    """Kafka stream -> sliding-window aggregates (:data:`AGG_COLUMNS`) per device, site and fleet."""
+    readings = deduplicate(valid_readings(parse_telemetry(kafka_stream)), spark_cfg.watermark)
+    enriched = attach_site(with_alert_count(readings, alerts), registry)
+    return window_aggregates(enriched, spark_cfg.window, spark_cfg.slide)
+
+
+def agg_lines(agg_df: DataFrame) -> DataFrame:
+    """Aggregates -> COPY lines for sensor_data_agg."""
+    return copy_lines(agg_df, AGG_COLUMNS)
+
+
+def deadletter_lines(kafka_df: DataFrame) -> DataFrame:
+    """Dead-letter Kafka batch -> COPY lines for deadletter_records."""
+    return copy_lines(deadletters(kafka_df), DEADLETTER_COPY_COLUMNS)

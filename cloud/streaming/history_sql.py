@@ -1,0 +1,170 @@
+"""Alert rules that need a device's history across micro-batches, as set-based PostgreSQL.
+
+Why SQL and not Spark state: the rows they need are already in ``sensor_data`` (the sink just
+inserted them, in the same transaction), the look-back is a handful of rows per device found
+through the ``(device_id, ts DESC)`` index, and a replayed batch re-detects the same onsets,
+which the ``sensor_alerts`` primary key absorbs. Spark state would duplicate that history in the
+checkpoint and need a Python stateful processor on the hot path.
+
+Every statement reads the batch from the ``stage_raw`` temp table.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from psycopg2 import sql
+
+from fleetsim.config import AlertsConfig
+
+STUCK_MEASUREMENTS: Final = ("temperature", "humidity", "co2", "pressure")
+"""Battery is left out: a slowly draining battery legitimately repeats the same value."""
+DRIFT_MEASUREMENTS: Final = ("temperature", "humidity", "pressure")
+"""CO2 is left out: one absolute threshold in 'its unit' cannot suit ppm and degrees alike."""
+LOOKBACK_SPAN: Final = "1 day"
+"""Oldest history row considered (bounds the index scans to about two day partitions)."""
+
+
+def history_params(alerts: AlertsConfig) -> dict[str, Any]:
+    n_s, n_d = alerts.stuck_readings, alerts.drift_window_readings
+    half = n_d // 2
+    return {
+        "lookback": max(n_s, n_d),
+        "span": LOOKBACK_SPAN,
+        "stuck_n": n_s,
+        "stuck_back": n_s - 1,
+        "drift_n": n_d,
+        "drift_back": n_d - 1,
+        "drift_half": half,
+        "drift_half_back": half - 1,
+        "drift_threshold": alerts.drift_threshold,
+    }
+
+
+def stuck_drift_sql() -> sql.Composed:
+    """Onsets of stuck (``stuck_n`` identical consecutive values) and drift (mean of the newest
+    half of the last ``drift_n`` readings differs from the oldest half by more than the threshold).
+
+    An alert is raised on the reading where the condition starts to hold (it did not hold on the
+    previous reading), for readings of this batch only, with the reading's seq, fault and site.
+    Readings are ordered by (ts, seq), so out-of-order arrivals are evaluated in event order.
+    """
+    ident = sql.Identifier
+    win_cols: list[sql.Composable] = []
+    flag_cols: list[sql.Composable] = []
+    prev_cols: list[sql.Composable] = []
+    values: list[sql.Composable] = []
+    for m in STUCK_MEASUREMENTS:
+        win_cols.append(
+            sql.SQL("count({m}) OVER ws AS {n}, min({m}) OVER ws AS {lo}, max({m}) OVER ws AS {hi}").format(
+                m=ident(m), n=ident(f"{m}_sn"), lo=ident(f"{m}_smin"), hi=ident(f"{m}_smax")
+            )
+        )
+        flag_cols.append(
+            sql.SQL("({n} = %(stuck_n)s AND {lo} = {hi}) AS {f}").format(
+                n=ident(f"{m}_sn"), lo=ident(f"{m}_smin"), hi=ident(f"{m}_smax"), f=ident(f"{m}_stuck")
+            )
+        )
+        prev_cols.append(
+            sql.SQL("lag({f}) OVER o AS {p}").format(f=ident(f"{m}_stuck"), p=ident(f"{m}_stuck_prev"))
+        )
+        values.append(
+            sql.SQL(
+                "('stuck', {name}, f.{f} AND NOT coalesce(f.{p}, false), f.{m}, %(stuck_n)s::float8, "
+                "format('%%s unchanged at %%s for %%s readings', {name}, f.{m}, %(stuck_n)s))"
+            ).format(name=sql.Literal(m), f=ident(f"{m}_stuck"), p=ident(f"{m}_stuck_prev"), m=ident(m))
+        )
+    for m in DRIFT_MEASUREMENTS:
+        win_cols.append(
+            sql.SQL(
+                "count({m}) OVER wd AS {n}, avg({m}) OVER wold AS {old}, avg({m}) OVER wnew AS {new}"
+            ).format(m=ident(m), n=ident(f"{m}_dn"), old=ident(f"{m}_dold"), new=ident(f"{m}_dnew"))
+        )
+        flag_cols.append(
+            sql.SQL("({n} = %(drift_n)s AND abs({new} - {old}) > %(drift_threshold)s) AS {f}").format(
+                n=ident(f"{m}_dn"), old=ident(f"{m}_dold"), new=ident(f"{m}_dnew"), f=ident(f"{m}_drift")
+            )
+        )
+        prev_cols.append(
+            sql.SQL("lag({f}) OVER o AS {p}").format(f=ident(f"{m}_drift"), p=ident(f"{m}_drift_prev"))
+        )
+        values.append(
+            sql.SQL(
+                "('drift', {name}, f.{f} AND NOT coalesce(f.{p}, false), f.{new} - f.{old}, "
+                "%(drift_threshold)s::float8, format('%%s moved %%s over %%s readings', {name}, "
+                "round((f.{new} - f.{old})::numeric, 3), %(drift_n)s))"
+            ).format(
+                name=sql.Literal(m),
+                f=ident(f"{m}_drift"),
+                p=ident(f"{m}_drift_prev"),
+                new=ident(f"{m}_dnew"),
+                old=ident(f"{m}_dold"),
+            )
+        )
+    cols = sql.SQL("s.device_id, s.seq, s.ts, s.temperature, s.humidity, s.co2, s.pressure, s.fault")
+    return sql.SQL(
+        """
+WITH dev AS (
+  SELECT device_id, min(ts) AS since, max(ts) AS until FROM stage_raw GROUP BY device_id
+), hist AS (
+  SELECT h.* FROM dev CROSS JOIN LATERAL (
+    (SELECT {cols}, false AS fresh FROM sensor_data s
+      WHERE s.device_id = dev.device_id AND s.ts < dev.since AND s.ts >= dev.since - %(span)s::interval
+      ORDER BY s.ts DESC, s.seq DESC LIMIT %(lookback)s)
+    UNION ALL
+    (SELECT {cols}, true AS fresh FROM sensor_data s
+      WHERE s.device_id = dev.device_id AND s.ts BETWEEN dev.since AND dev.until)
+  ) h
+), win AS (
+  SELECT hist.*, {win_cols} FROM hist
+  WINDOW o AS (PARTITION BY device_id ORDER BY ts, seq),
+         ws AS (o ROWS BETWEEN %(stuck_back)s PRECEDING AND CURRENT ROW),
+         wd AS (o ROWS BETWEEN %(drift_back)s PRECEDING AND CURRENT ROW),
+         wold AS (o ROWS BETWEEN %(drift_back)s PRECEDING AND %(drift_half)s PRECEDING),
+         wnew AS (o ROWS BETWEEN %(drift_half_back)s PRECEDING AND CURRENT ROW)
+), flags AS (
+  SELECT win.*, {flag_cols} FROM win
+), f AS (
+  SELECT flags.*, {prev_cols} FROM flags WINDOW o AS (PARTITION BY device_id ORDER BY ts, seq)
+)
+INSERT INTO sensor_alerts (device_id, kind, measurement, severity, value, threshold, event_ts,
+                           detected_at, seq, site, fault, message)
+SELECT f.device_id, v.kind, v.measurement, 'warning', v.value, v.threshold, f.ts,
+       statement_timestamp(), f.seq, d.site, f.fault, v.message
+FROM f CROSS JOIN LATERAL (VALUES {values}) AS v(kind, measurement, fire, value, threshold, message)
+LEFT JOIN devices d ON d.device_id = f.device_id
+WHERE f.fresh AND v.fire
+ON CONFLICT DO NOTHING
+"""
+    ).format(
+        cols=cols,
+        win_cols=sql.SQL(", ").join(win_cols),
+        flag_cols=sql.SQL(", ").join(flag_cols),
+        prev_cols=sql.SQL(", ").join(prev_cols),
+        values=sql.SQL(", ").join(values),
+    )
+
+
+OFFLINE_SQL: Final = sql.SQL(
+    """
+WITH ref AS (
+  SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY mx) AS ref_ts
+  FROM (SELECT max(ts) AS mx FROM stage_raw GROUP BY device_id) AS per_device
+)
+INSERT INTO sensor_alerts (device_id, kind, measurement, severity, value, threshold, event_ts,
+                           detected_at, seq, site, fault, message)
+SELECT l.device_id, 'offline', '', 'warning', extract(epoch FROM ref.ref_ts - l.ts), %(offline_s)s,
+       l.ts + make_interval(secs => %(offline_s)s), statement_timestamp(), l.seq, l.site, l.fault,
+       format('no reading for %%s s of event time', round(extract(epoch FROM ref.ref_ts - l.ts)))
+FROM device_latest l CROSS JOIN ref
+LEFT JOIN devices d ON d.device_id = l.device_id
+WHERE ref.ref_ts IS NOT NULL
+  AND l.ts < ref.ref_ts - make_interval(secs => %(offline_s)s)
+  AND coalesce(d.enabled, true)
+ON CONFLICT DO NOTHING
+"""
+)
+"""Devices whose latest reading is older than ``offline_s`` before the batch's reference event
+time: the median over the batch's devices of their newest ``ts`` (robust to a few devices with a
+skewed clock, unlike the maximum). The alert's event time is the instant the device became overdue
+(latest ts + offline_s), so re-detection in later batches hits the primary key and adds nothing."""

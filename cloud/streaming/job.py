@@ -1,0 +1,194 @@
+"""Wiring: Kafka sources -> flows -> foreachBatch sinks, listener, metrics, graceful stop.
+
+Three queries share one SparkSession (each with its own checkpoint sub-directory):
+
+* ``raw``: every record, no stateful operator (so late rows still land, flagged ``late``) ->
+  sensor_data, device_latest, sensor_alerts, sensor_data_rejects.
+* ``agg``: watermark + dedup + sliding windows in update mode -> sensor_data_agg.
+* ``deadletter``: the bridge's dead-letter topic -> deadletter_records.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pyarrow.compute as pc
+
+from cloud.streaming import flows
+from cloud.streaming.lines import string_array_bytes
+from cloud.streaming.listener import MetricsListener
+from cloud.streaming.metrics import StreamMetrics
+from cloud.streaming.pgsink import PgSink, RawBatch
+from cloud.streaming.session import build_session
+from fleetsim.clients import pg_dsn_kwargs, spark_kafka_options
+from fleetsim.config import FleetsimConfig
+from fleetsim.errors import StreamingError
+
+log = logging.getLogger("fleetsim.stream")
+
+QUERY_NAMES = ("raw", "agg", "deadletter")
+
+
+def split_raw(table: Any) -> RawBatch:
+    """Arrow (kind, day, line) -> the three COPY payloads and the partition days."""
+    parts: dict[int, bytes] = {}
+    for kind in (flows.KIND_READING, flows.KIND_ALERT, flows.KIND_REJECT):
+        parts[kind] = string_array_bytes(table.filter(pc.equal(table["kind"], kind))["line"])
+    days_col = table.filter(pc.equal(table["kind"], flows.KIND_READING))["day"]
+    days: tuple[date, ...] = tuple(d for d in pc.unique(days_col).to_pylist() if d is not None)
+    return RawBatch(parts[flows.KIND_READING], parts[flows.KIND_ALERT], parts[flows.KIND_REJECT], days)
+
+
+class StreamJob:
+    """The streaming job: ``start()``, then ``run_until(stop_event)`` or ``stop()``."""
+
+    def __init__(self, cfg: FleetsimConfig, master: str | None = None, ui: bool = True,
+                 spark: Any = None, metrics: StreamMetrics | None = None) -> None:  # fmt: skip
+        self.cfg = cfg
+        self.master = master
+        self.ui = ui
+        self.spark = spark
+        self.metrics = metrics or StreamMetrics()
+        self.queries: list[Any] = []
+        self.listener: MetricsListener | None = None
+        self._sinks = {name: PgSink(cfg, name) for name in QUERY_NAMES}
+
+    # ------------------------------------------------------------------ sources
+    def kafka_stream(self, topic: str) -> Any:
+        s = self.cfg.spark
+        reader = self.spark.readStream.format("kafka").options(**spark_kafka_options(self.cfg, "stream"))
+        return (
+            reader.option("subscribe", topic)
+            .option("startingOffsets", s.starting_offsets)
+            .option("failOnDataLoss", "true")
+            .option("maxOffsetsPerTrigger", str(s.max_offsets_per_trigger))
+            .option("includeHeaders", "true")
+            .load()
+        )
+
+    def registry(self) -> Any:
+        """The device registry as a JDBC relation: re-read by every micro-batch of the stream-static
+        join, so sites follow registry edits without a restart (a tiny indexed table)."""
+        kw = pg_dsn_kwargs(self.cfg, "writer")
+        url = f"jdbc:postgresql://{kw['host']}:{kw['port']}/{kw['dbname']}"
+        props = {
+            "user": kw["user"],
+            "password": kw["password"],
+            "driver": "org.postgresql.Driver",
+            "sslmode": kw["sslmode"],
+            "ApplicationName": "fleetsim-stream-registry",
+        }
+        return self.spark.read.jdbc(
+            url, "(SELECT device_id, site FROM devices) AS registry", properties=props
+        )
+
+    # ------------------------------------------------------------------ handlers
+    def handle_raw(self, batch_df: Any, batch_id: int) -> None:
+        table = flows.raw_lines(batch_df, self.cfg.alerts).toArrow()
+        batch = split_raw(table)
+        try:
+            result = self._sinks["raw"].write_raw(batch, batch_id)
+        except StreamingError:
+            self.metrics.batch_errors.labels("raw").inc()
+            raise
+        m = self.metrics
+        m.rows_written.labels("sensor_data").inc(result.inserted)
+        m.rows_written.labels("sensor_alerts").inc(result.alerts)
+        m.rows_written.labels("sensor_data_rejects").inc(result.rejects)
+        m.malformed_rows.inc(batch.rejects.count(b"\n"))
+        m.last_write_ms.labels("raw").set(result.write_ms)
+        if result.latency_p95_ms is not None:
+            m.latency_p95_ms.set(result.latency_p95_ms)
+            m.latency_p50_ms.set(result.latency_p50_ms or 0.0)
+
+    def handle_agg(self, batch_df: Any, batch_id: int) -> None:
+        data = string_array_bytes(flows.agg_lines(batch_df).toArrow()["line"])
+        self._write("agg", "sensor_data_agg", self._sinks["agg"].write_agg, data, batch_id)
+
+    def handle_deadletter(self, batch_df: Any, batch_id: int) -> None:
+        data = string_array_bytes(flows.deadletter_lines(batch_df).toArrow()["line"])
+        self._write(
+            "deadletter", "deadletter_records", self._sinks["deadletter"].write_deadletters, data, batch_id
+        )
+
+    def _write(self, query: str, table: str, fn: Any, data: bytes, batch_id: int) -> None:
+        t0 = time.perf_counter()
+        try:
+            n = fn(data, batch_id)
+        except StreamingError:
+            self.metrics.batch_errors.labels(query).inc()
+            raise
+        self.metrics.rows_written.labels(table).inc(n)
+        self.metrics.last_write_ms.labels(query).set((time.perf_counter() - t0) * 1000)
+
+    # ------------------------------------------------------------------ lifecycle
+    def checkpoint(self, name: str) -> str:
+        path: Path = self.cfg.checkpoint_dir / name
+        path.mkdir(parents=True, exist_ok=True)
+        return str(path.resolve())
+
+    def start(self) -> list[Any]:
+        if self.spark is None:
+            self.spark = build_session(self.cfg, self.master, self.ui)
+        self.listener = MetricsListener(PgSink(self.cfg, "listener"), self.metrics)
+        self.spark.streams.addListener(self.listener)
+        trigger = f"{self.cfg.spark.trigger_interval_s} seconds"
+        k = self.cfg.kafka
+        plans = {
+            "raw": (self.kafka_stream(k.telemetry_topic), self.handle_raw, "append"),
+            "agg": (
+                flows.windowed(
+                    self.kafka_stream(k.telemetry_topic), self.registry(), self.cfg.spark, self.cfg.alerts
+                ),
+                self.handle_agg,
+                "update",
+            ),
+            "deadletter": (self.kafka_stream(k.deadletter_topic), self.handle_deadletter, "append"),
+        }
+        for name, (df, handler, mode) in plans.items():
+            q = (
+                df.writeStream.queryName(name)
+                .outputMode(mode)
+                .foreachBatch(handler)
+                .trigger(processingTime=trigger)
+                .option("checkpointLocation", self.checkpoint(name))
+                .start()
+            )
+            self.queries.append(q)
+            log.info("started query %s (checkpoint %s)", name, self.checkpoint(name))
+        return self.queries
+
+    def ui_url(self) -> str:
+        if self.spark is None or not self.ui:
+            return ""
+        return str(self.spark.sparkContext.uiWebUrl or "")
+
+    def run_until(self, stop: threading.Event, poll_s: float = 1.0) -> None:
+        """Block until ``stop`` is set or a query dies (then raise with its error)."""
+        while not stop.wait(poll_s):
+            for q in self.queries:
+                if not q.isActive:
+                    exc = q.exception()
+                    raise StreamingError(
+                        f"query {q.name} stopped: {exc}" if exc else f"query {q.name} stopped"
+                    )
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Let each query finish its running micro-batch (up to ``timeout_s``), then stop it."""
+        deadline = time.monotonic() + timeout_s
+        for q in self.queries:
+            while q.isActive and q.status.get("isTriggerActive") and time.monotonic() < deadline:
+                time.sleep(0.05)
+            q.stop()
+        self.queries.clear()
+        if self.listener is not None and self.spark is not None:
+            self.spark.streams.removeListener(self.listener)
+            self.listener.sink.close()
+            self.listener = None
+        for sink in self._sinks.values():
+            sink.close()

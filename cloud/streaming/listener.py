@@ -1,0 +1,88 @@
+"""StreamingQueryListener -> pipeline_metrics rows + Prometheus gauges.
+
+The batch handlers write what only they know (write time, event-to-row latency, malformed rows)
+inside their batch transaction; this listener merges Spark's own figures into the same row
+(input rows and rates, trigger duration, watermark, rows dropped by the watermark).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+from pyspark.sql.streaming import StreamingQueryListener
+
+from cloud.streaming.metrics import StreamMetrics
+from cloud.streaming.pgsink import PgSink
+
+log = logging.getLogger("fleetsim.stream.listener")
+
+
+def progress_figures(progress: Any) -> dict[str, Any]:
+    """The pipeline_metrics columns found in a StreamingQueryProgress."""
+    durations = progress.durationMs or {}
+    event_time = progress.eventTime or {}
+    watermark = event_time.get("watermark")
+    dropped = sum(int(op.numRowsDroppedByWatermark or 0) for op in (progress.stateOperators or []))
+    wm = None
+    if watermark:
+        wm = datetime.fromisoformat(watermark.replace("Z", "+00:00")).astimezone(UTC)
+    return {
+        "run_id": str(progress.runId),
+        "input_rows": int(progress.numInputRows or 0),
+        "input_rate": _finite(progress.inputRowsPerSecond),
+        "processed_rate": _finite(progress.processedRowsPerSecond),
+        "batch_duration_ms": durations.get("triggerExecution"),
+        "watermark": wm,
+        "late_rows_dropped": dropped,
+    }
+
+
+def _finite(x: Any) -> float | None:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+class MetricsListener(StreamingQueryListener):
+    """Records every completed micro-batch of this job's queries; never raises into Spark."""
+
+    def __init__(self, sink: PgSink, metrics: StreamMetrics) -> None:
+        self.sink = sink
+        self.metrics = metrics
+
+    def onQueryStarted(self, event: Any) -> None:
+        log.info("query %s started (id %s, run %s)", event.name, event.id, event.runId)
+
+    def onQueryProgress(self, event: Any) -> None:
+        p = event.progress
+        name = p.name or "unnamed"
+        try:
+            fig = progress_figures(p)
+            m = self.metrics
+            m.last_batch_id.labels(name).set(p.batchId)
+            m.input_rows.labels(name).inc(fig["input_rows"])
+            m.late_rows_dropped.labels(name).inc(fig["late_rows_dropped"])
+            if fig["batch_duration_ms"] is not None:
+                m.last_batch_duration_ms.labels(name).set(fig["batch_duration_ms"])
+            if fig["input_rate"] is not None:
+                m.input_rate.labels(name).set(fig["input_rate"])
+            if fig["watermark"] is not None:
+                m.watermark_s.labels(name).set(fig["watermark"].timestamp())
+            if fig["input_rows"] or fig["late_rows_dropped"]:
+                self.sink.record_progress(name, p.batchId, **fig)
+        except Exception:  # a metrics hiccup must never stop the pipeline
+            log.exception("recording progress of %s batch %s failed", name, p.batchId)
+
+    def onQueryIdle(self, event: Any) -> None:
+        pass
+
+    def onQueryTerminated(self, event: Any) -> None:
+        if event.exception:
+            log.error("query %s terminated with an error: %s", event.id, event.exception)
+        else:
+            log.info("query %s stopped", event.id)

@@ -1,0 +1,69 @@
+"""Prometheus metrics of the job's driver (own registry, served on 127.0.0.1)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+
+
+@dataclass
+class StreamMetrics:
+    """Every metric the job exports; one instance per job."""
+
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.rows_written = Counter(
+            "fleetsim_stream_rows_written", "New rows written to PostgreSQL", ["table"], registry=r
+        )
+        self.input_rows = Counter("fleetsim_stream_input_rows", "Kafka records read", ["query"], registry=r)
+        self.malformed_rows = Counter(
+            "fleetsim_stream_malformed_rows", "Telemetry records rejected by the parser", registry=r
+        )
+        self.late_rows_dropped = Counter(
+            "fleetsim_stream_late_rows_dropped",
+            "Rows dropped from windows by the watermark",
+            ["query"],
+            registry=r,
+        )
+        self.batch_errors = Counter(
+            "fleetsim_stream_batch_errors",
+            "Micro-batches whose write failed (Spark retries)",
+            ["query"],
+            registry=r,
+        )
+        self.last_batch_id = Gauge(
+            "fleetsim_stream_last_batch_id", "Last completed batch id", ["query"], registry=r
+        )
+        self.last_batch_duration_ms = Gauge(
+            "fleetsim_stream_last_batch_duration_ms",
+            "Trigger execution time of the last batch",
+            ["query"],
+            registry=r,
+        )
+        self.last_write_ms = Gauge(
+            "fleetsim_stream_last_batch_write_ms", "PostgreSQL time of the last batch", ["query"], registry=r
+        )
+        self.latency_p95_ms = Gauge(
+            "fleetsim_stream_last_batch_latency_p95_ms",
+            "p95 event-to-row latency of the last raw batch",
+            registry=r,
+        )
+        self.latency_p50_ms = Gauge(
+            "fleetsim_stream_last_batch_latency_p50_ms",
+            "p50 event-to-row latency of the last raw batch",
+            registry=r,
+        )
+        self.watermark_s = Gauge(
+            "fleetsim_stream_watermark_seconds", "Event-time watermark (epoch seconds)", ["query"], registry=r
+        )
+        self.input_rate = Gauge(
+            "fleetsim_stream_input_rows_per_second", "Input rate of the last batch", ["query"], registry=r
+        )
+
+    def serve(self, port: int) -> None:
+        """Expose on 127.0.0.1:port (0 disables)."""
+        if port:
+            start_http_server(port, addr="127.0.0.1", registry=self.registry)

@@ -1,0 +1,209 @@
+"""Kafka records -> typed readings or rejects with a reason (pure DataFrame -> DataFrame).
+
+Validation mirrors :func:`fleetsim.contract.reading_from_obj` with Spark expressions only (no
+Python UDF): every rule reads its ranges, patterns and enums from the contract. A record that fails
+keeps its Kafka coordinates and raw payload and gets ``reject_reason`` (``<RejectReason>: detail``);
+it is never turned into a row of nulls.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Final
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from cloud.streaming.schema import CORRUPT_COLUMN, MEASUREMENT_NAMES, REQUIRED_FIELDS, payload_schema
+from fleetsim.contract import (
+    DEFAULT_MAX_FUTURE,
+    DEVICE_ID_PATTERN,
+    EARLIEST_TS,
+    LAT_RANGE,
+    LON_RANGE,
+    MAX_PAYLOAD_BYTES,
+    MEASUREMENT_BY_NAME,
+    FaultKind,
+    KafkaHeader,
+    RejectReason,
+    Status,
+)
+
+REJECT_PAYLOAD_CHARS: Final = 4096
+"""Characters of a rejected payload kept in ``sensor_data_rejects`` (the contract's size cap)."""
+_TS_OFFSET_RE: Final = r"T.*(Z|z|[+-][0-9]{2}:?[0-9]{2})$"
+
+_JSON_OPTIONS: Final = {
+    "mode": "PERMISSIVE",
+    "columnNameOfCorruptRecord": CORRUPT_COLUMN,
+    # The contract (like loads_strict) refuses NaN/Infinity; Spark accepts them by default.
+    "allowNonNumericNumbers": "false",
+}
+
+READING_COLUMNS: Final[tuple[str, ...]] = (
+    "device_id", "seq", "ts", *MEASUREMENT_NAMES, "lat", "lon", "status", "fault",
+)  # fmt: skip
+KAFKA_COLUMNS: Final[tuple[str, ...]] = ("topic", "kafka_partition", "kafka_offset", "kafka_ts", "bridge_ts")
+
+
+def header_value(name: str) -> Column:
+    """The first Kafka header called ``name`` as a string (NULL when absent)."""
+    matches = F.filter("headers", lambda h: h["key"] == F.lit(name))
+    return F.get(matches, 0)["value"].cast("string")
+
+
+def _reason(code: RejectReason, detail: str) -> Column:
+    return F.lit(f"{code.value}: {detail}")
+
+
+def _in_range(col: Column, lo: float, hi: float) -> Column:
+    """NULL passes (measurements are optional); NaN never reaches here (refused by the parser)."""
+    return col.isNull() | col.between(lo, hi)
+
+
+def reject_reason(p: Column, raw: Column, ts: Column, kafka_ts: Column, max_future: timedelta) -> Column:
+    """First failed rule as ``<reason>: <detail>``, NULL for a valid reading (order = contract's)."""
+    rules: list[tuple[Column, Column]] = [
+        (raw.isNull(), _reason(RejectReason.INVALID_JSON, "empty record value")),
+        (
+            F.octet_length(raw) > MAX_PAYLOAD_BYTES,
+            _reason(RejectReason.TOO_LARGE, f"> {MAX_PAYLOAD_BYTES} bytes"),
+        ),
+        (~F.is_valid_utf8(raw.cast("string")), _reason(RejectReason.INVALID_UTF8, "payload is not UTF-8")),
+        (
+            F.from_json(raw.cast("string"), "map<string,string>").isNull(),
+            _reason(RejectReason.INVALID_JSON, "not a JSON object"),
+        ),
+        (
+            p.isNull() | p[CORRUPT_COLUMN].isNotNull(),
+            _reason(RejectReason.SCHEMA, "a field has the wrong type (or NaN/Infinity)"),
+        ),
+    ]
+    rules += [(p[f].isNull(), _reason(RejectReason.SCHEMA, f"{f} missing")) for f in REQUIRED_FIELDS]
+    rules += [
+        (
+            ~p["device_id"].rlike(f"^{DEVICE_ID_PATTERN}$"),
+            _reason(RejectReason.SCHEMA, f"device_id does not match {DEVICE_ID_PATTERN}"),
+        ),
+        (p["seq"] < 0, _reason(RejectReason.OUT_OF_RANGE, "seq < 0")),
+        (
+            ts.isNull() | ~p["ts"].rlike(_TS_OFFSET_RE),
+            _reason(RejectReason.SCHEMA, "ts is not RFC 3339 with an offset"),
+        ),
+        (
+            (ts < F.lit(EARLIEST_TS))
+            | (ts > kafka_ts + F.expr(f"INTERVAL {int(max_future.total_seconds())} SECONDS")),
+            _reason(RejectReason.OUT_OF_RANGE, "ts too far in the past or future"),
+        ),
+    ]
+    for name in MEASUREMENT_NAMES:
+        spec = MEASUREMENT_BY_NAME[name]
+        rules.append(
+            (
+                ~_in_range(p[name], spec.valid_min, spec.valid_max),
+                _reason(RejectReason.OUT_OF_RANGE, f"{name} outside [{spec.valid_min}, {spec.valid_max}]"),
+            )
+        )
+    rules += [
+        (~_in_range(p["lat"], *LAT_RANGE), _reason(RejectReason.OUT_OF_RANGE, "lat outside [-90, 90]")),
+        (~_in_range(p["lon"], *LON_RANGE), _reason(RejectReason.OUT_OF_RANGE, "lon outside [-180, 180]")),
+        (
+            p["status"].isNotNull() & ~p["status"].isin([s.value for s in Status]),
+            _reason(RejectReason.SCHEMA, "status must be one of " + ", ".join(s.value for s in Status)),
+        ),
+        (
+            p["fault"].isNotNull() & ~p["fault"].isin([k.value for k in FaultKind]),
+            _reason(RejectReason.SCHEMA, "fault is not a known fault code"),
+        ),
+    ]
+    expr: Column = F.lit(None).cast("string")
+    for cond, reason in reversed(rules):
+        expr = F.when(cond, reason).otherwise(expr)
+    return expr
+
+
+def parse_telemetry(kafka_df: DataFrame, max_future: timedelta = DEFAULT_MAX_FUTURE) -> DataFrame:
+    """Kafka source rows -> readings + Kafka coordinates + ``payload`` + ``reject_reason``.
+
+    ``ts`` beyond ``kafka_ts + max_future`` is out of range (the record's own broker timestamp,
+    not the wall clock, so a replay decides the same way).
+    """
+    p = F.from_json(F.col("value").cast("string"), payload_schema(), _JSON_OPTIONS)
+    received_ms = F.expr("try_cast(received_hdr AS BIGINT)")
+    staged = kafka_df.select(
+        F.col("value").alias("_raw"),
+        p.alias("_p"),
+        F.col("topic"),
+        F.col("partition").alias("kafka_partition"),
+        F.col("offset").alias("kafka_offset"),
+        F.col("timestamp").alias("kafka_ts"),
+        header_value(KafkaHeader.RECEIVED_AT.value).alias("received_hdr"),
+    ).withColumn("_ts", F.try_to_timestamp(F.col("_p.ts")))
+    pc = F.col("_p")
+    return staged.select(
+        F.col("_p.device_id").alias("device_id"),
+        F.col("_p.seq").alias("seq"),
+        F.col("_ts").alias("ts"),
+        *(F.col(f"_p.{m}").alias(m) for m in MEASUREMENT_NAMES),
+        F.col("_p.lat").alias("lat"),
+        F.col("_p.lon").alias("lon"),
+        F.coalesce(F.col("_p.status"), F.lit(Status.OK.value)).alias("status"),
+        F.col("_p.fault").alias("fault"),
+        "topic",
+        "kafka_partition",
+        "kafka_offset",
+        "kafka_ts",
+        F.timestamp_millis(received_ms).alias("bridge_ts"),
+        reject_reason(pc, F.col("_raw"), F.col("_ts"), F.col("kafka_ts"), max_future).alias("reject_reason"),
+        F.col("_raw"),
+    )
+
+
+def valid_readings(parsed: DataFrame) -> DataFrame:
+    """Rows that passed every rule, with the reading and Kafka columns only."""
+    return parsed.where(F.col("reject_reason").isNull()).select(*READING_COLUMNS, *KAFKA_COLUMNS)
+
+
+def reject_columns() -> list[Column]:
+    """Columns of a ``sensor_data_rejects`` row: UTF-8-safe, NUL-free, capped payload text."""
+    text = F.make_valid_utf8(F.col("_raw").cast("string"))
+    # PostgreSQL text cannot hold NUL; the reason already says what was wrong with the bytes.
+    text = F.substring(F.regexp_replace(text, "\u0000", "\\\\u0000"), 1, REJECT_PAYLOAD_CHARS)
+    return [
+        F.col("topic"),
+        F.col("kafka_partition"),
+        F.col("kafka_offset"),
+        F.col("kafka_ts"),
+        F.col("reject_reason").alias("reason"),
+        text.alias("payload"),
+    ]
+
+
+def rejects(parsed: DataFrame) -> DataFrame:
+    """Rows that failed, as ``sensor_data_rejects`` rows."""
+    return parsed.where(F.col("reject_reason").isNotNull()).select(*reject_columns())
+
+
+def deadletters(kafka_df: DataFrame) -> DataFrame:
+    """Bridge dead-letter records -> ``deadletter_records`` columns (reason/detail/source from
+    headers; a record without a reason header is kept with reason ``unknown``)."""
+    return kafka_df.select(
+        F.col("partition").alias("kafka_partition"),
+        F.col("offset").alias("kafka_offset"),
+        F.col("timestamp").alias("kafka_ts"),
+        F.coalesce(header_value(KafkaHeader.REASON.value), F.lit("unknown")).alias("reason"),
+        header_value(KafkaHeader.DETAIL.value).alias("detail"),
+        header_value(KafkaHeader.SOURCE_TOPIC.value).alias("source_topic"),
+        # bytea in COPY CSV: the hex form, which needs no escaping.
+        F.concat(F.lit("\\x"), F.lower(F.hex(F.col("value")))).alias("payload"),
+    )
+
+
+def deduplicate(readings: DataFrame, watermark: str) -> DataFrame:
+    """Event time watermark, then drop repeats of (device_id, seq) seen within the watermark delay.
+
+    On a batch DataFrame (tests, backfills) it is a plain dropDuplicates on the same key.
+    """
+    if not readings.isStreaming:
+        return readings.dropDuplicates(["device_id", "seq"])
+    return readings.withWatermark("ts", watermark).dropDuplicatesWithinWatermark(["device_id", "seq"])

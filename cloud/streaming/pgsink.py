@@ -1,0 +1,330 @@
+"""Idempotent PostgreSQL sink: COPY a micro-batch into temp tables, merge with ON CONFLICT.
+
+One transaction per micro-batch per table group: a batch Spark replays after a crash merges into
+the same rows (primary keys on the natural keys), so the tables converge to exactly-once content.
+Writer role only; partitions are created through the owner's ``ensure_sensor_data_partition``.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date
+from typing import Any, Final
+
+from psycopg2 import sql
+
+from cloud.streaming import history_sql
+from cloud.streaming.parse import READING_COLUMNS
+from cloud.streaming.rules import ALERT_COLUMNS
+from cloud.streaming.windows import AGG_COLUMNS
+from fleetsim.clients import pg_connect
+from fleetsim.config import FleetsimConfig
+from fleetsim.errors import SinkError
+
+log = logging.getLogger("fleetsim.stream.sink")
+
+RAW_COPY_COLUMNS: Final = (*READING_COLUMNS, "kafka_partition", "kafka_offset", "kafka_ts", "bridge_ts")
+REJECT_COPY_COLUMNS: Final = ("topic", "kafka_partition", "kafka_offset", "kafka_ts", "reason", "payload")
+DEADLETTER_COPY_COLUMNS: Final = (
+    "kafka_partition", "kafka_offset", "kafka_ts", "reason", "detail", "source_topic", "payload",
+)  # fmt: skip
+
+_MEASURES = ("temperature", "humidity", "co2", "pressure", "battery")
+_STAGE_DDL: Final = f"""
+CREATE TEMP TABLE IF NOT EXISTS stage_raw (
+  device_id text, seq bigint, ts timestamptz,
+  {", ".join(f"{m} double precision" for m in _MEASURES)},
+  lat double precision, lon double precision, status text, fault text,
+  kafka_partition integer, kafka_offset bigint, kafka_ts timestamptz, bridge_ts timestamptz
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS stage_alerts (
+  device_id text, kind text, measurement text, severity text, value double precision,
+  threshold double precision, event_ts timestamptz, seq bigint, fault text, message text
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS stage_rejects (
+  topic text, kafka_partition integer, kafka_offset bigint, kafka_ts timestamptz, reason text, payload text
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS stage_agg (
+  scope text, key text, window_start timestamptz, window_end timestamptz,
+  n_messages bigint, n_warnings bigint, n_failures bigint, n_alerts bigint,
+  {", ".join(f"{m}_{s} double precision" for m in _MEASURES for s in ("mean", "min", "max"))}
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS stage_deadletter (
+  kafka_partition integer, kafka_offset bigint, kafka_ts timestamptz, reason text, detail text,
+  source_topic text, payload bytea
+) ON COMMIT DELETE ROWS;
+"""
+
+# Registry fill (issue 11): a reading that carries no position gets its device's registered one;
+# a reading with a position (a moving unit) keeps it. Site always comes from the registry.
+# Chosen over bridge-side enrichment by measurement: see docs/real-sensors.md, bench_registry.
+_POSITION_FILL: Final = {
+    "lat": "CASE WHEN s.lat IS NULL AND s.lon IS NULL THEN d.lat ELSE s.lat END",
+    "lon": "CASE WHEN s.lat IS NULL AND s.lon IS NULL THEN d.lon ELSE s.lon END",
+}
+_READING_SELECT = ", ".join(_POSITION_FILL.get(c, f"s.{c}") for c in READING_COLUMNS)
+INSERT_RAW: Final = f"""
+INSERT INTO sensor_data ({", ".join(READING_COLUMNS)}, site, kafka_partition, kafka_offset, kafka_ts,
+                         bridge_ts, ingest_ts, late)
+SELECT {_READING_SELECT}, d.site, s.kafka_partition, s.kafka_offset, s.kafka_ts, s.bridge_ts,
+       statement_timestamp(),
+       coalesce(s.ts < (SELECT max(ts) FROM sensor_data) - %(watermark)s::interval, false)
+FROM stage_raw s LEFT JOIN devices d ON d.device_id = s.device_id
+ON CONFLICT DO NOTHING
+"""  # noqa: S608 (identifiers are module constants, values are bound parameters)
+"""``late``: behind the watermark = older than (newest event time already stored - delay)."""
+
+_LATEST_COLS = ("seq", "ts", *_MEASURES, "lat", "lon", "status", "fault", "site", "ingest_ts")
+UPSERT_LATEST: Final = f"""
+INSERT INTO device_latest AS l (device_id, {", ".join(_LATEST_COLS)})
+SELECT DISTINCT ON (s.device_id) s.device_id, s.seq, s.ts, {", ".join(f"s.{m}" for m in _MEASURES)},
+       {_POSITION_FILL["lat"]}, {_POSITION_FILL["lon"]}, s.status, s.fault, d.site, statement_timestamp()
+FROM stage_raw s LEFT JOIN devices d ON d.device_id = s.device_id
+ORDER BY s.device_id, s.ts DESC, s.seq DESC
+ON CONFLICT (device_id) DO UPDATE SET {", ".join(f"{c} = EXCLUDED.{c}" for c in _LATEST_COLS)}
+WHERE (l.ts, l.seq) < (EXCLUDED.ts, EXCLUDED.seq)
+"""  # noqa: S608 (identifiers are module constants, values are bound parameters)
+
+INSERT_ALERTS: Final = f"""
+INSERT INTO sensor_alerts ({", ".join(ALERT_COLUMNS)}, detected_at, site)
+SELECT {", ".join(f"a.{c}" for c in ALERT_COLUMNS)}, statement_timestamp(), d.site
+FROM stage_alerts a LEFT JOIN devices d ON d.device_id = a.device_id
+ON CONFLICT DO NOTHING
+"""  # noqa: S608 (identifiers are module constants, values are bound parameters)
+
+INSERT_REJECTS: Final = f"""
+INSERT INTO sensor_data_rejects ({", ".join(REJECT_COPY_COLUMNS)}, ingest_ts)
+SELECT {", ".join(REJECT_COPY_COLUMNS)}, statement_timestamp() FROM stage_rejects
+ON CONFLICT DO NOTHING
+"""  # noqa: S608 (identifiers are module constants, values are bound parameters)
+
+INSERT_DEADLETTER: Final = f"""
+INSERT INTO deadletter_records ({", ".join(DEADLETTER_COPY_COLUMNS)}, ingest_ts)
+SELECT {", ".join(DEADLETTER_COPY_COLUMNS)}, statement_timestamp() FROM stage_deadletter
+ON CONFLICT DO NOTHING
+"""  # noqa: S608 (identifiers are module constants, values are bound parameters)
+
+UPSERT_AGG: Final = f"""
+INSERT INTO sensor_data_agg ({", ".join(AGG_COLUMNS)}, updated_at)
+SELECT {", ".join(AGG_COLUMNS)}, statement_timestamp() FROM stage_agg
+ON CONFLICT (scope, key, window_start, window_end) DO UPDATE SET
+  {", ".join(f"{c} = EXCLUDED.{c}" for c in AGG_COLUMNS[4:])}, updated_at = EXCLUDED.updated_at
+"""  # noqa: S608 (identifiers are module constants, values are bound parameters)
+"""Update mode re-emits a window with its full, current aggregate: overwrite, never add."""
+
+LATENCY_SQL: Final = """
+SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms),
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY ms), max(ms)
+FROM (SELECT extract(epoch FROM clock_timestamp() - ts) * 1000 AS ms FROM stage_raw) AS x
+"""
+"""Event-to-row latency of the batch, measured just before commit (ms)."""
+
+METRICS_UPSERT: Final = """
+INSERT INTO pipeline_metrics AS m (query_name, batch_id, run_id, input_rows, input_rate, processed_rate,
+  batch_duration_ms, write_duration_ms, latency_p50_ms, latency_p95_ms, latency_max_ms, watermark,
+  late_rows_dropped, malformed_rows)
+VALUES (%(query_name)s, %(batch_id)s, %(run_id)s, %(input_rows)s, %(input_rate)s, %(processed_rate)s,
+  %(batch_duration_ms)s, %(write_duration_ms)s, %(latency_p50_ms)s, %(latency_p95_ms)s, %(latency_max_ms)s,
+  %(watermark)s, %(late_rows_dropped)s, %(malformed_rows)s)
+ON CONFLICT (query_name, batch_id) DO UPDATE SET
+  run_id = coalesce(EXCLUDED.run_id, m.run_id),
+  input_rows = coalesce(EXCLUDED.input_rows, m.input_rows),
+  input_rate = coalesce(EXCLUDED.input_rate, m.input_rate),
+  processed_rate = coalesce(EXCLUDED.processed_rate, m.processed_rate),
+  batch_duration_ms = coalesce(EXCLUDED.batch_duration_ms, m.batch_duration_ms),
+  write_duration_ms = coalesce(EXCLUDED.write_duration_ms, m.write_duration_ms),
+  latency_p50_ms = coalesce(EXCLUDED.latency_p50_ms, m.latency_p50_ms),
+  latency_p95_ms = coalesce(EXCLUDED.latency_p95_ms, m.latency_p95_ms),
+  latency_max_ms = coalesce(EXCLUDED.latency_max_ms, m.latency_max_ms),
+  watermark = coalesce(EXCLUDED.watermark, m.watermark),
+  late_rows_dropped = coalesce(EXCLUDED.late_rows_dropped, m.late_rows_dropped),
+  malformed_rows = coalesce(EXCLUDED.malformed_rows, m.malformed_rows),
+  recorded_at = now()
+"""
+METRIC_FIELDS: Final = (
+    "run_id", "input_rows", "input_rate", "processed_rate", "batch_duration_ms", "write_duration_ms",
+    "latency_p50_ms", "latency_p95_ms", "latency_max_ms", "watermark", "late_rows_dropped", "malformed_rows",
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class RawBatch:
+    """One micro-batch of the raw flow as COPY CSV text."""
+
+    readings: bytes
+    """CSV of :data:`RAW_COPY_COLUMNS`, one line per valid reading (duplicates allowed)."""
+    alerts: bytes
+    """CSV of :data:`~cloud.streaming.rules.ALERT_COLUMNS`: per-reading alerts."""
+    rejects: bytes
+    """CSV of :data:`REJECT_COPY_COLUMNS`: malformed records."""
+    days: tuple[date, ...]
+    """UTC days of the readings (the sensor_data partitions they need)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RawResult:
+    """What the merge of one raw batch did."""
+
+    inserted: int
+    """New sensor_data rows (replayed and duplicate readings excluded)."""
+    alerts: int
+    """New sensor_alerts rows (per-reading + history rules)."""
+    rejects: int
+    """New sensor_data_rejects rows."""
+    latency_p50_ms: float | None
+    latency_p95_ms: float | None
+    latency_max_ms: float | None
+    """Event-to-row latency of the batch's readings (ms)."""
+    write_ms: float
+    """Wall time of the PostgreSQL work (ms)."""
+
+
+class PgSink:
+    """A writer connection kept across micro-batches (reopened after an error)."""
+
+    def __init__(self, cfg: FleetsimConfig, query_name: str) -> None:
+        self.cfg = cfg
+        self.query_name = query_name
+        self._conn: Any = None
+        self._stuck_drift = history_sql.stuck_drift_sql()
+        self._history_params = {
+            **history_sql.history_params(cfg.alerts),
+            "offline_s": float(cfg.alerts.offline_after_s),
+        }
+
+    # ------------------------------------------------------------------ connection
+    def conn(self) -> Any:
+        if self._conn is None or self._conn.closed:
+            conn = pg_connect(self.cfg, "writer", application_name=f"fleetsim-stream-{self.query_name}")
+            with conn.cursor() as cur:
+                cur.execute(_STAGE_DDL)
+            conn.commit()
+            self._conn = conn
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None and not self._conn.closed:
+            self._conn.close()
+        self._conn = None
+
+    def _fail(self, what: str, exc: Exception) -> SinkError:
+        # Drop the connection: the next attempt (Spark retries the batch) starts clean.
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.closed:
+            try:
+                conn.rollback()
+            finally:
+                conn.close()
+        return SinkError(f"{self.query_name}: {what} failed: {exc}")
+
+    @staticmethod
+    def _copy(cur: Any, table: str, columns: Iterable[str], data: bytes) -> None:
+        if not data:
+            return
+        stmt = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(
+            sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+        )
+        cur.copy_expert(stmt.as_string(cur), io.BytesIO(data), size=1 << 20)
+
+    # ------------------------------------------------------------------ flows
+    def ensure_partitions(self, days: Iterable[date]) -> None:
+        """Create missing day partitions in their own short transaction (taking the parent's lock
+        only for the creation, not for the whole batch)."""
+        days = sorted(set(days))
+        if not days:
+            return
+        conn = self.conn()
+        try:
+            with conn.cursor() as cur:
+                for day in days:
+                    cur.execute("SELECT ensure_sensor_data_partition(%s)", (day,))
+            conn.commit()
+        except Exception as exc:
+            raise self._fail("creating partitions", exc) from exc
+
+    def write_raw(self, batch: RawBatch, batch_id: int) -> RawResult:
+        """Merge one raw batch (readings, latest, alerts, rejects, metrics row) in one transaction."""
+        self.ensure_partitions(batch.days)
+        t0 = time.perf_counter()
+        conn = self.conn()
+        p = self._history_params
+        try:
+            with conn.cursor() as cur:
+                self._copy(cur, "stage_raw", RAW_COPY_COLUMNS, batch.readings)
+                self._copy(cur, "stage_alerts", ALERT_COLUMNS, batch.alerts)
+                self._copy(cur, "stage_rejects", REJECT_COPY_COLUMNS, batch.rejects)
+                inserted = alerts = rejects = 0
+                lat: tuple[Any, ...] = (None, None, None)
+                if batch.readings:
+                    cur.execute(INSERT_RAW, {"watermark": self.cfg.spark.watermark})
+                    inserted = cur.rowcount
+                    cur.execute(UPSERT_LATEST)
+                    cur.execute(self._stuck_drift, p)
+                    alerts += cur.rowcount
+                    cur.execute(history_sql.OFFLINE_SQL, p)
+                    alerts += cur.rowcount
+                    cur.execute(LATENCY_SQL)
+                    lat = cur.fetchone()
+                if batch.alerts:
+                    cur.execute(INSERT_ALERTS)
+                    alerts += cur.rowcount
+                if batch.rejects:
+                    cur.execute(INSERT_REJECTS)
+                    rejects = cur.rowcount
+                write_ms = (time.perf_counter() - t0) * 1000
+                self._metrics(
+                    cur,
+                    batch_id,
+                    write_duration_ms=round(write_ms),
+                    latency_p50_ms=lat[0],
+                    latency_p95_ms=lat[1],
+                    latency_max_ms=lat[2],
+                    malformed_rows=batch.rejects.count(b"\n") if batch.rejects else 0,
+                )
+            conn.commit()
+        except Exception as exc:
+            raise self._fail(f"raw batch {batch_id}", exc) from exc
+        return RawResult(inserted, alerts, rejects, lat[0], lat[1], lat[2], write_ms)
+
+    def write_agg(self, data: bytes, batch_id: int) -> int:
+        """Upsert updated windows; returns rows written."""
+        return self._merge("stage_agg", AGG_COLUMNS, UPSERT_AGG, data, batch_id)
+
+    def write_deadletters(self, data: bytes, batch_id: int) -> int:
+        """Mirror bridge dead letters; returns new rows."""
+        return self._merge("stage_deadletter", DEADLETTER_COPY_COLUMNS, INSERT_DEADLETTER, data, batch_id)
+
+    def _merge(self, stage: str, columns: Iterable[str], merge_sql: str, data: bytes, batch_id: int) -> int:
+        t0 = time.perf_counter()
+        conn = self.conn()
+        try:
+            with conn.cursor() as cur:
+                n = 0
+                if data:
+                    self._copy(cur, stage, columns, data)
+                    cur.execute(merge_sql)
+                    n = cur.rowcount
+                self._metrics(cur, batch_id, write_duration_ms=round((time.perf_counter() - t0) * 1000))
+            conn.commit()
+        except Exception as exc:
+            raise self._fail(f"{stage} batch {batch_id}", exc) from exc
+        return n
+
+    def _metrics(self, cur: Any, batch_id: int, query_name: str | None = None, **values: Any) -> None:
+        row = dict.fromkeys(METRIC_FIELDS)
+        row.update(values, query_name=query_name or self.query_name, batch_id=batch_id)
+        cur.execute(METRICS_UPSERT, row)
+
+    def record_progress(self, query_name: str, batch_id: int, **values: Any) -> None:
+        """Merge the listener's figures into the batch's pipeline_metrics row (own transaction)."""
+        conn = self.conn()
+        try:
+            with conn.cursor() as cur:
+                self._metrics(cur, batch_id, query_name, **values)
+            conn.commit()
+        except Exception as exc:
+            raise self._fail(f"metrics of batch {batch_id}", exc) from exc

@@ -1,0 +1,44 @@
+"""Test data helpers: telemetry payloads and Kafka-shaped DataFrames."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+KAFKA_SCHEMA = (
+    "key binary, value binary, topic string, partition int, offset long, timestamp timestamp, "
+    "timestampType int, headers array<struct<key:string,value:binary>>"
+)
+
+BROKER_TS = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
+
+
+def reading(device_id: str = "dev-1", ts: str = "2026-11-29T12:00:00.000Z", seq: int = 1, **kw: Any) -> bytes:
+    """A valid telemetry payload (override or add fields with keyword arguments)."""
+    obj: dict[str, Any] = {
+        "device_id": device_id,
+        "ts": ts,
+        "seq": seq,
+        "temperature": 21.5,
+        "humidity": 45.0,
+        "co2": 600.0,
+        "pressure": 1013.0,
+        "battery": 80.0,
+        "lat": 48.85,
+        "lon": 2.35,
+        "status": "OK",
+    }
+    obj.update(kw)
+    return json.dumps({k: v for k, v in obj.items() if v is not ...}).encode()
+
+
+def kafka_df(spark: Any, values: Sequence[bytes | None], headers: Sequence[dict[str, str]] | None = None,
+             topic: str = "t", broker_ts: datetime = BROKER_TS) -> Any:  # fmt: skip
+    """A DataFrame shaped like the Kafka source's, one record per value (offsets 0..n-1)."""
+    rows = []
+    for i, v in enumerate(values):
+        h = (headers[i] if headers else {}) or {}
+        rows.append((None, v, topic, 0, i, broker_ts, 0, [(k, hv.encode()) for k, hv in h.items()]))
+    return spark.createDataFrame(rows, KAFKA_SCHEMA)
