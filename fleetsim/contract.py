@@ -315,8 +315,15 @@ def _reject_constant(name: str) -> float:
     raise ValueError(f"non-finite number {name} is not valid JSON")
 
 
+_STRICT_DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def loads_strict(raw: bytes | str) -> Any:
     """``json.loads`` that refuses NaN/Infinity (Python accepts them by default)."""
+    if isinstance(raw, str):
+        # One shared decoder: json.loads(..., parse_constant=...) builds a new JSONDecoder per
+        # call, a quarter of the bridge's parse time. Same result (a leading BOM is still refused).
+        return _STRICT_DECODER.decode(raw)
     return json.loads(raw, parse_constant=_reject_constant)
 
 
