@@ -156,11 +156,9 @@ class Service(ABC):
         if not ok:
             alive = process.pid_alive(pid)
             self._kill_failed(pid)
-            why = "did not become ready" if alive else "exited"
-            raise StackError(
-                f"{self.name} {why} within {timeout:.0f}s; see {self.log_file}:\n"
-                + process.tail(self.log_file)
-            )
+            why = f"was not ready within {timeout:.0f}s" if alive else "exited"
+            last = process.tail(self.log_file, 1).strip() or "no output"
+            raise StackError(f"{self.name} {why} (last log line: {last}); full log: {self.log_file}")
         try:
             self.after_ready()
         except Exception:

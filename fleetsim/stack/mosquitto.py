@@ -143,7 +143,8 @@ class Mosquitto(Service):
             f"max_queued_messages {m.max_queued_messages}",
             f"max_inflight_messages {MAX_INFLIGHT}",
             "sys_interval 2",
-            "log_dest stdout",
+            # A file, not stdout: mosquitto block-buffers stdout, so `fleetsim logs` would lag.
+            f"log_dest file {self.log_file}",
             "log_type error",
             "log_type warning",
             "log_type notice",
@@ -198,12 +199,16 @@ class Mosquitto(Service):
         if tls.tls_enabled(self.cfg):
             tls.ensure_tls(self.cfg)
         self._write_private(self.conf_file, self._conf_text())
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        self.log_file.touch()
         if process.is_root():
             process.grant_traverse(self.home)
             os.chmod(self.home, 0o750)  # noqa: S103 - group mosquitto only: the broker reads its files
             _, gid = process.user_ids(SERVICE_USER)
             os.chown(self.home, 0, gid)
             process.chown_tree(data, SERVICE_USER)
+            uid, gid = process.user_ids(SERVICE_USER)
+            os.chown(self.log_file, uid, gid)
 
     def launch(self) -> int:
         proc = process.spawn(

@@ -169,7 +169,8 @@ class Postgres(Service):
                 self._as_owner(argv), "pg_ctl start", timeout_s=self.cfg.stack.start_timeout_s + 10, cwd="/"
             )
         except StackError as exc:
-            raise StackError(f"{exc}\n{process.tail(self.log_file)}") from exc
+            last = process.tail(self.log_file, 1).strip() or "no output"
+            raise StackError(f"{exc} (last log line: {last}); full log: {self.log_file}") from exc
         pid = process.read_pid(self.data_dir / "postmaster.pid")
         if pid is None:
             raise StackError(f"PostgreSQL started but wrote no postmaster.pid; see {self.log_file}")

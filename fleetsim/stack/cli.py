@@ -1,0 +1,236 @@
+"""Stack sub-commands: up, down, status, logs, psql, tap, config show, setup-check.
+
+Thin entry points: the work is in :mod:`fleetsim.stack.lifecycle`, :mod:`fleetsim.stack.tap` and
+the service modules.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from fleetsim.config import ENV_DELIMITER, ENV_PREFIX, FleetsimConfig, secret
+from fleetsim.errors import FleetsimError, MissingDependencyError, StackError
+from fleetsim.stack import lifecycle
+from fleetsim.stack.components import APPS
+
+COMPONENTS = ("mosquitto", "kafka", "postgres", *APPS)
+
+
+def _quiet_kafka_client() -> None:
+    # kafka-python logs every refused connection while a broker starts; our own messages say
+    # what matters.
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
+
+
+def _child_args(args: argparse.Namespace, cfg: FleetsimConfig) -> tuple[list[str], dict[str, str]]:
+    """Global flags and environment so the app components load exactly this configuration."""
+    argv: list[str] = []
+    if getattr(args, "config", None):
+        argv += ["--config", str(Path(args.config).resolve())]
+    for item in getattr(args, "overrides", []) or []:
+        argv += ["--set", item]
+    # The run dir decides where the secrets file is read from: pass it as the environment does.
+    env = {f"{ENV_PREFIX}STACK{ENV_DELIMITER}RUN_DIR": str(cfg.run_dir.resolve())}
+    return argv, env
+
+
+# ------------------------------------------------------------------------------------ commands
+def run_up(args: argparse.Namespace, cfg: FleetsimConfig) -> int:
+    _quiet_kafka_client()
+    global_args, env = _child_args(args, cfg)
+    print(f"fleetsim up: {', '.join(cfg.stack.components)} (run dir {cfg.run_dir})")
+    cfg = lifecycle.up(cfg, global_args=global_args, child_env=env)
+    print(f"secrets: {cfg.secrets_file} (mode 0600)")
+    from fleetsim.stack import tls
+
+    if tls.tls_enabled(cfg) and "mosquitto" in cfg.stack.components:
+        print(f"Devices (TLS): {tls.public_host(cfg)}:{cfg.mqtt.tls_port}, CA file {tls.files(cfg).ca_cert}")
+    dash = lifecycle.component("dashboard", cfg)
+    if "dashboard" in cfg.stack.components and dash.is_running():
+        print(f"Dashboard: http://{cfg.dashboard.host}:{cfg.dashboard.port}/")
+    else:
+        print("Dashboard: not running (see `fleetsim status`)")
+    return 0
+
+
+def run_down(_args: argparse.Namespace, cfg: FleetsimConfig) -> int:
+    lifecycle.down(cfg)
+    print("fleetsim down: everything stopped")
+    return 0
+
+
+def _urls(cfg: FleetsimConfig) -> dict[str, str]:
+    from fleetsim.clients import pg_url
+
+    return {
+        "mqtt": f"mqtt://{cfg.mqtt.tool_user}@{cfg.mqtt.host}:{cfg.mqtt.port}",
+        "kafka": f"kafka+sasl://{cfg.kafka.admin_user}@{cfg.kafka.bootstrap}",
+        "postgres": pg_url(cfg, "admin"),
+        "postgres_writer": pg_url(cfg, "writer"),
+        "postgres_reader": pg_url(cfg, "reader"),
+        "dashboard": f"http://{cfg.dashboard.host}:{cfg.dashboard.port}/",
+    }
+
+
+def run_status(args: argparse.Namespace, cfg: FleetsimConfig) -> int:
+    _quiet_kafka_client()
+    rows = lifecycle.status(cfg)
+    if args.json:
+        doc = {
+            "run_dir": str(cfg.run_dir),
+            "secrets_file": str(cfg.secrets_file),
+            "urls": _urls(cfg),
+            "components": rows,
+        }
+        print(json.dumps(doc, indent=2, default=str))
+    else:
+        print(lifecycle.format_table(rows))
+    return 0
+
+
+def run_logs(args: argparse.Namespace, cfg: FleetsimConfig) -> int:
+    path = cfg.run_dir / "logs" / f"{args.component}.log"
+    if not path.is_file():
+        raise StackError(f"no log for {args.component} yet ({path}): start it with `fleetsim up`")
+    if args.follow:
+        tail = shutil.which("tail")
+        if tail is None:
+            raise MissingDependencyError("`tail` not found (coreutils)")
+        sys.stdout.flush()
+        os.execv(tail, [tail, "-n", str(args.lines), "-F", str(path)])  # noqa: S606 - fixed binary
+    lines = path.read_bytes()[-2_000_000:].decode(errors="replace").splitlines()[-args.lines :]
+    print("\n".join(lines))
+    return 0
+
+
+def run_psql(args: argparse.Namespace, cfg: FleetsimConfig) -> int:
+    from fleetsim.stack.postgres import pg_binary
+
+    try:
+        psql = shutil.which("psql") or pg_binary("psql")
+    except MissingDependencyError as exc:
+        raise MissingDependencyError("psql not found: run `make setup`") from exc
+    pg = cfg.postgres
+    role = args.role
+    user = getattr(pg, f"{role}_user")
+    env = {
+        **os.environ,
+        # The environment of our own child only (same OS user), never the command line.
+        "PGPASSWORD": secret(getattr(pg, f"{role}_password"), f"postgres.{role}_password"),
+        "PGSSLMODE": pg.sslmode,
+        "PGAPPNAME": "fleetsim-psql",
+    }
+    argv = [psql, "-h", pg.host, "-p", str(pg.port), "-U", user, "-d", pg.database, "-v", "ON_ERROR_STOP=1"]
+    if args.command:
+        argv += ["-c", args.command]
+    sys.stdout.flush()
+    os.execve(psql, argv, env)  # noqa: S606 - psql with fixed arguments
+    return 0  # pragma: no cover - execve does not return
+
+
+def _print_flush(line: str) -> None:
+    print(line, flush=True)
+
+
+def run_tap(args: argparse.Namespace, cfg: FleetsimConfig) -> int:
+    from fleetsim.stack import tap
+
+    _quiet_kafka_client()
+    count = args.count
+    if args.source == "mqtt":
+        tap.tap_mqtt(cfg, args.target, count, out=lambda s: print(s, flush=True))
+    else:
+        tap.tap_kafka(
+            cfg, args.target, count, from_beginning=args.from_beginning, out=lambda s: print(s, flush=True)
+        )
+    return 0
+
+
+def run_config_show(_args: argparse.Namespace, cfg: FleetsimConfig) -> int:
+    print(json.dumps(cfg.redacted(), indent=2, default=str))
+    return 0
+
+
+def run_setup_check(_args: argparse.Namespace, cfg: FleetsimConfig) -> int:
+    """Report every missing binary or jar at once (each from the service that needs it)."""
+    problems = []
+    for name in ("mosquitto", "kafka", "postgres"):
+        try:
+            lifecycle.component(name, cfg).check_dependencies()  # type: ignore[union-attr]
+        except MissingDependencyError as exc:
+            problems.append(f"{name}: {exc}")
+    spark_jars = cfg.stack.jvm_dir / "spark-kafka"
+    if not any(spark_jars.glob("spark-sql-kafka-*.jar")):
+        problems.append(f"stream: Spark Kafka connector jars missing in {spark_jars}: run `make setup`")
+    for line in problems:
+        print(line)
+    if problems:
+        return 1
+    print("everything the local stack needs is installed")
+    return 0
+
+
+# ------------------------------------------------------------------------------------ parsers
+def _components_override(args: argparse.Namespace) -> dict[str, Any]:
+    listen = {"mqtt.listen": args.listen} if getattr(args, "listen", None) else {}
+    if not getattr(args, "only", None):
+        return listen
+    names = [n.strip() for n in args.only.split(",") if n.strip()]
+    unknown = [n for n in names if n not in COMPONENTS]
+    if unknown:
+        raise FleetsimError(f"--only: unknown component {unknown[0]!r}; allowed: {', '.join(COMPONENTS)}")
+    return {"stack.components": [n for n in COMPONENTS if n in names], **listen}
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("up", help="start the local stack (engines, then the app components)")
+    p.add_argument("--only", metavar="A,B", help=f"start only these components (of {', '.join(COMPONENTS)})")
+    p.add_argument(
+        "--listen",
+        metavar="ADDR",
+        help="also accept remote devices: a TLS-only MQTT listener on ADDR:<mqtt.tls_port> with a "
+        "generated CA (the plain listener stays on loopback); see docs/real-sensors.md",
+    )
+    p.set_defaults(func=run_up, config_overrides=_components_override)
+
+    p = subparsers.add_parser("down", help="stop every component gracefully (reverse order)")
+    p.set_defaults(func=run_down)
+
+    p = subparsers.add_parser("status", help="up/down, pid, port and a live figure per component")
+    p.add_argument(
+        "--json", action="store_true", help="machine-readable, with connection URLs and secrets path"
+    )
+    p.set_defaults(func=run_status)
+
+    p = subparsers.add_parser("logs", help="show a component's log")
+    p.add_argument("component", choices=COMPONENTS)
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    p.add_argument("-n", "--lines", type=int, default=100, help="lines to show (default 100)")
+    p.set_defaults(func=run_logs)
+
+    p = subparsers.add_parser("psql", help="open psql on the stack's database (admin role by default)")
+    p.add_argument("-c", dest="command", metavar="SQL", help="run one command and exit")
+    p.add_argument("--role", choices=["admin", "writer", "reader"], default="admin")
+    p.set_defaults(func=run_psql)
+
+    p = subparsers.add_parser("tap", help="print live messages: tap mqtt <filter> | tap kafka <topic>")
+    p.add_argument("source", choices=["mqtt", "kafka"])
+    p.add_argument("target", help="MQTT topic filter (e.g. 'sensors/#') or Kafka topic")
+    p.add_argument("-n", dest="count", type=int, default=None, help="stop after N messages")
+    p.add_argument("--from-beginning", action="store_true", help="kafka: start at the earliest offset")
+    p.set_defaults(func=run_tap)
+
+    p = subparsers.add_parser("config", help="configuration commands")
+    csub = p.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    show = csub.add_parser("show", help="print the effective configuration (secrets masked)")
+    show.set_defaults(func=run_config_show)
+
+    p = subparsers.add_parser("setup-check", help="say what `make setup` still has to install")
+    p.set_defaults(func=run_setup_check)

@@ -1,0 +1,207 @@
+"""The application components (stream, bridge, sim, dashboard) as background ``fleetsim`` processes.
+
+Each runs its own sub-command (``fleetsim stream`` ...) in its own session, with its log in
+``<run_dir>/logs/<name>.log`` and pid in ``<run_dir>/pids/<name>.pid``. Its live figure is
+scraped from the component itself: the Prometheus ``/metrics`` endpoint on
+``127.0.0.1:<metrics_port>`` (or Streamlit's ``/_stcore/health`` for the dashboard).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fleetsim.config import FleetsimConfig
+from fleetsim.errors import StackError
+from fleetsim.stack import process
+from fleetsim.stack.base import ServiceStatus, logs_dir, pids_dir
+
+
+@dataclass(frozen=True)
+class AppSpec:
+    """How to run and measure one application component."""
+
+    command: str
+    """``fleetsim`` sub-command that runs it in the foreground."""
+    port_key: str
+    """Config key of the port it serves (metrics, or the dashboard's HTTP port)."""
+    counter: str
+    """Prometheus sample summed for the live figure ('' for the dashboard)."""
+    unit: str
+    """What the counter counts (for the status line)."""
+
+
+APPS: dict[str, AppSpec] = {
+    "stream": AppSpec("stream", "spark.metrics_port", "fleetsim_stream_rows_written_total", "rows written"),
+    "bridge": AppSpec(
+        "bridge", "bridge.metrics_port", "fleetsim_bridge_forwarded_total", "records forwarded"
+    ),
+    "sim": AppSpec("sim", "simulation.metrics_port", "fleetsim_sim_messages_total", "messages published"),
+    "dashboard": AppSpec("dashboard", "dashboard.port", "", ""),
+}
+
+
+def _port(cfg: FleetsimConfig, key: str) -> int:
+    section, _, name = key.partition(".")
+    return int(getattr(getattr(cfg, section), name))
+
+
+def http_get(url: str, timeout_s: float = 2.0) -> str:
+    with urllib.request.urlopen(url, timeout=timeout_s) as resp:  # noqa: S310 - fixed http://127.0.0.1 URLs
+        return str(resp.read().decode("utf-8", errors="replace"))
+
+
+def scrape(port: int, sample: str) -> float:
+    """Sum of every ``sample`` series on the Prometheus endpoint of ``127.0.0.1:port``."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    total, seen = 0.0, False
+    family_name = sample.removesuffix("_total")
+    for family in text_string_to_metric_families(http_get(f"http://127.0.0.1:{port}/metrics")):
+        # A labelled counter with no series yet (nothing counted) is exported as a bare family.
+        seen = seen or family.name == family_name
+        for s in family.samples:
+            if s.name == sample:
+                total += s.value
+                seen = True
+    if not seen:
+        raise StackError(f"metric {sample} not exported")
+    return total
+
+
+class AppComponent:
+    """One application component run as ``python -m fleetsim.cli [global args] <command>``."""
+
+    def __init__(self, name: str, cfg: FleetsimConfig, global_args: Sequence[str] = ()) -> None:
+        self.name = name
+        self.spec = APPS[name]
+        self.cfg = cfg
+        self.global_args = list(global_args)
+
+    @property
+    def port(self) -> int:
+        return _port(self.cfg, self.spec.port_key)
+
+    @property
+    def log_file(self) -> Path:
+        return logs_dir(self.cfg) / f"{self.name}.log"
+
+    @property
+    def pid_file(self) -> Path:
+        return pids_dir(self.cfg) / f"{self.name}.pid"
+
+    def url(self) -> str:
+        if self.name == "dashboard":
+            return f"http://{self.cfg.dashboard.host}:{self.port}/"
+        return f"http://127.0.0.1:{self.port}/metrics" if self.port else ""
+
+    def pid(self) -> int | None:
+        pid = process.read_pid(self.pid_file)
+        if pid and process.pid_alive(pid) and f" {self.spec.command}" in process.cmdline(pid):
+            return pid
+        return None
+
+    def is_running(self) -> bool:
+        return self.pid() is not None
+
+    def argv(self) -> list[str]:
+        return [sys.executable, "-m", "fleetsim.cli", *self.global_args, self.spec.command]
+
+    def ready(self) -> bool:
+        if not self.port:
+            return True  # metrics disabled: alive is all we can check
+        if self.name == "dashboard":
+            return http_get(f"http://127.0.0.1:{self.port}/_stcore/health").strip() == "ok"
+        http_get(f"http://127.0.0.1:{self.port}/metrics")
+        return True
+
+    def start(self, env: dict[str, str] | None = None) -> None:
+        if self.is_running():
+            return
+        if self.port:
+            process.check_ports_free({self.spec.port_key: self.port})
+        child_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_file, "ab") as fh:
+            fh.write(
+                f"---- {time.strftime('%Y-%m-%dT%H:%M:%S%z')} fleetsim up: starting {self.name}\n".encode()
+            )
+        pid = process.spawn(self.argv(), self.log_file, env=child_env).pid
+        process.write_pid(self.pid_file, pid)
+        exited: list[bool] = []
+
+        def probe() -> bool:
+            if not process.pid_alive(pid):
+                exited.append(True)
+                return True
+            return self.ready()
+
+        if not process.wait_for(probe, self.cfg.stack.start_timeout_s, 0.3) or exited:
+            self._kill(pid, 10.0)
+            self.pid_file.unlink(missing_ok=True)
+            last = process.tail(self.log_file, 1).strip() or "no output"
+            why = "exited" if exited else f"was not ready within {self.cfg.stack.start_timeout_s:.0f}s"
+            raise StackError(f"{self.name} {why} (last log line: {last}); full log: {self.log_file}")
+
+    @staticmethod
+    def _signal_group(pgid: int, sig: int) -> bool:
+        """Signal the whole process group; False when no process of it is left."""
+        try:
+            os.killpg(pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+
+    def _kill(self, pid: int, timeout_s: float) -> bool:
+        # The component leads its own process group (Streamlit, Spark's JVM are its children):
+        # SIGTERM the group, wait for the leader, then make sure no child outlives it.
+        self._signal_group(pid, signal.SIGTERM)
+        graceful = process.wait_for(lambda: not process.pid_alive(pid), timeout_s, 0.2)
+        if not graceful:
+            self._signal_group(pid, signal.SIGKILL)
+        process.wait_for(lambda: not process.pid_alive(pid) and not self._signal_group(pid, 0), 10.0, 0.2)
+        self._signal_group(pid, signal.SIGKILL)
+        return graceful
+
+    def stop(self) -> bool:
+        pid = self.pid()
+        if pid is None:
+            self.pid_file.unlink(missing_ok=True)
+            return False
+        self._kill(pid, self.cfg.stack.stop_timeout_s)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+    def live(self) -> tuple[str, dict[str, Any]]:
+        if self.name == "dashboard":
+            health = http_get(f"http://127.0.0.1:{self.port}/_stcore/health").strip()
+            if health != "ok":
+                raise StackError(f"health says {health!r}")
+            return "healthy (/_stcore/health ok)", {"health": health}
+        if not self.port:
+            raise StackError("metrics disabled (metrics_port = 0)")
+        # Two scrapes one second apart: total and current rate, both from the component.
+        first = scrape(self.port, self.spec.counter)
+        t0 = time.monotonic()
+        time.sleep(1.0)
+        second = scrape(self.port, self.spec.counter)
+        rate = (second - first) / (time.monotonic() - t0)
+        return f"{second:,.0f} {self.spec.unit}, {rate:,.0f}/s", {"total": second, "per_s": rate}
+
+    def status(self) -> ServiceStatus:
+        pid = self.pid()
+        if pid is None:
+            return ServiceStatus(self.name, False, None, self.port or None, "down", url=self.url())
+        try:
+            figure, metrics = self.live()
+            up = True
+        except Exception as exc:
+            figure, metrics, up = f"not answering: {exc}", {}, False
+        return ServiceStatus(self.name, up, pid, self.port or None, figure, metrics, self.url())
