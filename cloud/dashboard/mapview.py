@@ -1,82 +1,108 @@
 """The fleet map as a pydeck Deck: one ScatterplotLayer for every device, one PathLayer for tracks.
 
 Kept lean for 10k points: only the columns the layers and tooltip need are sent to the browser,
-numbers are rounded, the tooltip is one pre-rendered (HTML-escaped) string per point, and there is
-no base-map style (no tiles offline; deck.gl still draws the layers on a plain background).
+numbers are rounded, tooltip fields are short pre-formatted (HTML-escaped) strings, the JSON is
+compact, and there is no base-map style (no tiles offline; deck.gl draws on a plain background).
 """
 
 from __future__ import annotations
 
 import html
+import json
 import math
-from typing import Any
 
+import numpy as np
 import pandas as pd
 import pydeck as pdk
+from pydeck.bindings.json_tools import default_serialize
 
-from cloud.dashboard.logic import (
-    REAL_OUTLINE,
-    STATE_COLORS,
-    battery_alpha,
-    battery_radius,
-    fmt_num,
-)
+from cloud.dashboard.logic import REAL_OUTLINE, STATE_COLORS, fmt_age
 
 DEVICE_LAYER_ID = "devices"
 TRACK_LAYER_ID = "tracks"
+REAL_LAYER_ID = "real-devices"
 
 
-def _tooltip_row(row: Any) -> str:
-    esc = html.escape
-    kind = " · real device" if row.kind == "real" else ""
-    return (
-        f"<b>{esc(str(row.device_id))}</b> {esc(str(row.state))}{esc(kind)}<br/>"
-        f"site {esc(str(row.site or '—'))} · last {esc(str(row.ts_text))}<br/>"
-        f"T {fmt_num(row.temperature, 1, '°C')} · RH {fmt_num(row.humidity, 0, '%')} · "
-        f"CO₂ {fmt_num(row.co2, 0, 'ppm')} · p {fmt_num(row.pressure, 0, 'hPa')}<br/>"
-        f"battery {fmt_num(row.battery, 0, '%')}"
-        + (f" · fault {esc(str(row.fault))}" if isinstance(row.fault, str) and row.fault else "")
-    )
+TOOLTIP_HTML = (
+    "<b>{device_id}</b> · {state}{real}<br/>site {site} · last reading {age} ago<br/>"
+    "T {t} · RH {rh} · CO₂ {co2} · p {p}<br/>battery {bat}{fault}"
+)
+"""deck.gl fills ``{field}`` from the hovered point; every field is pre-formatted and HTML-escaped."""
+
+_POINT_COLUMNS = [
+    "device_id", "lon", "lat", "fill", "radius", "state", "real", "site", "age", "t", "rh", "co2", "p", "bat",
+    "fault",
+]  # fmt: skip
 
 
-def map_points(fleet: pd.DataFrame) -> tuple[pd.DataFrame, int]:
-    """Plot-ready rows (device_id, lon, lat, fill, line, radius, tip) and the count of unplaced devices."""
+def _fmt(values: pd.Series, pattern: str) -> list[str]:
+    return ["—" if pd.isna(v) else pattern.format(v) for v in values.astype(float)]
+
+
+def battery_alphas(battery: pd.Series) -> list[int]:
+    """Vectorised :func:`logic.battery_alpha`."""
+    b = battery.astype(float)
+    return (90 + 165 * b.clip(0, 100) / 100).fillna(200).astype(int).tolist()
+
+
+def battery_radii(battery: pd.Series) -> list[float]:
+    """Vectorised :func:`logic.battery_radius`."""
+    b = battery.astype(float)
+    return (3.0 + 5.0 * b.clip(0, 100) / 100).fillna(4.0).round(1).tolist()
+
+
+def map_points(fleet: pd.DataFrame, now: pd.Timestamp | None = None) -> tuple[pd.DataFrame, int]:
+    """Plot-ready rows (position, colour, radius, tooltip fields) and the count of unplaced devices.
+
+    Vectorised: 10k devices take tens of milliseconds."""
     placed = fleet.dropna(subset=["lat", "lon"])
     unplaced = len(fleet) - len(placed)
     if placed.empty:
-        cols = ["device_id", "lon", "lat", "fill", "line", "radius", "tip", "state"]
-        return pd.DataFrame(columns=cols), unplaced
-    p = placed.copy()
-    p["ts_text"] = pd.to_datetime(p["ts"], utc=True).dt.strftime("%Y-%m-%d %H:%M:%S UTC").fillna("never")
-    p["fill"] = [
-        [*STATE_COLORS.get(s, STATE_COLORS["OFFLINE"]), battery_alpha(b)]
-        for s, b in zip(p["state"], p["battery"], strict=True)
-    ]
-    p["line"] = [list(REAL_OUTLINE) if k == "real" else [255, 255, 255, 120] for k in p["kind"]]
-    p["radius"] = [
-        round(battery_radius(b) + (2 if k == "real" else 0), 1)
-        for b, k in zip(p["battery"], p["kind"], strict=True)
-    ]
-    p["tip"] = [_tooltip_row(r) for r in p.itertuples(index=False)]
-    p["lon"] = p["lon"].astype(float).round(6)
-    p["lat"] = p["lat"].astype(float).round(6)
-    return p[["device_id", "lon", "lat", "fill", "line", "radius", "tip", "state"]].reset_index(
-        drop=True
-    ), unplaced
+        return pd.DataFrame(columns=_POINT_COLUMNS), unplaced
+    now = now if now is not None else pd.Timestamp.now(tz="UTC")
+    esc = html.escape
+    state = placed["state"].fillna("OFFLINE").astype(str)
+    rgb = [STATE_COLORS.get(s, STATE_COLORS["OFFLINE"]) for s in state]
+    alpha = battery_alphas(placed["battery"])
+    age_s = (now - pd.to_datetime(placed["last_seen"], utc=True)).dt.total_seconds()
+    out = pd.DataFrame(
+        {
+            "device_id": placed["device_id"].astype(str).map(esc),
+            "lon": placed["lon"].astype(float).round(6),
+            "lat": placed["lat"].astype(float).round(6),
+            "fill": [[c[0], c[1], c[2], a] for c, a in zip(rgb, alpha, strict=True)],
+            "radius": battery_radii(placed["battery"]),
+            "state": state.map(esc),
+            "real": ["  · real device" if k == "real" else "" for k in placed["kind"]],
+            "site": placed["site"].fillna("—").astype(str).map(esc),
+            "age": [fmt_age(None if pd.isna(a) else float(a)) for a in age_s],
+            "t": _fmt(placed["temperature"], "{:.1f} °C"),
+            "rh": _fmt(placed["humidity"], "{:.0f} %"),
+            "co2": _fmt(placed["co2"], "{:.0f} ppm"),
+            "p": _fmt(placed["pressure"], "{:.0f} hPa"),
+            "bat": _fmt(placed["battery"], "{:.0f} %"),
+            "fault": [f" · fault {esc(f)}" if isinstance(f, str) and f else "" for f in placed["fault"]],
+        }
+    )
+    return out.reset_index(drop=True), unplaced
 
 
 def track_paths(tracks: pd.DataFrame) -> pd.DataFrame:
-    """One row per mobile device: its path as ``[[lon, lat], ...]`` oldest first, and a tooltip."""
+    """One row per mobile device with at least two positions: its path ``[[lon, lat], ...]`` oldest first."""
     if tracks.empty:
-        return pd.DataFrame(columns=["device_id", "path", "tip"])
-    rows = []
-    for device_id, g in tracks.sort_values(["device_id", "ts"]).groupby("device_id", sort=True):
-        path = [[round(float(lo), 6), round(float(la), 6)] for lo, la in zip(g["lon"], g["lat"], strict=True)]
-        if len(path) >= 2:
-            rows.append(
-                {"device_id": device_id, "path": path, "tip": f"<b>{html.escape(str(device_id))}</b> track"}
-            )
-    return pd.DataFrame(rows, columns=["device_id", "path", "tip"])
+        return pd.DataFrame(columns=["device_id", "path"])
+    # Rows arrive ordered by device then time (see queries.live.mobile_tracks); keep that order.
+    t = tracks.sort_values("device_id", kind="stable")
+    ids = t["device_id"].to_numpy()
+    coords = np.column_stack([t["lon"].astype(float).round(6), t["lat"].astype(float).round(6)])
+    bounds = np.flatnonzero(ids[1:] != ids[:-1]) + 1
+    starts = np.concatenate([[0], bounds])
+    rows = [
+        {"device_id": html.escape(str(ids[s])), "path": chunk.tolist()}
+        for s, chunk in zip(starts, np.split(coords, bounds), strict=True)
+        if len(chunk) >= 2
+    ]
+    return pd.DataFrame(rows, columns=["device_id", "path"])
 
 
 def view_state(points: pd.DataFrame) -> pdk.ViewState:
@@ -91,6 +117,12 @@ def view_state(points: pd.DataFrame) -> pdk.ViewState:
     )
 
 
+def _records(df: pd.DataFrame) -> list[dict[str, object]]:
+    # Much faster than DataFrame.to_dict("records") (what pydeck does with a frame) for 10k rows.
+    cols = list(df.columns)
+    return [dict(zip(cols, row, strict=True)) for row in zip(*(df[c].tolist() for c in cols), strict=True)]
+
+
 def build_deck(points: pd.DataFrame, paths: pd.DataFrame) -> pdk.Deck:
     """The Deck: tracks under the device markers, both pickable, tooltips from the ``tip`` column."""
     layers = []
@@ -99,21 +131,21 @@ def build_deck(points: pd.DataFrame, paths: pd.DataFrame) -> pdk.Deck:
             pdk.Layer(
                 "PathLayer",
                 id=TRACK_LAYER_ID,
-                data=paths,
+                data=_records(paths),
                 get_path="path",
                 get_color=[40, 90, 200, 160],
                 width_min_pixels=2,
-                pickable=True,
+                pickable=False,  # the tooltip template describes devices, not tracks
             )
         )
     layers.append(
         pdk.Layer(
             "ScatterplotLayer",
             id=DEVICE_LAYER_ID,
-            data=points,
+            data=_records(points),
             get_position=["lon", "lat"],
             get_fill_color="fill",
-            get_line_color="line",
+            get_line_color=[255, 255, 255, 140],
             get_radius="radius",
             radius_units='"pixels"',  # quoted: pydeck treats bare strings as JS accessors
             stroked=True,
@@ -122,9 +154,34 @@ def build_deck(points: pd.DataFrame, paths: pd.DataFrame) -> pdk.Deck:
             auto_highlight=True,
         )
     )
-    return pdk.Deck(
+    real = points[points["real"] != ""] if not points.empty else points
+    if not real.empty:
+        # A ring around real (non-simulated) devices; not pickable so clicks reach the device layer.
+        layers.append(
+            pdk.Layer(
+                "ScatterplotLayer",
+                id=REAL_LAYER_ID,
+                data=_records(real[["lon", "lat"]].assign(ring=real["radius"] + 3)),
+                get_position=["lon", "lat"],
+                get_radius="ring",
+                radius_units='"pixels"',
+                filled=False,
+                stroked=True,
+                get_line_color=list(REAL_OUTLINE),
+                line_width_min_pixels=2,
+                pickable=False,
+            )
+        )
+    return CompactDeck(
         layers=layers,
         initial_view_state=view_state(points),
         map_style=None,
-        tooltip={"html": "{tip}", "style": {"fontSize": "12px"}},
+        tooltip={"html": TOOLTIP_HTML, "style": {"fontSize": "12px"}},
     )
+
+
+class CompactDeck(pdk.Deck):
+    """A Deck serialised without pydeck's ``indent=2, sort_keys=True`` (a third of the bytes)."""
+
+    def to_json(self) -> str:
+        return json.dumps(self, default=default_serialize, separators=(",", ":"))

@@ -93,7 +93,10 @@ def test_live_kpis_map_and_feed_match_database(seeded: SeedFacts, app_cfg: Fleet
     assert on_map["dev-fail-3"]["state"] == "FAILURE"
     assert on_map["dev-off-4"]["state"] == "OFFLINE"
     assert on_map["never-7"]["state"] == "OFFLINE"
-    assert "real device" in on_map["real-6"]["tip"]
+    assert "real device" in on_map["real-6"]["real"]
+    assert on_map["dev-ok-1"]["real"] == ""
+    assert len(layers["real-devices"]["data"]) == len(seeded.real_devices)
+    assert on_map["dev-warn-2"]["bat"] == "10 %"
     assert [t["device_id"] for t in layers["tracks"]["data"]] == list(seeded.mobile_devices)
 
     feed = at.dataframe[0].value

@@ -97,7 +97,8 @@ def _colour_counts(png: bytes) -> dict[str, int]:
 
     img = Image.open(io.BytesIO(png)).convert("RGB")
     counts = {"red": 0, "green": 0}
-    for r, g, b in img.get_flattened_data():
+    for pixel in img.get_flattened_data():
+        r, g, b = pixel  # type: ignore[misc]
         if r > 180 and g < 140 and b < 140:
             counts["red"] += 1
         elif g > 130 and r < 140 and b < 140:

@@ -108,7 +108,7 @@ def alert_feed(conn: Any, *, limit: int = 50) -> pd.DataFrame:
 
 
 _TRACKS = """
-SELECT t.device_id, t.ts, t.lat, t.lon
+SELECT t.device_id, t.lon, t.lat
   FROM (SELECT device_id FROM devices
          WHERE type = 'mobile' AND enabled
          ORDER BY device_id LIMIT %(max_devices)s) m
@@ -125,9 +125,10 @@ SELECT t.device_id, t.ts, t.lat, t.lon
 
 
 def mobile_tracks(
-    conn: Any, *, window_s: float, max_devices: int = 200, max_points: int = 120
+    conn: Any, *, window_s: float, max_devices: int = 100, max_points: int = 60
 ) -> pd.DataFrame:
-    """Recent positions of mobile devices (newest ``max_points`` each), oldest first per device."""
+    """Recent positions (device_id, lon, lat) of up to ``max_devices`` mobile devices, the newest
+    ``max_points`` each, ordered by device then time (no timestamps: the path only needs the order)."""
     return fetch_df(
         conn, _TRACKS, {"window_s": window_s, "max_devices": max_devices, "max_points": max_points}
     )

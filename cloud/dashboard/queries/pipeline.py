@@ -9,19 +9,31 @@ import pandas as pd
 from cloud.dashboard.queries._sql import fetch_df
 
 _BATCHES = """
-SELECT query_name, batch_id, recorded_at, input_rows, input_rate, processed_rate,
-       batch_duration_ms, write_duration_ms, latency_p50_ms, latency_p95_ms, latency_max_ms,
-       watermark, late_rows_dropped, malformed_rows
+SELECT query_name,
+       to_timestamp(floor(extract(epoch FROM recorded_at) / %(bucket_s)s) * %(bucket_s)s) AS recorded_at,
+       count(*) AS batches,
+       sum(input_rows)::bigint AS input_rows,
+       avg(input_rate) AS input_rate,
+       avg(processed_rate) AS processed_rate,
+       avg(batch_duration_ms) AS batch_duration_ms,
+       max(batch_duration_ms) AS batch_duration_ms_max,
+       avg(latency_p50_ms) AS latency_p50_ms,
+       max(latency_p95_ms) AS latency_p95_ms,
+       coalesce(sum(late_rows_dropped), 0)::bigint AS late_rows_dropped
   FROM pipeline_metrics
  WHERE recorded_at >= now() - make_interval(secs => %(window_s)s)
- ORDER BY recorded_at DESC
- LIMIT %(limit)s
+ GROUP BY 1, 2
+ ORDER BY 2
 """
 
+CHART_POINTS = 180
+"""Buckets per chart: one point per batch would be thousands of points for a busy hour."""
 
-def batches(conn: Any, *, window_s: float, limit: int = 5000) -> pd.DataFrame:
-    """Micro-batch metrics recorded in the last ``window_s`` seconds, newest first."""
-    return fetch_df(conn, _BATCHES, {"window_s": window_s, "limit": limit})
+
+def batches(conn: Any, *, window_s: float) -> pd.DataFrame:
+    """Micro-batch metrics of the last ``window_s`` seconds per query, in ~180 time buckets."""
+    bucket_s = max(1.0, round(window_s / CHART_POINTS))
+    return fetch_df(conn, _BATCHES, {"window_s": window_s, "bucket_s": bucket_s})
 
 
 _SUMMARY = """

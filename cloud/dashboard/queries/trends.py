@@ -165,20 +165,6 @@ def correlation_pairs(
     return fetch_df(conn, query, params)
 
 
-_KEYS = """
-SELECT DISTINCT key FROM sensor_data_agg
- WHERE scope = %(scope)s AND window_start >= %(start)s AND window_start < %(end)s
- ORDER BY key
- LIMIT %(limit)s
-"""
-
-
-def agg_keys(conn: Any, *, scope: str, start: datetime, end: datetime, limit: int = 20000) -> pd.DataFrame:
-    """Keys of a scope that have windows in [start, end)."""
-    params = {"scope": check_scope(scope), "start": start, "end": end, "limit": limit}
-    return fetch_df(conn, _KEYS, params)
-
-
 _ANY = """
 SELECT EXISTS (SELECT 1 FROM sensor_data_agg
                 WHERE scope = %(scope)s AND window_start >= %(start)s AND window_start < %(end)s) AS any

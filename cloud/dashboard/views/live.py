@@ -118,7 +118,8 @@ def _map(ctx: Context) -> None:
         offline_after_s=ctx.cfg.alerts.offline_after_s,
         limit=ctx.cfg.dashboard.max_map_points,
     )
-    tracks = ctx.load(qlive.mobile_tracks, window_s=TRACK_WINDOW_S)
+    # Tracks move slowly and cost one index descent per device: refreshed every 30 s, not every 5 s.
+    tracks = ctx.load(qlive.mobile_tracks, "slow", window_s=TRACK_WINDOW_S)
     points, unplaced = mapview.map_points(fleet)
     paths = mapview.track_paths(tracks)
     counts = points["state"].value_counts() if not points.empty else pd.Series(dtype=int)
@@ -143,7 +144,10 @@ def _map(ctx: Context) -> None:
     if len(fleet) >= ctx.cfg.dashboard.max_map_points:
         notes.append(f"capped at dashboard.max_map_points={ctx.cfg.dashboard.max_map_points}")
     if not paths.empty:
-        notes.append(f"{len(paths)} mobile tracks (last {TRACK_WINDOW_S / 60:.0f} min)")
+        notes.append(
+            f"{len(paths)} mobile tracks (last {TRACK_WINDOW_S / 60:.0f} min, newest 60 positions each, "
+            "first 100 mobile devices by id)"
+        )
     st.caption(" · ".join(notes) + ". Click a device to drill down.")
 
 

@@ -36,9 +36,8 @@ def _keys(ctx: Context, scope: str, period: logic.Period) -> list[str] | None:
     if scope == "site":
         options = ctx.load(qdev.sites, "slow")["site"].tolist()
     else:
-        options = ctx.load(qtr.agg_keys, "slow", scope="device", start=period.start, end=period.end)[
-            "key"
-        ].tolist()
+        # From the registry, not DISTINCT over the aggregate table (that scans every window).
+        options = ctx.load(qdev.device_ids, "slow")["device_id"].tolist()
     label = "Sites" if scope == "site" else "Devices"
     default = options[:5]
     chosen = st.multiselect(label, options, default=default, key=f"trend_keys_{scope}", max_selections=20)
