@@ -25,7 +25,8 @@ class ComponentHealth:
     name: str
     """Component name as in ``fleetsim status``."""
     state: str
-    """``up``, ``down``, ``stale`` (alive in the past, quiet now) or ``unknown``."""
+    """``up``, ``down``, ``unhealthy``/``not installed`` (from ``fleetsim status``), ``stale`` (wrote
+    in the past, quiet now) or ``unknown``."""
     detail: str
     """The live figure or why the state is what it is."""
     source: str
@@ -33,25 +34,21 @@ class ComponentHealth:
 
 
 def _status_function() -> Callable[[FleetsimConfig], Iterable[Any]] | None:
-    """The stack's status collector, if the stack module provides one."""
-    for module_name, attr in (
-        ("fleetsim.stack.status", "collect"),
-        ("fleetsim.stack.status", "stack_status"),
-        ("fleetsim.stack.status", "all_status"),
-        ("fleetsim.stack", "status_all"),
-    ):
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            continue
-        fn = getattr(module, attr, None)
-        if callable(fn):
-            return fn
-    return None
+    """``fleetsim.stack.lifecycle.status`` (what ``fleetsim status`` prints), if installed."""
+    try:
+        module = importlib.import_module("fleetsim.stack.lifecycle")
+    except ImportError:
+        return None
+    fn = getattr(module, "status", None)
+    return fn if callable(fn) else None
+
+
+def _field(row: Any, name: str, default: Any = None) -> Any:
+    return row.get(name, default) if isinstance(row, dict) else getattr(row, name, default)
 
 
 def stack_health(cfg: FleetsimConfig) -> list[ComponentHealth] | None:
-    """Rows from the stack's status functions, or None when they are not available."""
+    """Rows from the stack's status function, or None when it is not available."""
     fn = _status_function()
     if fn is None:
         return None
@@ -61,12 +58,13 @@ def stack_health(cfg: FleetsimConfig) -> list[ComponentHealth] | None:
         return [ComponentHealth("stack", "unknown", f"fleetsim status failed: {exc}", "fleetsim status")]
     rows = []
     for s in statuses:
-        up = bool(getattr(s, "up", False))
+        up = bool(_field(s, "up", False))
+        state = str(_field(s, "state", "") or ("up" if up else "down"))
         rows.append(
             ComponentHealth(
-                name=str(getattr(s, "name", "?")),
-                state="up" if up else "down",
-                detail=str(getattr(s, "figure", "")),
+                name=str(_field(s, "name", "?")),
+                state=state,
+                detail=str(_field(s, "figure", "")),
                 source="fleetsim status",
             )
         )

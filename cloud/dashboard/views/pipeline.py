@@ -12,7 +12,7 @@ from cloud.dashboard.ui import Context
 WINDOWS = {"Last 15 minutes": 900, "Last hour": 3600, "Last 6 hours": 21600, "Last 24 hours": 86400}
 
 
-@st.cache_data(ttl=5.0, show_spinner=False)
+@st.cache_data(ttl=10.0, show_spinner=False)
 def _stack_health(_cfg: object, key: str) -> list[health.ComponentHealth] | None:
     return health.stack_health(_cfg)  # type: ignore[arg-type]
 
@@ -25,7 +25,14 @@ def _health(ctx: Context) -> None:
     db_rows = health.database_health(fresh, now, stale_after)
     db_rows.append(health.ComponentHealth("dashboard", "up", "serving this page", "self"))
     rows = health.merge(_stack_health(ctx.cfg, ctx.pool.key), db_rows)
-    icons = {"up": "🟢", "down": "🔴", "stale": "🟠", "unknown": "⚪"}
+    icons = {
+        "up": "🟢",
+        "down": "🔴",
+        "unhealthy": "🟠",
+        "stale": "🟠",
+        "unknown": "⚪",
+        "not installed": "⚪",
+    }
     st.dataframe(
         [
             {
