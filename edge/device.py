@@ -11,7 +11,7 @@ import math
 import random
 from collections import deque
 from collections.abc import Generator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
@@ -27,7 +27,6 @@ from edge.physics import (
     Climate,
     Route,
     magnus_rh,
-    occupancy,
     station_pressure,
 )
 from edge.publisher import Publisher
@@ -116,7 +115,7 @@ class Device:
     )
 
     def __init__(self, spec: DeviceSpec, ctx: SimContext, rng: random.Random) -> None:
-        self.spec = spec
+        self.spec = spec = replace(spec, lat=round(spec.lat, 6), lon=round(spec.lon, 6))
         self.ctx = ctx
         self.rng = rng
         """Physics noise only, so faults never shift the clean signal of a seed."""
@@ -166,7 +165,7 @@ class Device:
         dt = t - self.last_t
         self.last_t = t
         if spec.indoor:
-            occ = occupancy(spec.occupancy, city.local_hour, city.weekday)
+            occ = ctx.climate.occupancy(spec.occupancy, t)
             temp = _indoor_setpoint(spec.occupancy, city.local_hour, city.weekday, city.temp_c) + 1.2 * occ
             temp += spec.temp_offset_c + gauss(0.0, 0.08)
             target = OUTDOOR_CO2_PPM + OCCUPANCY_PEAK_PPM[spec.occupancy] * occ
@@ -184,10 +183,10 @@ class Device:
         pressure = station_pressure(city.slp_hpa, spec.altitude_m) + gauss(0.0, 0.12)
         if self.route is not None:
             lat, lon = self.route.position(t)
-            lat += gauss(0.0, GPS_SIGMA_DEG)
-            lon += gauss(0.0, GPS_SIGMA_DEG)
+            lat = round(lat + gauss(0.0, GPS_SIGMA_DEG), 6)
+            lon = round(lon + gauss(0.0, GPS_SIGMA_DEG), 6)
         else:
-            lat, lon = spec.lat, spec.lon
+            lat, lon = spec.lat, spec.lon  # rounded once in the constructor
         battery = None
         if self.battery is not None:
             drain = self.faults.get(_DRAIN)
@@ -252,8 +251,8 @@ class Device:
             None if c_v is None else round(max(0.0, c_v), 1),
             None if p_v is None else round(p_v, 2),
             battery,
-            round(lat, 6),
-            round(lon, 6),
+            lat,
+            lon,
             status,
             fault,
         )

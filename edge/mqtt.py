@@ -77,6 +77,7 @@ class MqttPublisher:
         self._wakeup = threading.Event()
         self._generation = 0
         self._connected = False
+        self._closing = False
         self._connect_error: str | None = None
         self.main = self._make_client(self.fleet_id, status_topic(self.fleet_id), control=True)
         self.clients: dict[str, Any] = {}
@@ -148,7 +149,7 @@ class MqttPublisher:
         self._generation += 1
 
     def _on_disconnect_main(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
-        if self._connected:
+        if self._connected and not self._closing:
             log.warning("MQTT connection lost (%s); devices buffer until it is back", reason)
         self._connected = False
         self._wakeup.set()
@@ -239,6 +240,7 @@ class MqttPublisher:
     def close(self, graceful: bool = True) -> None:
         """Mark the fleet offline, disconnect every client and stop paho's threads."""
         clients = [self.main, *self.clients.values()]
+        self._closing = True
         if graceful and self._connected:
             info = self.main.publish(
                 status_topic(self.fleet_id), DeviceState.OFFLINE.value, qos=1, retain=True

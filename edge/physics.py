@@ -134,6 +134,7 @@ class Climate:
         self._slp_mean = 1015.0 + rng.uniform(-3, 3)
         self._cache_key = -1
         self._cache: CityState | None = None
+        self._occ_cache: dict[tuple[str, int], float] = {}
 
     def at(self, t: float) -> CityState:
         """City state ``t`` simulated seconds after the start instant."""
@@ -143,6 +144,17 @@ class Climate:
         self._cache_key = key
         self._cache = self._compute(key * 60.0)
         return self._cache
+
+    def occupancy(self, kind: str, t: float) -> float:
+        """:func:`occupancy` of ``kind`` at simulated time ``t``, cached per simulated minute."""
+        key = (kind, int(t // 60))
+        value = self._occ_cache.get(key)
+        if value is None:
+            if len(self._occ_cache) > 256:
+                self._occ_cache.clear()
+            city = self.at(t)
+            value = self._occ_cache[key] = occupancy(kind, city.local_hour, city.weekday)
+        return value
 
     def _compute(self, t: float) -> CityState:
         epoch = self._start_epoch + t

@@ -81,6 +81,7 @@ class Runner:
         stop: threading.Event | None = None,
         on_tick: Callable[[Simulation, RunReport, float], None] | None = None,
         generation: Callable[[], int] | None = None,
+        lag_warmup_s: float = 0.0,
     ) -> None:
         self.sim = sim
         self.speed = speed
@@ -89,6 +90,8 @@ class Runner:
         self.on_tick = on_tick
         """Called about once a wall second with (sim, report, current lag s): metrics."""
         self.generation = generation or (lambda: 0)
+        self.lag_warmup_s = lag_warmup_s
+        """Wall seconds at the start whose lags are not recorded (start-up status burst)."""
         self.report = RunReport()
         self._gen = self.generation()
         self._next_tick = 0.0
@@ -133,7 +136,7 @@ class Runner:
                 done = time.monotonic()
                 lag = max(0.0, done - (wall0 + (first - sim0) / speed))
                 sent = sim.stats.published - before
-                if sent:
+                if sent and done - wall0 >= self.lag_warmup_s:
                     self.report.lag_ms[int(lag * 1000)] += sent
                 self._lag_now = lag
             elif target >= end:
