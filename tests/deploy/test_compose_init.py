@@ -1,0 +1,92 @@
+"""``fleetsim compose-init``: the broker files it writes work with a real Mosquitto, and the
+compose stack refuses the placeholder passwords of ``.env.example``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fleetsim.config import FleetsimConfig, load_config
+from fleetsim.errors import ConfigError
+from fleetsim.stack import process
+from fleetsim.stack.base import require_binary
+from fleetsim.stack.compose_support import PLACEHOLDER, refuse_placeholders, write_mqtt_files
+from fleetsim.stack.mosquitto import acl_text, connack_ok
+
+REPO = Path(__file__).resolve().parents[2]
+PASSWORDS = {
+    "mqtt.bridge_password": "b-secret-1",
+    "mqtt.sim_password": "s-secret-2",
+    "mqtt.tool_password": "t-3",
+}
+
+
+@pytest.fixture
+def cfg(tmp_path: Path) -> FleetsimConfig:
+    (port,) = process.free_ports(1)
+    base = load_config(REPO / "fleetsim.toml", environ={})
+    return base.with_overrides({**PASSWORDS, "mqtt.port": port, "stack.run_dir": str(tmp_path / "run")})
+
+
+def test_mqtt_files_hold_hashes_acl_and_the_configured_limits(cfg: FleetsimConfig, tmp_path: Path) -> None:
+    passwd, acl, conf = write_mqtt_files(
+        cfg, tmp_path / "out", Path("/mosquitto/auth"), Path("/mosquitto/data")
+    )
+    users = dict(line.split(":", 1) for line in passwd.read_text().splitlines())
+    assert set(users) == {cfg.mqtt.bridge_user, cfg.mqtt.sim_user, cfg.mqtt.tool_user}
+    assert all(h.startswith("$7$") for h in users.values())
+    everything = passwd.read_text() + acl.read_text() + conf.read_text()
+    assert not [p for p in PASSWORDS.values() if p in everything], "a clear password was written"
+    assert acl.read_text() == acl_text(cfg)
+    lines = conf.read_text().splitlines()
+    assert f"listener {cfg.mqtt.port}" in lines
+    assert "allow_anonymous false" in lines
+    assert "password_file /mosquitto/auth/passwd" in lines
+    assert f"message_size_limit {cfg.mqtt.broker_max_payload}" in lines
+    assert f"max_queued_messages {cfg.mqtt.max_queued_messages}" in lines
+    assert oct(passwd.stat().st_mode & 0o777) == "0o640"
+
+
+@pytest.fixture
+def broker(cfg: FleetsimConfig, tmp_path: Path) -> Iterator[FleetsimConfig]:
+    """A real Mosquitto started from exactly the files compose-init wrote (loopback listener)."""
+    out = tmp_path / "auth"
+    data = tmp_path / "data"
+    data.mkdir()
+    write_mqtt_files(cfg, out, out, data, listen_address="127.0.0.1")
+    if process.is_root():  # the broker drops to the mosquitto user, as in the container
+        process.grant_traverse(out)
+        os.chown(out, 0, process.user_ids("mosquitto")[1])
+        os.chmod(out, 0o750)  # noqa: S103 - root plus the broker's group, as the entrypoint does
+        process.chown_tree(data, "mosquitto")
+    proc = process.spawn([require_binary("mosquitto", "mosquitto"), "-c", str(out / "mosquitto.conf")],
+                         tmp_path / "mosquitto.log")  # fmt: skip
+    try:
+        up = process.wait_for(lambda: process.tcp_connectable(cfg.mqtt.port), 15.0)
+        assert up, process.tail(tmp_path / "mosquitto.log")
+        yield cfg
+    finally:
+        process.terminate(proc.pid, 10.0)
+        proc.wait(timeout=5)
+
+
+@pytest.mark.integration
+def test_real_mosquitto_accepts_the_generated_identities_only(broker: FleetsimConfig) -> None:
+    for identity in ("bridge", "sim", "tool"):
+        assert connack_ok(broker, identity), f"{identity} refused by the generated password file"
+    assert not connack_ok(broker, "tool", username=broker.mqtt.tool_user, password="wrong")
+    assert not connack_ok(broker, "tool", username="nobody", password="x")
+
+
+def test_placeholder_passwords_are_refused(cfg: FleetsimConfig) -> None:
+    refuse_placeholders(cfg)  # real values pass
+    bad = cfg.with_overrides({"mqtt.sim_password": PLACEHOLDER, "kafka.stream_password": PLACEHOLDER})
+    with pytest.raises(ConfigError) as err:
+        refuse_placeholders(bad)
+    assert "FLEETSIM_MQTT__SIM_PASSWORD" in str(err.value) and "FLEETSIM_KAFKA__STREAM_PASSWORD" in str(
+        err.value
+    )
+    assert "FLEETSIM_MQTT__BRIDGE_PASSWORD" not in str(err.value)
