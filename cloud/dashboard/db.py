@@ -36,6 +36,15 @@ class QueryFailed(DashboardError):
     """The database answered with an error to one of the dashboard's queries."""
 
 
+class _StaleConnection(DashboardError):
+    """A pooled connection died mid-query (internal: triggers one retry on a fresh connection)."""
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def pool_key(cfg: FleetsimConfig) -> str:
     """Identity of the target database, used to keep caches of different databases apart."""
     pg = cfg.postgres
@@ -75,9 +84,24 @@ class ReaderPool:
             return self._pool
 
     def run(self, fn: Callable[..., T], /, **params: Any) -> T:
-        """Call ``fn(conn, **params)`` on a pooled connection, mapping failures to dashboard errors."""
+        """Call ``fn(conn, **params)`` on a pooled connection, mapping failures to dashboard errors.
+
+        A pooled connection found dead (the server restarted) is dropped and the read retried once
+        on a fresh connection, so a database restart costs no error message when it is back up."""
+        try:
+            return self._run_once(fn, params)
+        except _StaleConnection:
+            try:
+                return self._run_once(fn, params)
+            except _StaleConnection as again:
+                raise DatabaseUnavailable(str(again)) from again.__cause__
+
+    def _where(self) -> str:
+        pg = self._cfg.postgres
+        return f"{pg.host}:{pg.port}/{pg.database}"
+
+    def _run_once(self, fn: Callable[..., T], params: dict[str, Any]) -> T:
         pool = self._get_pool()
-        where = f"{self._cfg.postgres.host}:{self._cfg.postgres.port}/{self._cfg.postgres.database}"
         try:
             conn = pool.getconn()
         except psycopg2.pool.PoolError as exc:
@@ -85,19 +109,22 @@ class ReaderPool:
                 f"Too many concurrent dashboard queries ({exc}); retry shortly"
             ) from exc
         except psycopg2.OperationalError as exc:
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise DatabaseUnavailable(f"Database unreachable at {where}: {first_line}") from exc
+            raise DatabaseUnavailable(f"Database unreachable at {self._where()}: {_first_line(exc)}") from exc
         broken = False
         try:
             conn.autocommit = True
             return fn(conn, **params)
+        except psycopg2.errors.QueryCanceled as exc:
+            raise QueryFailed(
+                f"Query {getattr(fn, '__name__', fn)} took longer than {STATEMENT_TIMEOUT_MS / 1000:g} s "
+                "and was cancelled; try a shorter period or fewer devices"
+            ) from exc
         except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
             broken = True
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise DatabaseUnavailable(f"Lost the database at {where}: {first_line}") from exc
+            raise _StaleConnection(f"Lost the database at {self._where()}: {_first_line(exc)}") from exc
         except psycopg2.errors.UndefinedTable as exc:
             raise QueryFailed(
-                f"The database at {where} has no Fleetsim schema yet (run the migrations): "
+                f"The database at {self._where()} has no Fleetsim schema yet (run the migrations): "
                 f"{exc.diag.message_primary}"
             ) from exc
         except psycopg2.Error as exc:

@@ -1,6 +1,9 @@
-"""The dashboard's database role can read and nothing else."""
+"""The dashboard's database access: the reader role can read and nothing else; the pool recovers."""
 
 from __future__ import annotations
+
+import os
+import socket
 
 import psycopg2
 import pytest
@@ -74,3 +77,39 @@ def test_pool_reads_as_reader(seeded: SeedFacts, app_cfg: FleetsimConfig) -> Non
         pool.close()
     assert user == app_cfg.postgres.reader_user
     assert int(row.devices) == seeded.devices
+
+
+def test_pool_survives_a_killed_connection_and_reports_timeouts(
+    seeded: SeedFacts, app_cfg: FleetsimConfig
+) -> None:
+    from cloud.dashboard.db import QueryFailed
+
+    pool = ReaderPool(app_cfg)
+    try:
+        pid = pool.run(lambda conn: conn.get_backend_pid())
+
+        def cut(conn: object) -> None:
+            # Shut the pooled connection's socket down (as a server restart or a dropped link would);
+            # psycopg2 does not notice until the next query.
+            sock = socket.socket(fileno=os.dup(conn.fileno()))  # type: ignore[attr-defined]
+            sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+        pool.run(cut)
+        # The pooled connection is dead now; the read is retried once on a fresh connection.
+        row = pool.run(live.kpis, offline_after_s=60.0, low_battery_pct=15.0, active_alert_s=300.0).iloc[0]
+        assert int(row.devices) == seeded.devices
+        assert pool.run(lambda conn: conn.get_backend_pid()) != pid
+
+        def slow(conn: object) -> None:
+            with conn.cursor() as cur:  # type: ignore[attr-defined]
+                cur.execute("SET statement_timeout = 100")
+                try:
+                    cur.execute("SELECT pg_sleep(2)")
+                finally:
+                    cur.execute("RESET statement_timeout")
+
+        with pytest.raises(QueryFailed, match="longer than"):
+            pool.run(slow)
+    finally:
+        pool.close()
