@@ -1,0 +1,23 @@
+"""Native contract v1 payloads: validated with the contract, forwarded byte for byte."""
+
+from __future__ import annotations
+
+from bridge.adapters.base import Adapted
+from fleetsim.contract import MAX_PAYLOAD_BYTES, decode
+
+
+class NativeAdapter:
+    """``sensors/<id>/telemetry``: the payload already is the contract.
+
+    Forwarding the original bytes (no re-encode) keeps the record identical to what the device
+    signed off and saves the encode on the hot path.
+    """
+
+    name = "native"
+
+    def __init__(self, max_bytes: int = MAX_PAYLOAD_BYTES) -> None:
+        self.max_bytes = max_bytes
+
+    def adapt(self, payload: bytes, topic_device_id: str | None, received_ms: int) -> list[Adapted]:
+        reading = decode(payload, topic_device_id=topic_device_id, max_bytes=self.max_bytes)
+        return [Adapted(reading.device_id, payload, reading)]

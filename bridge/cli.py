@@ -1,0 +1,97 @@
+"""``fleetsim bridge``: run the MQTT -> Kafka bridge in the foreground until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from typing import Any
+
+from fleetsim.config import FleetsimConfig
+
+log = logging.getLogger("fleetsim.bridge")
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "bridge",
+        help="forward MQTT telemetry to Kafka (at least once, validated, dead-lettered)",
+        description="Subscribe to the [bridge] routes and forward to Kafka until SIGTERM. "
+        "Metrics: http://127.0.0.1:<bridge.metrics_port>/metrics. See docs/bridge.md.",
+    )
+    p.add_argument(
+        "--shared-group",
+        metavar="NAME",
+        default=None,
+        help="join MQTT shared subscription group NAME ($share/NAME/<filter>) to split the load "
+        "with other bridges; per-device order holds within each bridge",
+    )
+    p.add_argument(
+        "--instance",
+        type=int,
+        default=0,
+        metavar="N",
+        help="instance number when running several bridges: client id and metrics port get +N",
+    )
+    p.add_argument("--client-id", default=None, help="MQTT client id (the persistent session's name)")
+    p.add_argument("--metrics-port", type=int, default=None, help="metrics port (0 disables)")
+    p.set_defaults(func=run)
+
+
+def identity(args: argparse.Namespace, cfg: FleetsimConfig) -> tuple[str, str, int]:
+    """(client id, shared group, metrics port) from flags and config.
+
+    The client id names the persistent session, so it must be stable across restarts and unique
+    per bridge: instances of a shared group get ``<client_id>-<group>-<instance>``.
+    """
+    group = cfg.bridge.shared_group if args.shared_group is None else args.shared_group
+    client_id = args.client_id
+    if client_id is None:
+        client_id = cfg.bridge.client_id
+        if group:
+            client_id = f"{client_id}-{group}-{args.instance}"
+        elif args.instance:
+            client_id = f"{client_id}-{args.instance}"
+    port = args.metrics_port
+    if port is None:
+        port = cfg.bridge.metrics_port + args.instance if cfg.bridge.metrics_port else 0
+    return client_id, group, port
+
+
+def run(args: argparse.Namespace, cfg: FleetsimConfig) -> int:
+    from bridge.runtime import Bridge
+
+    client_id, group, port = identity(args, cfg)
+    from fleetsim.registry.directory import for_bridge
+
+    directory = for_bridge(cfg)  # device registry hook (None when bridge.use_registry is off)
+    bridge = Bridge(cfg, client_id=client_id, shared_group=group, metrics_port=port, directory=directory)
+    if directory is not None:
+        directory.attach_metrics(bridge.registry)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        log.info("signal %d: stopping the bridge gracefully", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    log.info("bridge %s starting (shared group: %s)", client_id, group or "none")
+    starter = threading.Thread(target=bridge.start, name="bridge-start", daemon=True)
+    starter.start()  # start() may wait for Kafka; signals must still be able to end that wait
+    while not stop.wait(0.5):
+        pass
+    bridge.stop(timeout=max(5.0, cfg.stack.stop_timeout_s - 10.0))
+    if directory is not None:
+        directory.stop()  # after the bridge: flushes the last auto-registrations
+    starter.join(timeout=5)
+    st = bridge.stats
+    log.info(
+        "bridge stopped: %d received, %d forwarded, %d dead-lettered, %d left unacked",
+        st.received,
+        st.forwarded,
+        sum(st.deadlettered.values()),
+        len(bridge.tracker),
+    )
+    return 0

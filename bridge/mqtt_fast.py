@@ -1,0 +1,175 @@
+"""A paho-mqtt client with buffered socket reads and batched PUBACKs.
+
+Why: stock paho 2.2 reads every packet with three ``recv`` calls (command byte, length, body)
+and one ``select`` per packet, and every manual ``ack()`` costs a wake-up write on its socket
+pair plus one ``send``. At 15k+ messages per second those syscalls dominate the bridge's CPU
+(see docs/bridge.md, "Profile"). This subclass changes only I/O plumbing:
+
+- :meth:`_sock_recv` serves paho's small reads from a 64 KiB user-space buffer (one ``recv``
+  per ~200 telemetry messages), and :meth:`loop_read` keeps parsing while that buffer holds
+  data (``select`` cannot see bytes that already left the kernel);
+- :meth:`ack_many` queues the PUBACKs of a whole confirmed batch as ONE write.
+
+Packet parsing, callbacks, keep-alive, reconnects and the session stay paho's. The overrides
+touch private paho members, so they are enabled only on the paho version they were written and
+tested against (:data:`SUPPORTED_PAHO`); any other version falls back to plain paho behaviour.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+SUPPORTED_PAHO = ("2.2.0",)
+READ_CHUNK = 65536
+_PUBACK = 0x40
+
+
+def fast_path_supported() -> bool:
+    import paho.mqtt
+
+    return getattr(paho.mqtt, "__version__", "") in SUPPORTED_PAHO and all(
+        hasattr(mqtt.Client, name) for name in ("_sock_recv", "_packet_queue", "loop_read", "_handle_publish")
+    )
+
+
+def puback_packet(mid: int) -> bytes:
+    """PUBACK for ``mid`` with the implicit success reason (identical for MQTT 3.1.1 and 5)."""
+    return bytes((_PUBACK, 2, mid >> 8, mid & 0xFF))
+
+
+class InMessage(mqtt.MQTTMessage):
+    """An incoming message without the outgoing-only parts (``MQTTMessageInfo`` and its
+    Condition): same attributes and ``topic`` property as paho's ``MQTTMessage``."""
+
+    def __init__(
+        self, mid: int, topic: bytes, payload: bytes, qos: int, dup: bool, retain: bool, props: Any
+    ) -> None:
+        self.timestamp = 0.0
+        self.state = mqtt.mqtt_ms_invalid
+        self.mid = mid
+        self._topic = topic
+        self.payload = payload
+        self.qos = qos
+        self.dup = dup
+        self.retain = retain
+        self.properties = props
+
+
+def _varint(buf: bytes | bytearray, pos: int) -> tuple[int, int]:
+    """MQTT variable byte integer at ``pos`` -> (value, bytes used)."""
+    value, mult, used = 0, 1, 0
+    while True:
+        byte = buf[pos + used]
+        used += 1
+        value += (byte & 127) * mult
+        if not byte & 128:
+            return value, used
+        mult *= 128
+        if used == 4:
+            raise ValueError("malformed variable byte integer")
+
+
+def parse_publish(header: int, packet: bytes | bytearray, v5: bool) -> InMessage:
+    """Decode a QoS 0/1 PUBLISH body (everything after the fixed header).
+
+    Same result as ``paho.mqtt._packet.decode_publish`` except that an empty v5 property set
+    stays ``None`` instead of costing a ``Properties`` object (~30 µs) per message.
+    Raises ValueError/IndexError on a malformed packet.
+    """
+    qos = (header & 0x06) >> 1
+    slen = (packet[0] << 8) | packet[1]
+    pos = 2 + slen
+    if pos > len(packet):
+        raise ValueError("topic length beyond packet")
+    topic = bytes(packet[2:pos])
+    if not v5 and not topic:
+        raise ValueError("empty topic in MQTT 3.1.1")
+    mid = 0
+    if qos:
+        mid = (packet[pos] << 8) | packet[pos + 1]
+        pos += 2
+    props = None
+    if v5:
+        plen, used = _varint(packet, pos)
+        if plen:
+            from paho.mqtt.packettypes import PacketTypes
+            from paho.mqtt.properties import Properties
+
+            props = Properties(PacketTypes.PUBLISH)
+            props.unpack(packet[pos : pos + used + plen])
+        pos += used + plen
+    return InMessage(mid, topic, bytes(packet[pos:]), qos, bool(header & 0x08), bool(header & 0x01), props)
+
+
+class FastClient(mqtt.Client):
+    """paho ``Client`` with buffered reads and batched acks (see the module docstring)."""
+
+    _fast = fast_path_supported()
+
+    def _rbuf_state(self) -> tuple[Any, bytes, int]:
+        return getattr(self, "_fs_sock", None), getattr(self, "_fs_buf", b""), getattr(self, "_fs_pos", 0)
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        if not self._fast:
+            return super()._sock_recv(bufsize)
+        sock, buf, pos = self._rbuf_state()
+        if sock is not self._sock:  # new connection: never serve bytes of the old one
+            buf, pos = b"", 0
+            self._fs_sock = self._sock
+        if pos >= len(buf):
+            buf = super()._sock_recv(READ_CHUNK)  # BlockingIOError propagates: paho expects it
+            pos = 0
+            if not buf:
+                self._fs_buf, self._fs_pos = b"", 0
+                return b""  # connection closed
+        end = pos + bufsize
+        out = buf[pos:end]
+        self._fs_buf, self._fs_pos = buf, pos + len(out)
+        return out
+
+    def buffered(self) -> int:
+        """Bytes read from the socket but not yet parsed."""
+        sock, buf, pos = self._rbuf_state()
+        return len(buf) - pos if sock is self._sock else 0
+
+    def loop_read(self, max_packets: int = 1) -> mqtt.MQTTErrorCode:
+        rc = super().loop_read(max_packets)
+        while self._fast and rc == mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS and self.buffered() > 0:
+            rc = super().loop_read(max_packets)
+        return rc
+
+    def _handle_publish(self) -> mqtt.MQTTErrorCode:
+        header = self._in_packet["command"]
+        if not self._fast or (header & 0x06) >> 1 == 2:
+            return super()._handle_publish()  # QoS 2 (never subscribed to): paho's own path
+        try:
+            message = parse_publish(header, self._in_packet["packet"], self._protocol == mqtt.MQTTv5)
+        except (ValueError, IndexError):
+            return mqtt.MQTTErrorCode.MQTT_ERR_PROTOCOL
+        message.timestamp = time.monotonic()
+        on_message = self.on_message
+        if on_message is not None:
+            with self._in_callback_mutex:
+                try:
+                    on_message(self, self._userdata, message)
+                except Exception as err:
+                    self._easy_log(mqtt.MQTT_LOG_ERR, "Caught exception in on_message: %s", err)
+                    if not self.suppress_exceptions:
+                        raise
+        if message.qos == 0 or self._manual_ack:
+            return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+        return self._send_puback(message.mid)
+
+    def ack_many(self, mids: Iterable[int]) -> None:
+        """PUBACK every mid (QoS 1), in the given order, as one queued write."""
+        if not self._fast:
+            for mid in mids:
+                self.ack(mid, 1)
+            return
+        blob = b"".join([puback_packet(m) for m in mids])
+        if blob:
+            self._packet_queue(_PUBACK, blob, 0, 0)

@@ -1,0 +1,126 @@
+"""The buffered paho subclass must see exactly what stock paho sees, byte for byte."""
+
+from __future__ import annotations
+
+import random
+import socket
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt._packet import decode_publish
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from bridge.mqtt_fast import FastClient, fast_path_supported, parse_publish, puback_packet
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b, n = n % 128, n // 128
+        out.append(b | (128 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def publish_packet(
+    topic: str, payload: bytes, mid: int, qos: int, v5: bool, *, dup: bool = False, props: bytes = b""
+) -> bytes:
+    t = topic.encode()
+    vh = len(t).to_bytes(2, "big") + t + (mid.to_bytes(2, "big") if qos else b"")
+    if v5:
+        vh += _varint(len(props)) + props
+    body = vh + payload
+    header = 0x30 | (qos << 1) | (0x08 if dup else 0)
+    return bytes([header]) + _varint(len(body)) + body
+
+
+def _user_property() -> bytes:
+    p = Properties(PacketTypes.PUBLISH)
+    p.UserProperty = ("k", "v")
+    return bytes(p.pack())[1:]  # pack() includes the length varint (here one byte)
+
+
+def test_fast_path_is_enabled_on_the_pinned_paho() -> None:
+    assert fast_path_supported(), "paho upgraded: re-check bridge/mqtt_fast.py and SUPPORTED_PAHO"
+
+
+@pytest.mark.parametrize(
+    ("v5", "qos", "props"),
+    [(v5, qos, False) for v5 in (True, False) for qos in (0, 1)] + [(True, 0, True), (True, 1, True)],
+)
+def test_parse_publish_matches_paho(v5: bool, qos: int, props: bool) -> None:
+    raw_props = _user_property() if props else b""
+    pkt = publish_packet("sensors/d/telemetry", b'{"a":1}', 513, qos, v5, dup=True, props=raw_props)
+    header, body = pkt[0], pkt[1 + len(_varint(len(pkt) - 2)) :]
+    proto = mqtt.MQTTProtocolVersion.MQTTv5 if v5 else mqtt.MQTTProtocolVersion.MQTTv311
+    ref = decode_publish(header, body, proto)
+    got = parse_publish(header, body, v5)
+    assert (got._topic, got.payload, got.mid, got.qos, got.dup, got.retain) == (
+        ref.topic, ref.payload, ref.mid, ref.qos, ref.dup, ref.retain,
+    )  # fmt: skip
+    if raw_props:
+        assert got.properties is not None and ref.properties is not None
+        assert got.properties.UserProperty == ref.properties.UserProperty  # type: ignore[attr-defined]
+    else:
+        assert got.properties is None
+
+
+def test_malformed_publish_raises_value_or_index_error() -> None:
+    for body in (b"", b"\x00", b"\xff\xff abc", b"\x00\x01a"):
+        with pytest.raises((ValueError, IndexError)):
+            parse_publish(0x32, body, True)
+
+
+def test_puback_bytes_match_paho() -> None:
+    for proto in (mqtt.MQTTv311, mqtt.MQTTv5):
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=proto)
+        for mid in (1, 255, 256, 65535):
+            c._send_puback(mid)
+            assert bytes(c._out_packet.pop()["packet"]) == puback_packet(mid)
+
+
+def _wired_client(
+    cls: type[mqtt.Client], v5: bool
+) -> tuple[mqtt.Client, socket.socket, list[mqtt.MQTTMessage]]:
+    c = cls(mqtt.CallbackAPIVersion.VERSION2, client_id="t", protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311)
+    c.manual_ack_set(True)
+    got: list[mqtt.MQTTMessage] = []
+    c.on_message = lambda _c, _u, m: got.append(m)
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    c._sock = ours  # as if connected: the read path only needs the socket
+    c._state = mqtt._ConnectionState.MQTT_CS_CONNECTED
+    return c, theirs, got
+
+
+@pytest.mark.parametrize("v5", [True, False])
+def test_buffered_reads_deliver_the_same_messages_as_stock_paho_across_split_packets(v5: bool) -> None:
+    rng = random.Random(7)
+    packets = [
+        publish_packet(f"sensors/dev-{i % 7}/telemetry", rng.randbytes(rng.randint(0, 400)), i + 1, i % 2, v5)
+        for i in range(500)
+    ]
+    stream = b"".join(packets)
+    results = {}
+    for cls in (mqtt.Client, FastClient):
+        c, peer, got = _wired_client(cls, v5)
+        pos = 0
+        while pos < len(stream):  # feed in random chunks so packets split across reads
+            step = rng.randint(1, 3000)
+            peer.sendall(stream[pos : pos + step])
+            pos += step
+            for _ in range(50):
+                c.loop_read()
+        results[cls.__name__] = [(m.topic, m.payload, m.mid, m.qos) for m in got]
+        peer.close()
+    assert len(results["FastClient"]) == 500
+    assert results["FastClient"] == results["Client"]
+
+
+def test_ack_many_writes_pubacks_in_order_in_one_packet() -> None:
+    c, peer, _ = _wired_client(FastClient, True)
+    assert isinstance(c, FastClient)
+    c.ack_many([5, 3, 300])
+    c.loop_write()
+    assert peer.recv(100) == puback_packet(5) + puback_packet(3) + puback_packet(300)
