@@ -5,7 +5,6 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 FLEETSIM := $(BIN)/fleetsim
-SETUP_STAMP := $(VENV)/.fleetsim-setup-done
 
 .PHONY: help setup demo up down status test test-unit test-integration lint format typecheck bench clean
 
@@ -13,7 +12,7 @@ help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
 
 setup: ## Install what is missing: Debian packages, virtualenv, JVM jars (idempotent)
-	@bash scripts/setup.sh
+	@PY=$(PY) bash scripts/setup.sh
 
 demo: setup ## Set up what is missing, start the whole stack, print the dashboard URL
 	@$(FLEETSIM) up
@@ -31,11 +30,11 @@ test: setup ## Set up what is missing, then run lint, types and the whole test s
 	@$(MAKE) --no-print-directory lint typecheck
 	@$(BIN)/pytest -q tests
 
-test-unit: ## Unit tests only (no services)
-	@$(BIN)/pytest -q tests/unit
+test-unit: ## Tests that start no engine (not marked integration)
+	@$(BIN)/pytest -q -m "not integration" tests
 
-test-integration: ## Integration tests only (real engines on free ports)
-	@$(BIN)/pytest -q tests/integration
+test-integration: ## Integration tests only (real engines on free ports, torn down at the end)
+	@$(BIN)/pytest -q -m integration tests
 
 lint: ## ruff lint + format check
 	@$(BIN)/ruff check .
