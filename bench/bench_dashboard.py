@@ -14,6 +14,7 @@ dedicated PostgreSQL). Usage: ``fleetsim bench dashboard [--quick]`` or
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import time
@@ -382,10 +383,12 @@ def run(cfg: FleetsimConfig, quick: bool) -> dict[str, Any]:
     t0 = time.perf_counter()
     seed_s = _seed(cfg, rows, devices, alerts)
     seed_total = round(time.perf_counter() - t0, 1)
+    load_before = os.getloadavg()[0]
     try:
         m = measure(cfg, runs, 1 if quick else 3)
     finally:
         _clear(cfg)
+    load_after = os.getloadavg()[0]
     return {
         "title": "Dashboard queries",
         "method": (
@@ -402,6 +405,8 @@ def run(cfg: FleetsimConfig, quick: bool) -> dict[str, Any]:
             "Seeding timings (s): "
             + ", ".join(f"{k} {v}" for k, v in seed_s.items())
             + f"; total {seed_total}.",
+            f"1-minute load average {load_before:.1f} before and {load_after:.1f} after the timed part "
+            f"({os.cpu_count()} CPUs): figures from a busy machine are upper bounds.",
         ],
         "per_query_ms": m["per_query_ms"],
         "rows": m["rows"],
