@@ -10,7 +10,9 @@
 FROM maven:3.9.11-eclipse-temurin-17 AS jvm
 WORKDIR /build
 COPY fleetsim/jvm/pom.xml pom.xml
-RUN mvn -B -q -f pom.xml -P spark-kafka dependency:copy-dependencies \
+# The same settings as `make setup`: every artifact from Maven Central, whatever mirrors say.
+COPY scripts/maven-settings.xml settings.xml
+RUN mvn -B -q -s settings.xml -f pom.xml -P spark-kafka dependency:copy-dependencies \
       -DincludeScope=runtime -DoutputDirectory=/jvm/spark-kafka \
  && ls /jvm/spark-kafka/spark-sql-kafka-0-10_2.13-*.jar
 

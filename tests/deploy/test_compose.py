@@ -350,3 +350,18 @@ def test_kafka_broker_identities_match_the_config() -> None:
     for listener in ("CLIENT", "CONTROLLER", "HOST"):
         assert env[f"KAFKA_LISTENER_NAME_{listener}_PLAIN_SASL_JAAS_CONFIG"] == jaas
     assert "PLAINTEXT" not in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].replace("SASL_PLAINTEXT", "")
+
+
+def test_dockerfile_copies_only_shipped_files() -> None:
+    text = DOCKERFILE.read_text(encoding="utf-8").replace("\\\n", " ")
+    ignored = {ln.strip() for ln in (REPO / ".dockerignore").read_text().splitlines() if ln.strip()}
+    sources = []
+    for line in text.splitlines():
+        if line.startswith("COPY ") and "--from=" not in line:
+            sources += line.split()[1:-1]
+    assert "fleetsim/jvm/pom.xml" in sources, "JVM jars must be resolved from the project's pom"
+    for src in sources:
+        assert (REPO / src).exists(), f"Dockerfile copies {src}, which does not exist"
+        assert src.split("/")[0] not in ignored, f"Dockerfile copies {src}, excluded by .dockerignore"
+    assert re.search(r"mvn .*-P spark-kafka .*dependency:copy-dependencies", text)
+    assert re.search(r"(?m)^USER (?!root)\S+", text), "the image must not run as root"
