@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -67,6 +66,7 @@ class KafkaSink:
                 "socket.keepalive.enable": True,
                 "error_cb": self._error_cb,
                 "log.connection.close": False,
+                "logger": logging.getLogger("fleetsim.bridge.librdkafka"),
             }
         )
         conf.update(self.extra)
@@ -91,6 +91,8 @@ class KafkaSink:
 
     def poll(self, timeout: float) -> int:
         """Serve delivery reports and errors (callbacks run in the caller's thread)."""
+        if self._producer is None:  # closed
+            return 0
         return int(self._producer.poll(timeout))
 
     def flush(self, timeout: float) -> int:
@@ -119,5 +121,14 @@ class KafkaSink:
         return False
 
     def close(self, timeout: float = 5.0) -> None:
-        deadline = time.monotonic() + timeout
-        self._producer.flush(max(0.0, deadline - time.monotonic()))
+        """Give outstanding records ``timeout`` seconds, drop the rest (they stay unacked on the
+        MQTT side, so the broker redelivers them), then release librdkafka's threads/sockets."""
+        producer, self._producer = self._producer, None
+        if producer is None:
+            return
+        remaining = producer.flush(max(0.0, timeout))
+        if remaining:
+            log.warning("closing the producer with %d unconfirmed records (left unacked)", remaining)
+            producer.purge()
+            producer.poll(0)
+        producer.close()

@@ -81,6 +81,8 @@ class Bridge:
         self._connects = 0
         self._kafka_ready = False
         self._subscribe_refused = False
+        self.subscribed = threading.Event()
+        """Set once the broker granted every subscription of the current connection."""
         self._last_kafka_error = 0.0
         self._last_confirm = time.monotonic()
         self._full_since: float | None = None
@@ -171,6 +173,7 @@ class Bridge:
         if reason.is_failure:
             log.error("MQTT connect refused: %s", reason)
             return
+        self.subscribed.clear()
         with self._conn_lock:
             self._epoch += 1
             self._connected = True
@@ -199,6 +202,8 @@ class Bridge:
         self._subscribe_refused = bool(refused)
         if refused:
             log.error("MQTT subscription refused or downgraded below QoS 1: %s", refused)
+        else:
+            self.subscribed.set()
 
     def _on_disconnect(self, _c: Any, _u: Any, _flags: Any, reason: Any, _p: Any = None) -> None:
         with self._conn_lock:
@@ -383,7 +388,9 @@ class Bridge:
 
     # ------------------------------------------------------------------ health
     def state(self) -> State:
-        if not self._kafka_ready or not self._connected or self.sink.fatal_error is not None:
+        if not (self._kafka_ready and self._connected and self.subscribed.is_set()):
+            return State.DOWN
+        if self.sink.fatal_error is not None:
             return State.DOWN
         now = time.monotonic()
         oldest = self.tracker.oldest_t0()

@@ -113,6 +113,7 @@ def bridge() -> Rig:
     b._kafka_ready = True
     ok = SimpleNamespace(is_failure=False)
     b._on_connect(client, None, SimpleNamespace(session_present=False), ok)
+    b._on_subscribe(client, None, 1, [SimpleNamespace(is_failure=False, value=1)] * len(b.routes))
     return b, sink, client
 
 

@@ -1,0 +1,197 @@
+"""Helpers for the bridge's integration tests: publish as the simulator identity, read Kafka back,
+run the bridge as a real process, read its metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fleetsim.clients import kafka_python_kwargs, mqtt_client, mqtt_connect
+from fleetsim.config import FleetsimConfig
+from fleetsim.contract import encode_reading, format_ts_ms
+
+REPO = Path(__file__).resolve().parents[2]
+T0_MS = 1768471200000  # 2026-01-15T10:00:00Z: fixed, valid event times
+
+
+def reading(device: str, seq: int) -> bytes:
+    return encode_reading(
+        device, format_ts_ms(T0_MS + seq * 1000), seq, 20.0 + seq % 10, 40.0, 500.0, 1000.0, 90.0, 45.7, 4.8
+    )
+
+
+class Publisher:
+    """QoS 1 publisher as the simulator's MQTT identity (counts broker acks)."""
+
+    def __init__(self, cfg: FleetsimConfig, name: str) -> None:
+        self.acked = 0
+        self._lock = threading.Lock()
+        self.client = mqtt_client(cfg, "sim", f"{name}-{os.getpid()}-{time.monotonic_ns() % 10**6}")
+        self.client.max_inflight_messages_set(100)
+        self.client.max_queued_messages_set(0)
+        self.client.on_publish = self._on_publish
+        mqtt_connect(self.client)
+        self.client.loop_start()
+
+    def _on_publish(self, *_a: Any) -> None:
+        with self._lock:
+            self.acked += 1
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        info = self.client.publish(topic, payload, qos=1)
+        if info.rc != 0:
+            raise RuntimeError(f"publish failed: rc={info.rc}")
+
+    def wait_acked(self, n: int, timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self.acked < n:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"broker acked {self.acked}/{n} publishes")
+            time.sleep(0.02)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@dataclass(frozen=True)
+class Record:
+    key: bytes | None
+    value: bytes
+    headers: dict[str, bytes]
+    partition: int
+    offset: int
+
+
+def consume(cfg: FleetsimConfig, topic: str, n: int, timeout_s: float = 60.0) -> list[Record]:
+    """Read ``topic`` from the beginning until ``n`` records (or the timeout: returns what it has).
+
+    No consumer group (partitions assigned directly), so the stream identity needs only READ.
+    """
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(**kafka_python_kwargs(cfg, "stream"), enable_auto_commit=False)
+    try:
+        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        out: list[Record] = []
+        deadline = time.monotonic() + timeout_s
+        while len(out) < n and time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=500, max_records=5000).values():
+                for r in batch:
+                    out.append(Record(r.key, r.value, dict(r.headers or []), r.partition, r.offset))
+        # A short extra poll: more than n would be a bug the caller must see.
+        for batch in consumer.poll(timeout_ms=300).values():
+            out.extend(Record(r.key, r.value, dict(r.headers or []), r.partition, r.offset) for r in batch)
+        return out
+    finally:
+        consumer.close()
+
+
+def wait_for(predicate: Any, timeout_s: float, what: str, interval: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+# ------------------------------------------------------------------------- bridge as a process
+def config_env(cfg: FleetsimConfig) -> dict[str, str]:
+    """The whole config as ``FLEETSIM_<SECTION>__<KEY>`` variables (secrets included)."""
+    env: dict[str, str] = {}
+    for section, values in cfg.model_dump(mode="python").items():
+        for key, raw in values.items():
+            if raw is None:
+                continue
+            value = raw.get_secret_value() if hasattr(raw, "get_secret_value") else raw
+            if isinstance(value, list):
+                text = json.dumps(
+                    [v.model_dump() if hasattr(v, "model_dump") else v for v in value], default=str
+                )
+            else:
+                text = str(value)
+            env[f"FLEETSIM_{section.upper()}__{key.upper()}"] = text
+    return env
+
+
+class BridgeProcess:
+    """``python -m fleetsim.cli bridge`` with ``cfg``, its log in ``log_file``."""
+
+    def __init__(self, cfg: FleetsimConfig, log_file: Path, *args: str) -> None:
+        self.cfg = cfg
+        self.log_file = log_file
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETSIM_")}
+        env.update(config_env(cfg))
+        env["PYTHONUNBUFFERED"] = "1"
+        with open(log_file, "ab") as fh:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "fleetsim.cli", "bridge", *args],
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=log_file.parent,  # no fleetsim.toml there: the environment is the config
+            )
+
+    @property
+    def port(self) -> int:
+        return self.cfg.bridge.metrics_port
+
+    def metrics(self) -> dict[str, float]:
+        return scrape(self.port)
+
+    def wait_subscribed(self, timeout_s: float = 60.0) -> None:
+        def ok() -> bool:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"bridge exited {self.proc.returncode}:\n{self.log_file.read_text()[-3000:]}"
+                )
+            try:
+                return (
+                    self.metrics().get("fleetsim_bridge_state") == 0
+                    and "subscribed" in self.log_file.read_text()
+                )
+            except OSError:
+                return False
+
+        wait_for(ok, timeout_s, "the bridge to connect and subscribe", 0.2)
+
+    def kill9(self) -> None:
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
+    def terminate(self, timeout_s: float = 30.0) -> int:
+        self.proc.terminate()
+        return self.proc.wait(timeout=timeout_s)
+
+
+def scrape(port: int) -> dict[str, float]:
+    """``{"name{label=value}": value}`` from a Prometheus endpoint on 127.0.0.1."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+        text = resp.read().decode()
+    out: dict[str, float] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
+            out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
+    return out
+
+
+def seqs_by_device(records: Iterable[Record]) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for r in records:
+        obj = json.loads(r.value)
+        out.setdefault(obj["device_id"], []).append(obj["seq"])
+    return out
