@@ -30,6 +30,7 @@ from fleetsim.contract import (
 from fleetsim.errors import FleetFileError
 
 _NUMERIC = {f.name for f in FIELDS if f.type in ("number", "integer")}
+_NAMES = {f.name for f in FIELDS}
 
 
 def load_replay(path: Path) -> list[Reading]:
@@ -62,7 +63,9 @@ def load_replay(path: Path) -> list[Reading]:
         try:
             out.append(reading_from_obj(obj, topic_device_id=None))
         except Rejected as exc:
-            column = next((f.name for f in FIELDS if f.name in exc.detail), "?")
+            # The contract's details start with the field's name ("humidity=140 outside ...").
+            first = exc.detail.replace("=", " ").split(" ", 1)[0]
+            column = first if first in _NAMES else "?"
             raise FleetFileError(f"{path}: row {row}, column {column!r}: {exc}") from exc
     if not out:
         raise FleetFileError(f"{path}: no readings")

@@ -138,3 +138,45 @@ def test_fault_injected_on_the_control_topic_shows_in_next_readings(
     killed = {r["device"] for r in records if r.get("event") == "killed"}
     assert killed == {"it-02"}  # it-02 is the only device of site2
     assert records[-1]["phase"] == "end"
+
+
+def test_per_device_connections_last_will_fires_on_crash(mosquitto: FleetsimConfig, tmp_path: Path) -> None:
+    """Per-device mode: a crash makes the *broker* publish the device's Last Will (v5 reason 4)."""
+    fleet = tmp_path / "devices.csv"
+    fleet.write_text(
+        HEADER
+        + ",fault_profile\n"
+        + "pd-00,fixed,s,true,45.76,4.85,1,office,0,crash@20+20\n"
+        + "pd-01,fixed,s,true,45.76,4.85,1,office,0,none\n"
+    )
+    cfg = mosquitto.with_overrides(
+        {
+            "simulation.devices_file": str(fleet),
+            "simulation.speed": "10",
+            "simulation.duration": "60s",
+            "simulation.connections": "per-device",
+            "simulation.metrics_port": 0,
+            "simulation.ledger_file": str(tmp_path / "ledger.jsonl"),
+        }
+    )
+    statuses: list[tuple[str, bytes]] = []
+    ready = threading.Event()
+    watcher = mqtt_client(cfg, "tool", "it-status-watch")
+    watcher.on_connect = lambda c, *_: c.subscribe("sensors/+/status", qos=1)
+    watcher.on_subscribe = lambda *_: ready.set()
+    watcher.on_message = lambda c, u, msg: statuses.append((msg.topic, msg.payload))
+    mqtt_connect(watcher)
+    watcher.loop_start()
+    try:
+        assert ready.wait(10)
+        report, _ = run_simulation(cfg, SimOptions(handle_signals=False))
+        time.sleep(0.5)
+    finally:
+        watcher.disconnect()
+        watcher.loop_stop()
+    pd00 = [p for t, p in statuses if t == "sensors/pd-00/status"]
+    # In v5 per-device mode the simulator never publishes a crash's "offline" itself: the second
+    # item can only be the broker firing the Last Will. The last is the graceful stop.
+    assert pd00 == [b"online", b"offline", b"online", b"offline"]
+    assert [p for t, p in statuses if t == "sensors/pd-01/status"] == [b"online", b"offline"]
+    assert report.published >= 80
