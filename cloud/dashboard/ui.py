@@ -55,14 +55,14 @@ def show_error(exc: Exception) -> None:
         st.error(
             f"**Database unavailable.** {exc}\n\n"
             "Check that PostgreSQL runs (`fleetsim status`) and that the dashboard's config points at it.",
-            icon="🔌",
+            icon=":material/power_off:",
         )
     elif isinstance(exc, QueryFailed):
-        st.error(f"**Query failed.** {exc}", icon="⚠️")
+        st.error(f"**Query failed.** {exc}", icon=":material/warning:")
     elif isinstance(exc, ValueError):
-        st.warning(f"**Invalid input.** {exc}", icon="✋")
+        st.warning(f"**Invalid input.** {exc}", icon=":material/block:")
     else:
-        st.error(f"**Dashboard error.** {exc}", icon="⚠️")
+        st.error(f"**Dashboard error.** {exc}", icon=":material/warning:")
 
 
 @dataclass
@@ -113,5 +113,5 @@ def empty_fleet_message() -> None:
     st.info(
         "**No devices and no readings yet.** Start the pipeline with `fleetsim up` (or run "
         "`fleetsim sim`), or register devices with `fleetsim device add`. This page refreshes by itself.",
-        icon="📭",
+        icon=":material/inbox:",
     )

@@ -15,10 +15,13 @@ from fleetsim.config import FleetsimConfig
 @pytest.fixture
 def app_cfg(postgres: FleetsimConfig) -> Iterator[FleetsimConfig]:
     """The shared database's config injected into the in-process app, with caches emptied."""
+    # A generous offline threshold: on a busy machine seconds pass between seeding and rendering,
+    # and the seeded "online" devices must stay online (dev-off-4, silent for an hour, stays offline).
+    cfg = postgres.with_overrides({"alerts.offline_after_s": 900})
     st.cache_data.clear()
-    settings.inject(postgres)
+    settings.inject(cfg)
     try:
-        yield postgres
+        yield cfg
     finally:
         settings.inject(None)
         st.cache_data.clear()

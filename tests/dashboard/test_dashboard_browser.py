@@ -58,7 +58,7 @@ def dashboard_url(seeded: SeedFacts, app_cfg: FleetsimConfig, tmp_path: Path) ->
     config.write_text(
         f'[stack]\nrun_dir = "{app_cfg.run_dir}"\n'
         f'[postgres]\nhost = "{pg.host}"\nport = {pg.port}\ndatabase = "{pg.database}"\n'
-        "[dashboard]\nrefresh_s = 30\n",
+        f"[alerts]\noffline_after_s = {app_cfg.alerts.offline_after_s}\n[dashboard]\nrefresh_s = 30\n",
         encoding="utf-8",
     )
     port = _free_port()
@@ -138,4 +138,12 @@ def test_browser_renders_map_and_charts(dashboard_url: str) -> None:
             page.wait_for_timeout(500)
             page.screenshot(path=str(ARTIFACTS / "dashboard_trends.png"), full_page=True)
             assert trend_charts.count() >= 1
+
+            for path, marker in (("pipeline", "Dead letters and rejects"), ("devices", "Search id or name")):
+                page.goto(f"{dashboard_url}/{path}", wait_until="domcontentloaded")
+                page.get_by_text(marker).first.wait_for(timeout=60_000)
+                page.locator('[data-testid="stDataFrame"]').first.wait_for(state="visible", timeout=60_000)
+                page.wait_for_timeout(500)
+                page.screenshot(path=str(ARTIFACTS / f"dashboard_{path}.png"), full_page=True)
+                assert page.locator('[data-testid="stException"]').count() == 0, path
             assert page.get_by_text("Traceback").count() == 0

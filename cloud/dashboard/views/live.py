@@ -108,7 +108,7 @@ def _kpis(ctx: Context) -> None:
         st.warning(
             f"The newest reading is {logic.fmt_age(newest_age)} old: the pipeline is stopped or the data "
             "is historic. Figures above describe that last known state.",
-            icon="⏸️",
+            icon=":material/pause_circle:",
         )
 
 
@@ -172,7 +172,9 @@ def _drill_down(ctx: Context) -> None:
         return
     detail = ctx.load(qdev.device_detail, device_id=device_id, offline_after_s=ctx.cfg.alerts.offline_after_s)
     if detail.empty:
-        st.warning(f"Unknown device {device_id!r}: it is neither registered nor reporting.", icon="❓")
+        st.warning(
+            f"Unknown device {device_id!r}: it is neither registered nor reporting.", icon=":material/help:"
+        )
         return
     d = detail.iloc[0]
     state = ("online" if d.online else "offline") + (f", {d.status}" if isinstance(d.status, str) else "")

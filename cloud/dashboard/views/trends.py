@@ -184,7 +184,7 @@ def render(ctx: Context) -> None:
             st.info(
                 f"No aggregated windows per {scope} in this period: the streaming job writes them into "
                 "sensor_data_agg once readings flow (`fleetsim up`). Try a longer period.",
-                icon="📭",
+                icon=":material/inbox:",
             )
             _alerts(ctx, period)
             return
