@@ -98,9 +98,12 @@ resolve() {  # profile, output dir, marker jar glob, description
   fi
   say "$what: resolving from Maven Central into ${out#"$ROOT"/} ..."
   rm -rf "$out.tmp"
-  mvn -B -q -Dstyle.color=never -s "$ROOT/scripts/maven-settings.xml" -f "$POM" -P "$profile" \
-    dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$out.tmp" \
-    || die "mvn failed to resolve $what (is Maven Central reachable?)"
+  local log=$JVM_DIR/mvn-$profile.log
+  if ! mvn -B -q -Dstyle.color=never -s "$ROOT/scripts/maven-settings.xml" -f "$POM" -P "$profile" \
+      dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$out.tmp" >"$log" 2>&1; then
+    tail -20 "$log" >&2
+    die "mvn failed to resolve $what (is Maven Central reachable? full log: $log)"
+  fi
   compgen -G "$out.tmp/$marker" >/dev/null || die "$what: $marker missing after mvn"
   rm -rf "$out"
   mv "$out.tmp" "$out"
