@@ -33,9 +33,11 @@ RUN mkdir -p /usr/share/man/man1 \
  && rm -rf /var/lib/apt/lists/*
 
 # uid/gid 185 = the `spark` user of the apache/spark images: the streaming driver (here) and the
-# executors (in spark-worker) write the same checkpoint volume.
+# executors (in spark-worker) write the same checkpoint volume. /app (the code) stays read-only to it;
+# its writable home takes tool caches (Streamlit, matplotlib).
 RUN groupadd --system --gid 185 fleetsim \
- && useradd --system --uid 185 --gid fleetsim --home-dir /app --shell /usr/sbin/nologin fleetsim
+ && useradd --system --uid 185 --gid fleetsim --create-home --home-dir /home/fleetsim \
+      --shell /usr/sbin/nologin fleetsim
 
 WORKDIR /app
 COPY pyproject.toml README.md ./
