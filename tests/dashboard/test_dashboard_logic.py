@@ -20,8 +20,8 @@ NOW = datetime(2026, 3, 1, 12, 30, 45, tzinfo=UTC)
 
 def _fleet(rows: list[dict[str, object]]) -> pd.DataFrame:
     base = {
-        "device_id": "d", "name": None, "kind": "simulated", "type": "fixed", "site": "s", "lat": 1.0,
-        "lon": 2.0, "ts": NOW, "last_seen": NOW, "online": True, "state": "OK", "status": "OK",
+        "device_id": "d", "kind": "simulated", "site": "s", "lat": 1.0,
+        "lon": 2.0, "age_s": 30.0, "online": True, "state": "OK",
         "fault": None, "battery": 50.0, "temperature": 20.0, "humidity": 40.0, "co2": 600.0,
         "pressure": 1000.0,
     }  # fmt: skip
@@ -120,7 +120,7 @@ def test_map_points_colours_states_counts_unplaced_and_escapes() -> None:
         {"device_id": "gone", "state": "OFFLINE", "kind": "real", "site": "<img src=x onerror=alert(1)>"},
         {"device_id": "nowhere", "lat": None, "lon": None},
     ])  # fmt: skip
-    points, unplaced = mapview.map_points(fleet, now=pd.Timestamp(NOW) + pd.Timedelta(seconds=30))
+    points, unplaced = mapview.map_points(fleet)
     assert unplaced == 1
     by_id = points.set_index("device_id")
     assert by_id.loc["ok", "fill"] == [*logic.STATE_COLORS["OK"], 255]
@@ -137,7 +137,7 @@ def test_deck_json_is_compact_and_has_three_layers() -> None:
     fleet = _fleet([{"device_id": "r", "kind": "real"}, {"device_id": "s"}])
     tracks = pd.DataFrame({"device_id": ["m", "m", "m", "lonely"], "lon": [1.0, 1.1, 1.2, 3.0],
                            "lat": [2.0, 2.1, 2.2, 4.0]})  # fmt: skip
-    points, _ = mapview.map_points(fleet, now=pd.Timestamp(NOW))
+    points, _ = mapview.map_points(fleet)
     paths = mapview.track_paths(tracks)
     assert paths["device_id"].tolist() == ["m"]  # a single position is no track
     assert paths.iloc[0]["path"] == [[1.0, 2.0], [1.1, 2.1], [1.2, 2.2]]
