@@ -67,7 +67,9 @@ def sim_rate(cfg: FleetsimConfig, specs: list[DeviceSpec], duration: float) -> t
     try:
         sim = Simulation(specs, pub, seed=7, start=START, ledger=Ledger(None), buffer_size=1000)
         t0 = time.perf_counter()
-        report = Runner(sim, speed=None, duration_s=duration, generation=lambda: pub.generation).run()
+        report = Runner(
+            sim, speed=None, duration_s=duration, generation=lambda: pub.generation, io=pub.pump
+        ).run()
         pub.drain(60)
         elapsed = time.perf_counter() - t0
         return report.published / elapsed, report.published
@@ -135,7 +137,12 @@ def _realtime_child(cfg: FleetsimConfig, devices: int, seconds: float, out: Any)
         gc.collect()
         gc.freeze()  # as edge.app does
         runner = Runner(
-            sim, speed=1.0, duration_s=seconds, generation=lambda: pub.generation, lag_warmup_s=10.0
+            sim,
+            speed=1.0,
+            duration_s=seconds,
+            generation=lambda: pub.generation,
+            lag_warmup_s=10.0,
+            io=pub.pump,
         )
         report = runner.run()
         pub.drain(30)

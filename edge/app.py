@@ -122,6 +122,7 @@ def run_simulation(
             stop=opts.stop,
             on_tick=tick,
             generation=lambda: publisher.generation,
+            io=mqtt.pump if mqtt is not None else None,
         )
         report = runner.run()
         totals = sim.finish()
@@ -129,6 +130,7 @@ def run_simulation(
             if not mqtt.drain(30.0):
                 log.warning("%d messages not acknowledged by the broker at shutdown", mqtt.outstanding)
             totals["unacknowledged_at_end"] = mqtt.outstanding
+            totals["mqtt_reconnects"] = max(0, mqtt.generation - 1)
             totals["control_rejected"] += mqtt.control_rejected
         metrics.update(sim, report, 0.0, mqtt.outstanding if mqtt is not None else 0)
         return report, totals

@@ -14,6 +14,14 @@ Two modes:
   ("disconnect with will message"), so the *broker* publishes the device's ``offline``. With
   3.1.1 there is no such code: the simulator publishes ``offline`` and then disconnects.
 
+Network I/O: in shared mode the socket is driven from the simulation thread itself
+(``inline``, the default): :meth:`MqttPublisher.pump` runs paho's ``loop()`` every 64 publishes,
+between simulation steps and while the runner idles (``select`` with the wait as timeout), and
+reconnects with backoff (1-30 s) when the connection is lost. Measured here, a paho publish loop
+driven this way is ~1.5x faster than with ``loop_start()``: no GIL hand-off to paho's network
+thread and no wake-up write to its socket pair for every message. Per-device mode keeps paho's
+threads (one per connection).
+
 Back-pressure: at most ``window`` messages may be handed to paho and not yet completed (PUBACK
 for QoS 1, written to the socket for QoS 0); :meth:`MqttPublisher.publish` waits beyond that.
 paho's in-flight window is ``simulation.max_inflight`` (100): paho scans its whole message dict
@@ -25,6 +33,7 @@ messages it had already accepted.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -75,6 +84,12 @@ class MqttPublisher:
         self._sent = 0  # written by the simulation thread only
         self._done = 0  # written by paho's network thread only
         self._wakeup = threading.Event()
+        self.inline = mode == "shared"
+        """Drive the shared connection from the caller's thread (see the module docstring)."""
+        self._since_pump = 0
+        self._retry_at = 0.0
+        self._retry_delay = 1.0
+        self._connecting_until = 0.0
         self._generation = 0
         self._connected = False
         self._closing = False
@@ -113,12 +128,15 @@ class MqttPublisher:
         refuses or cannot be reached within ``timeout_s``."""
         for client in (self.main, *self.clients.values()):
             try:
-                mqtt_connect(client, blocking=False)
+                mqtt_connect(client, blocking=self.inline and client is self.main)
             except (OSError, ValueError) as exc:
                 raise SimulationError(f"cannot reach MQTT broker {self.cfg.mqtt.host}: {exc}") from exc
-            client.loop_start()
+            if not (self.inline and client is self.main):
+                client.loop_start()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
+            if self.inline:
+                self.main.loop(0.02)
             if self._connect_error:
                 self.close(graceful=False)
                 raise SimulationError(f"MQTT broker refused the simulator: {self._connect_error}")
@@ -139,6 +157,7 @@ class MqttPublisher:
         client.publish(status_topic(self.fleet_id), DeviceState.ONLINE.value, qos=1, retain=True)
         client.subscribe(CONTROL_FILTER, qos=1)
         self._connected = True
+        self._retry_delay = 1.0
         self._generation += 1
         self._wakeup.set()
 
@@ -190,6 +209,11 @@ class MqttPublisher:
         if self._sent - self._done >= self.window:
             self._wait_window()
         client = self.clients[device_id] if self.mode == "per-device" else self.main
+        if self.inline:
+            self._since_pump += 1
+            if self._since_pump >= 64:  # read acks and control messages now and then
+                self._since_pump = 0
+                self.main.loop(0.0)
         info = client.publish(topic, payload, qos=self.qos)
         rc = info.rc
         if rc == 0 or (rc == self._mqtt.MQTT_ERR_NO_CONN and self.qos > 0):
@@ -199,6 +223,9 @@ class MqttPublisher:
 
     def _wait_window(self) -> None:
         while self._sent - self._done >= self.window and self._connected and not self.stop.is_set():
+            if self.inline:
+                self.pump(0.01)
+                continue
             self._wakeup.clear()
             if self._sent - self._done < self.window:
                 return
@@ -223,9 +250,38 @@ class MqttPublisher:
             # Reason 4: the broker publishes this client's Last Will, as after a real crash.
             client.disconnect(reasoncode=ReasonCode(PacketTypes.DISCONNECT, identifier=4))
         else:
-            client.publish(status_topic(device_id), state, qos=1, retain=True)
+            info = client.publish(status_topic(device_id), state, qos=1, retain=True)
+            with contextlib.suppress(RuntimeError, ValueError):
+                info.wait_for_publish(timeout=2)
             client.disconnect()
-        client.loop_stop()
+        _stop_after_disconnect(client)
+
+    def pump(self, timeout_s: float = 0.0) -> None:
+        """Inline mode: service the socket (acks, control, pings) for up to ``timeout_s``, and
+        reconnect with exponential backoff when the connection is gone."""
+        if not self.inline:
+            if timeout_s > 0:
+                self.stop.wait(timeout_s)
+            return
+        now = time.monotonic()
+        if self._connected or now < self._connecting_until:
+            if self.main.loop(timeout_s) == 0:
+                return
+            self._connected = False
+            self._connecting_until = 0.0
+            return
+        if now < self._retry_at:
+            self.stop.wait(min(timeout_s, self._retry_at - now))
+            return
+        # Each attempt pushes the next one further out (1, 2, 4 ... 30 s) until a CONNACK resets it.
+        self._retry_at = now + self._retry_delay
+        self._retry_delay = min(30.0, self._retry_delay * 2)
+        try:
+            self.main.reconnect()
+        except OSError as exc:
+            log.warning("MQTT reconnect failed (%s); next try in %.0f s", exc, self._retry_at - now)
+            return
+        self._connecting_until = now + 5.0  # wait this long for the CONNACK before retrying
 
     # ---------------------------------------------------------------------------- shutdown
     def drain(self, timeout_s: float = 30.0) -> bool:
@@ -234,7 +290,10 @@ class MqttPublisher:
         while self._sent - self._done > 0 and time.monotonic() < deadline:
             if not self._connected:
                 return False
-            time.sleep(0.01)
+            if self.inline:
+                self.main.loop(0.01)
+            else:
+                time.sleep(0.01)
         return self._sent - self._done <= 0
 
     def close(self, graceful: bool = True) -> None:
@@ -245,10 +304,26 @@ class MqttPublisher:
             info = self.main.publish(
                 status_topic(self.fleet_id), DeviceState.OFFLINE.value, qos=1, retain=True
             )
+            deadline = time.monotonic() + 5
+            while self.inline and not info.is_published() and time.monotonic() < deadline:
+                self.main.loop(0.01)
             try:
-                info.wait_for_publish(timeout=5)
+                info.wait_for_publish(timeout=max(0.0, deadline - time.monotonic()))
             except (RuntimeError, ValueError):
                 log.warning("fleet offline status not confirmed before disconnect")
         for client in clients:
             client.disconnect()
-            client.loop_stop()
+            if self.inline and client is self.main:
+                client.loop(0.01)  # let the DISCONNECT go out
+            else:
+                _stop_after_disconnect(client)
+
+
+def _stop_after_disconnect(client: Any, timeout_s: float = 2.0) -> None:
+    """Let paho's thread send the DISCONNECT and leave on its own before joining it:
+    ``loop_stop()`` right away can end the thread first, the socket then closes without a
+    DISCONNECT and the broker fires the Last Will of a device that stopped cleanly."""
+    thread = getattr(client, "_thread", None)  # paho keeps its network thread here
+    if thread is not None:
+        thread.join(timeout_s)
+    client.loop_stop()

@@ -82,6 +82,7 @@ class Runner:
         on_tick: Callable[[Simulation, RunReport, float], None] | None = None,
         generation: Callable[[], int] | None = None,
         lag_warmup_s: float = 0.0,
+        io: Callable[[float], None] | None = None,
     ) -> None:
         self.sim = sim
         self.speed = speed
@@ -90,6 +91,9 @@ class Runner:
         self.on_tick = on_tick
         """Called about once a wall second with (sim, report, current lag s): metrics."""
         self.generation = generation or (lambda: 0)
+        self.io = io
+        """Transport service hook, called with a timeout: 0 between steps, the wait when idle
+        (an inline MQTT publisher selects on its socket instead of sleeping)."""
         self.lag_warmup_s = lag_warmup_s
         """Wall seconds at the start whose lags are not recorded (start-up status burst)."""
         self.report = RunReport()
@@ -145,10 +149,15 @@ class Runner:
             nxt = env.peek()
             wait = wall0 + (min(nxt, end) - sim0) / speed - time.monotonic()
             if wait > 0:
-                self.stop.wait(min(MAX_SLEEP_S, wait))
+                if self.io is not None:
+                    self.io(min(MAX_SLEEP_S, wait))
+                else:
+                    self.stop.wait(min(MAX_SLEEP_S, wait))
 
     def _upkeep(self, now: float) -> None:
         sim = self.sim
+        if self.io is not None:
+            self.io(0.0)
         sim.apply_pending()
         gen = self.generation()
         if gen != self._gen:  # the broker connection came back: forward what was buffered
