@@ -224,7 +224,8 @@ def test_clients_point_at_the_services_that_serve_them() -> None:
 
 def test_stream_session_honours_the_driver_address() -> None:
     """The job's Spark settings must use spark.driver_host/bind_address, or executors cannot connect."""
-    session = pytest.importorskip("cloud.streaming.session")
+    from cloud.streaming import session
+
     cfg = service_config("stream").with_overrides({"stack.jvm_dir": str(REPO / ".cache" / "jvm")})
     conf = session.session_conf(cfg, "spark://spark-master:7077")
     assert conf["spark.driver.host"] == "stream"
