@@ -102,3 +102,25 @@ def test_port_probe_and_port_in_use_message() -> None:
         with pytest.raises(PortInUseError, match="FLEETSIM_POSTGRES__PORT=<port>"):
             process.check_ports_free({"postgres.port": port})
     assert not process.port_in_use(port)
+
+
+def test_missing_kafka_jars_say_run_make_setup_and_start_nothing(tmp_path: Path) -> None:
+    from fleetsim.errors import MissingDependencyError
+    from fleetsim.stack import Kafka
+
+    cfg = CFG.with_overrides(
+        {"stack.jvm_dir": str(tmp_path / "nojars"), "stack.run_dir": str(tmp_path / "run")}
+    )
+    svc = Kafka(cfg)
+    with pytest.raises(MissingDependencyError, match=r"Kafka broker jars not found .*run `make setup`"):
+        svc.start()
+    assert not svc.is_running() and not svc.pid_file.exists()
+
+
+def test_missing_java_says_run_make_setup(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from fleetsim.errors import MissingDependencyError
+    from fleetsim.stack import Kafka
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # nothing on PATH
+    with pytest.raises(MissingDependencyError, match=r"`java` not found.*run `make setup`"):
+        Kafka(CFG).check_dependencies()
