@@ -366,3 +366,26 @@ def test_dockerfile_copies_only_shipped_files() -> None:
         assert src.split("/")[0] not in ignored, f"Dockerfile copies {src}, excluded by .dockerignore"
     assert re.search(r"mvn .*-P spark-kafka .*dependency:copy-dependencies", text)
     assert re.search(r"(?m)^USER (?!root)\S+", text), "the image must not run as root"
+
+
+def test_spark_services_start_classes_of_the_pinned_spark() -> None:
+    """The master/worker main classes exist in the Spark jars of the pinned pyspark (same version)."""
+    import zipfile
+
+    from fleetsim.stack.spark_standalone import spark_home
+
+    core = next((spark_home() / "jars").glob("spark-core_*.jar"))
+    with zipfile.ZipFile(core) as jar:
+        classes = set(jar.namelist())
+    for name in ("spark-master", "spark-worker"):
+        command = services()[name]["command"]
+        assert command[0] == "/opt/spark/bin/spark-class", f"{name}: {command[0]}"
+        assert command[1].replace(".", "/") + ".class" in classes, f"{name}: no class {command[1]}"
+
+
+def test_shell_scripts_parse() -> None:
+    import subprocess
+
+    for script in (REPO / "docker").rglob("*.sh"):
+        result = subprocess.run(["sh", "-n", str(script)], capture_output=True, text=True, check=False)
+        assert result.returncode == 0, f"{script}: {result.stderr}"
