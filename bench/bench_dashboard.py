@@ -244,7 +244,15 @@ def _restore_raw_indexes(conn: Any, saved: list[tuple[str, str, str | None]]) ->
                     + sql.SQL(definition)  # the catalog's own text for this constraint
                 )
             else:
-                cur.execute(definition)
+                # pg_get_indexdef says "ON ONLY" for a partitioned index; without ONLY the index is
+                # built on every partition and is valid, exactly like the migration's CREATE INDEX.
+                cur.execute(definition.replace(" ON ONLY ", " ON ", 1))
+        cur.execute(
+            "SELECT count(*) FROM pg_index WHERE indrelid = 'sensor_data'::regclass AND NOT indisvalid"
+        )
+        invalid = cur.fetchone()[0]
+    if invalid:
+        raise RuntimeError(f"{invalid} sensor_data index(es) invalid after the bulk load")
 
 
 def _clear(cfg: FleetsimConfig) -> None:
