@@ -118,6 +118,40 @@ def bare_rate(cfg: FleetsimConfig, payloads: list[tuple[str, bytes]]) -> float:
         client.loop_stop()
 
 
+def bare_inline_rate(cfg: FleetsimConfig, payloads: list[tuple[str, bytes]]) -> float:
+    """A bare paho loop driving the socket itself with ``loop()`` (no network thread), as the
+    simulator's shared connection does: the stronger baseline."""
+    client = mqtt_client(cfg, "sim", f"bench-inline-{time.time_ns() % 10**9}")
+    client.max_inflight_messages_set(cfg.simulation.max_inflight)
+    client.max_queued_messages_set(WINDOW + 100)
+    done = [0]
+
+    def on_publish(*_: Any) -> None:
+        done[0] += 1
+
+    client.on_publish = on_publish
+    mqtt_connect(client)
+    while not client.is_connected():
+        client.loop(0.01)
+    qos = int(cfg.mqtt.qos)
+    try:
+        t0 = time.perf_counter()
+        sent = 0
+        for topic, payload in payloads:
+            while sent - done[0] >= WINDOW:
+                client.loop(0.01)
+            client.publish(topic, payload, qos=qos)
+            sent += 1
+            if sent % 64 == 0:
+                client.loop(0.0)
+        while done[0] < sent:
+            client.loop(0.01)
+        return len(payloads) / (time.perf_counter() - t0)
+    finally:
+        client.disconnect()
+        client.loop(0.01)
+
+
 def _rss_mib() -> float:
     with open("/proc/self/status", encoding="ascii") as fh:
         for line in fh:
@@ -178,32 +212,36 @@ def realtime(cfg: FleetsimConfig, devices: int, seconds: float) -> dict[str, Any
 
 
 def run(cfg: FleetsimConfig, quick: bool) -> dict[str, Any]:
-    runs = 3 if quick else 5
-    messages = 60_000 if quick else 200_000
+    runs = 3
+    messages = 40_000 if quick else 100_000
     specs = _fleet(cfg, 10_000)
     duration = _sim_duration(specs, messages)
     figures: list[dict[str, Any]] = []
     extra: dict[str, Any] = {}
-    for qos in (1, 0):
+    for qos in (0, 1):
         qcfg = cfg.with_overrides({"mqtt.qos": qos})
         payloads = record_payloads(specs, duration)
-        sims, bares = [], []
-        for _ in range(runs):
+        sims, threaded, inline = [], [], []
+        for _ in range(runs):  # alternate, so load changes hit all three alike
             sims.append(round(sim_rate(qcfg, specs, duration)[0]))
-            bares.append(round(bare_rate(qcfg, payloads)))
-        s, b = statistics.median(sims), statistics.median(bares)
+            threaded.append(round(bare_rate(qcfg, payloads)))
+            inline.append(round(bare_inline_rate(qcfg, payloads)))
+        s = statistics.median(sims)
+        b_thr, b_inl = statistics.median(threaded), statistics.median(inline)
+        b = max(b_thr, b_inl)
         figures.append(
             {
                 "name": f"accelerated publish rate, QoS {qos}, 10k devices",
                 "value": s,
                 "unit": "msg/s",
-                "baseline_name": "bare paho loop, same payloads, same window",
+                "baseline_name": "best bare paho loop, same payloads, same window",
                 "baseline": b,
                 "ratio": round(s / b, 2),
                 "target": ">= 25k msg/s and >= 0.8x bare",
                 "met": s >= 25_000 and s / b >= 0.8,
                 "runs": sims,
-                "baseline_runs": bares,
+                "baseline_runs": {"loop_start thread": threaded, "inline loop()": inline},
+                "ratio_vs_threaded_bare": round(s / b_thr, 2),
             }
         )
     sizes = [10_000, 30_000] if quick else [10_000, 30_000, 100_000]
@@ -235,9 +273,11 @@ def run(cfg: FleetsimConfig, quick: bool) -> dict[str, Any]:
         "method": (
             f"Accelerated: {messages:,} readings from {len(specs):,} devices (default fleet cloned) at "
             f"--speed max through the simulator's MqttPublisher to Mosquitto, timed until the broker "
-            f"acknowledged the last one (QoS 1) or it was written (QoS 0); the baseline is a bare paho "
-            f"loop publishing the same recorded payloads with the same in-flight (100) and window "
-            f"({WINDOW}); {runs} alternating runs each, medians. Real time: devices at 0.1 Hz, speed 1, "
+            f"acknowledged the last one (QoS 1) or it was written (QoS 0); baselines: two bare paho "
+            f"loops publishing the same recorded payloads with the same in-flight (100) and window "
+            f"({WINDOW}), one with paho's network thread (loop_start), one driving loop() inline like "
+            f"the simulator; the ratio is against the faster. {runs} alternating runs each, medians. "
+            f"Real time: devices at 0.1 Hz, speed 1, "
             f"{seconds:.0f} s each in a fresh process, lag = end of the batch that sent a message minus "
             f"its due instant (first 10 s excluded), sizes {sizes} stopping at the first miss."
         ),

@@ -125,13 +125,19 @@ def run_simulation(
             io=mqtt.pump if mqtt is not None else None,
         )
         report = runner.run()
-        totals = sim.finish()
-        if mqtt is not None:
+
+        def settle() -> dict[str, Any]:
+            if mqtt is None:
+                return {}
             if not mqtt.drain(30.0):
                 log.warning("%d messages not acknowledged by the broker at shutdown", mqtt.outstanding)
-            totals["unacknowledged_at_end"] = mqtt.outstanding
-            totals["mqtt_reconnects"] = max(0, mqtt.generation - 1)
-            totals["control_rejected"] += mqtt.control_rejected
+            return {
+                "unacknowledged_at_end": mqtt.outstanding,
+                "mqtt_reconnects": max(0, mqtt.generation - 1),
+                "control_rejected": sim.control_rejected + mqtt.control_rejected,
+            }
+
+        totals = sim.finish(settle)
         metrics.update(sim, report, 0.0, mqtt.outstanding if mqtt is not None else 0)
         return report, totals
     finally:

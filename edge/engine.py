@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import queue
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -185,9 +185,11 @@ class Simulation:
         self.ledger.flush()
         return n
 
-    def finish(self) -> dict[str, Any]:
+    def finish(self, settle: Callable[[], dict[str, Any]] | None = None) -> dict[str, Any]:
         """End the run: close faults (truncated), forward what can be, mark everyone offline,
-        write the final ``sent`` records and totals. Returns the totals."""
+        write the final ``sent`` records and totals. ``settle`` runs just before the totals are
+        written (the transport waits for its acknowledgements) and adds its figures. Returns the
+        totals."""
         self.injector.close_all(list(self.devices.values()))
         self.flush_buffers()
         for dev in self.devices.values():
@@ -207,6 +209,8 @@ class Simulation:
             "unsent_at_end": s.buffered,
             "control_rejected": self.control_rejected,
         }
+        if settle is not None:
+            totals.update(settle())
         self.ledger.write(totals)
         self.ledger.flush()
         return totals

@@ -235,3 +235,50 @@ def test_broker_restart_loses_nothing(fleet_cfg: FleetsimConfig, tmp_path: Path)
     for device, rec in sent.items():
         assert rec["published"] == [[0, rec["last_seq"]]]
         assert readings[device] == set(range(rec["last_seq"] + 1)), device
+
+
+def test_cli_sim_stops_gracefully_on_sigterm(mosquitto: FleetsimConfig, tmp_path: Path) -> None:
+    """``fleetsim sim`` as a process: metrics served, SIGTERM -> devices offline, ledger closed."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    from fleetsim.stack.process import free_ports
+
+    (port,) = free_ports(1)
+    ledger = tmp_path / "ledger.jsonl"
+    env = {
+        **os.environ,
+        "FLEETSIM_STACK__RUN_DIR": str(mosquitto.run_dir),
+        "FLEETSIM_MQTT__PORT": str(mosquitto.mqtt.port),
+    }
+    repo = Path(__file__).resolve().parents[2]
+    cmd = [sys.executable, "-m", "fleetsim.cli", "--config", str(repo / "fleetsim.toml"), "sim"]
+    cmd += ["--devices", str(small_fleet(tmp_path / "devices.csv", 3)), "--speed", "5"]
+    cmd += ["--ledger", str(ledger), "--metrics-port", str(port), "--seed", "3"]
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    try:
+        body = ""
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+                if "fleetsim_sim_messages_total 1" in body or "fleetsim_sim_devices_online 3.0" in body:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.3)
+        assert "fleetsim_sim_devices_online 3.0" in body
+        time.sleep(2)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    records = read_ledger(ledger)
+    assert records[0]["phase"] == "start" and records[-1]["phase"] == "end"
+    assert records[-1]["published"] > 0 and records[-1]["unacknowledged_at_end"] == 0
+    assert len(last_sent(records)) == 3
