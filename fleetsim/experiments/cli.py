@@ -29,6 +29,11 @@ def register(subparsers: Any) -> None:
     run.add_argument("--no-record", action="store_true", help="do not record the run in PostgreSQL")
     run.add_argument("--no-kafka-scan", action="store_true", help="do not scan the Kafka topic for losses")
     run.add_argument("--json", action="store_true", help="print report.json instead of the summary")
+    run.add_argument(
+        "--up", action="store_true",
+        help="start what is not running of the stack first (every component but sim and dashboard;"
+        " left running afterwards, stop with `fleetsim down`)",
+    )  # fmt: skip
     run.set_defaults(func=cmd_run)
 
     ls = sub.add_parser("list", help="recorded runs, newest first")
@@ -59,6 +64,8 @@ def cmd_run(args: argparse.Namespace, cfg: FleetsimConfig) -> int:
     if args.shorten < 1:
         raise ExperimentError("--shorten must be >= 1")
     scenario = scenario.shortened(args.shorten)
+    if args.up:
+        cfg = _bring_up(args, cfg)
     stop = threading.Event()
     if threading.current_thread() is threading.main_thread():
         # SIGTERM ends the simulation early and the run is recorded as failed ("interrupted").
@@ -73,6 +80,24 @@ def cmd_run(args: argparse.Namespace, cfg: FleetsimConfig) -> int:
         print(summary_markdown(report))
         print(f"\nReport: {out_dir}")
     return 0
+
+
+def _bring_up(args: argparse.Namespace, cfg: FleetsimConfig) -> FleetsimConfig:
+    """Start the stack's missing components through the stack's own lifecycle (the experiment runs
+    its own simulator, so ``sim`` is left out)."""
+    from fleetsim.config import ENV_DELIMITER, ENV_PREFIX
+    from fleetsim.stack import lifecycle
+
+    argv: list[str] = []
+    if getattr(args, "config", None):
+        argv += ["--config", str(Path(args.config).resolve())]
+    for item in getattr(args, "overrides", []) or []:
+        argv += ["--set", item]
+    env = {f"{ENV_PREFIX}STACK{ENV_DELIMITER}RUN_DIR": str(cfg.run_dir.resolve())}
+    wanted = [c for c in cfg.stack.components if c not in ("sim", "dashboard")]
+    up_cfg = cfg.with_overrides({"stack.components": wanted})
+    up_cfg = lifecycle.up(up_cfg, global_args=argv, child_env=env, report=_progress)
+    return up_cfg.with_overrides({"stack.components": list(cfg.stack.components)})
 
 
 def cmd_list(args: argparse.Namespace, cfg: FleetsimConfig) -> int:

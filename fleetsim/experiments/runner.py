@@ -209,10 +209,19 @@ def run_experiment(
     stop: threading.Event | None = None,
 ) -> tuple[dict[str, Any], Path]:
     """Run, score and report one scenario. Returns the report dict and its folder."""
+    import psycopg2
+
     from edge.fleet import load_fleet
 
     opts = opts or RunOptions()
     stop = stop or threading.Event()
+    try:
+        collect.latest_event_ts(cfg)
+    except psycopg2.Error as exc:
+        raise ExperimentError(
+            f"PostgreSQL at {cfg.postgres.host}:{cfg.postgres.port} is not reachable"
+            f" ({str(exc).strip().splitlines()[0]}); start the stack with `fleetsim up` or pass --up"
+        ) from exc
     say = progress or (lambda msg: log.info("%s", msg))
     wall_start = datetime.now(UTC)
     run_id = new_run_id(scenario, wall_start)
@@ -248,9 +257,13 @@ def run_experiment(
         write_report(report, out_dir)
         if opts.record:
             store.record_result(cfg, report, str(out_dir))
-    except (FleetsimError, OSError) as exc:
+    except (FleetsimError, OSError, psycopg2.Error) as exc:
         if opts.record:
             store.record_failure(cfg, run_id, str(exc), datetime.now(UTC))
+        if isinstance(exc, psycopg2.Error):
+            raise ExperimentError(
+                f"run {run_id}: database error: {str(exc).strip().splitlines()[0]}"
+            ) from exc
         raise
     return report, out_dir
 
