@@ -32,6 +32,8 @@ from fleetsim.errors import StreamingError
 log = logging.getLogger("fleetsim.stream")
 
 QUERY_NAMES = ("raw", "agg", "deadletter")
+MAX_RESTARTS = 5
+RESTART_WINDOW_S = 600.0
 
 
 def split_raw(table: Any) -> RawBatch:
@@ -132,34 +134,38 @@ class StreamJob:
         path.mkdir(parents=True, exist_ok=True)
         return str(path.resolve())
 
+    def _plan(self, name: str) -> tuple[Any, Any, str]:
+        """(streaming DataFrame, batch handler, output mode) of one query."""
+        k = self.cfg.kafka
+        if name == "raw":
+            return self.kafka_stream(k.telemetry_topic), self.handle_raw, "append"
+        if name == "agg":
+            stream = self.kafka_stream(k.telemetry_topic)
+            return (
+                flows.windowed(stream, self.registry(), self.cfg.spark, self.cfg.alerts),
+                self.handle_agg,
+                "update",
+            )
+        return self.kafka_stream(k.deadletter_topic), self.handle_deadletter, "append"
+
+    def _start_query(self, name: str) -> Any:
+        df, handler, mode = self._plan(name)
+        return (
+            df.writeStream.queryName(name)
+            .outputMode(mode)
+            .foreachBatch(handler)
+            .trigger(processingTime=f"{self.cfg.spark.trigger_interval_s} seconds")
+            .option("checkpointLocation", self.checkpoint(name))
+            .start()
+        )
+
     def start(self) -> list[Any]:
         if self.spark is None:
             self.spark = build_session(self.cfg, self.master, self.ui)
         self.listener = MetricsListener(PgSink(self.cfg, "listener"), self.metrics)
         self.spark.streams.addListener(self.listener)
-        trigger = f"{self.cfg.spark.trigger_interval_s} seconds"
-        k = self.cfg.kafka
-        plans = {
-            "raw": (self.kafka_stream(k.telemetry_topic), self.handle_raw, "append"),
-            "agg": (
-                flows.windowed(
-                    self.kafka_stream(k.telemetry_topic), self.registry(), self.cfg.spark, self.cfg.alerts
-                ),
-                self.handle_agg,
-                "update",
-            ),
-            "deadletter": (self.kafka_stream(k.deadletter_topic), self.handle_deadletter, "append"),
-        }
-        for name, (df, handler, mode) in plans.items():
-            q = (
-                df.writeStream.queryName(name)
-                .outputMode(mode)
-                .foreachBatch(handler)
-                .trigger(processingTime=trigger)
-                .option("checkpointLocation", self.checkpoint(name))
-                .start()
-            )
-            self.queries.append(q)
+        for name in QUERY_NAMES:
+            self.queries.append(self._start_query(name))
             log.info("started query %s (checkpoint %s)", name, self.checkpoint(name))
         return self.queries
 
@@ -169,14 +175,31 @@ class StreamJob:
         return str(self.spark.sparkContext.uiWebUrl or "")
 
     def run_until(self, stop: threading.Event, poll_s: float = 1.0) -> None:
-        """Block until ``stop`` is set or a query dies (then raise with its error)."""
+        """Block until ``stop`` is set. A query that dies is restarted from its checkpoint (the
+        sink is idempotent, so the replayed batch converges) up to ``MAX_RESTARTS`` times within
+        ``RESTART_WINDOW_S``; past that the error is raised.
+
+        Why restart at all: besides transient PostgreSQL/Kafka errors, Spark 4.1.1's Kafka source
+        throws an NPE while reporting progress of the first batch after a restart whose last
+        batch was planned but not committed (SPARK-55271); the batch itself has run by then.
+        """
+        restarts: list[float] = []
         while not stop.wait(poll_s):
-            for q in self.queries:
-                if not q.isActive:
-                    exc = q.exception()
-                    raise StreamingError(
-                        f"query {q.name} stopped: {exc}" if exc else f"query {q.name} stopped"
-                    )
+            for i, q in enumerate(self.queries):
+                if q.isActive:
+                    continue
+                exc = q.exception()
+                now = time.monotonic()
+                restarts = [t for t in restarts if now - t < RESTART_WINDOW_S]
+                if exc is None or len(restarts) >= MAX_RESTARTS:
+                    why = f": {str(exc).splitlines()[0]}" if exc else ""
+                    raise StreamingError(f"query {q.name} stopped{why}")
+                restarts.append(now)
+                self.metrics.batch_errors.labels(q.name).inc()
+                log.error(
+                    "query %s failed (%s); restarting from its checkpoint", q.name, str(exc).splitlines()[0]
+                )
+                self.queries[i] = self._start_query(q.name)
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """Let each query finish its running micro-batch (up to ``timeout_s``), then stop it."""

@@ -15,8 +15,9 @@ KAFKA_SCHEMA = (
 BROKER_TS = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
 
 
-def reading(device_id: str = "dev-1", ts: str = "2026-11-29T12:00:00.000Z", seq: int = 1, **kw: Any) -> bytes:
-    """A valid telemetry payload (override or add fields with keyword arguments)."""
+def reading(device_id: Any = "dev-1", ts: Any = "2026-11-29T12:00:00.000Z", seq: Any = 1, **kw: Any) -> bytes:
+    """A valid telemetry payload; keyword arguments override or add fields, ``...`` removes one
+    (values are Any on purpose: tests feed wrong types)."""
     obj: dict[str, Any] = {
         "device_id": device_id,
         "ts": ts,

@@ -6,11 +6,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from stream_data import kafka_df, reading
 
 from cloud.streaming.parse import deadletters, deduplicate, parse_telemetry, rejects, valid_readings
 from cloud.streaming.schema import payload_schema
 from fleetsim.contract import FIELDS
-from stream_data import kafka_df, reading
 
 pytestmark = pytest.mark.spark
 
@@ -30,7 +30,7 @@ def test_valid_reading_parsed_with_kafka_metadata(spark: Any) -> None:
     assert len(rows) == 1
     r = rows[0]
     assert (r.device_id, r.seq, r.temperature, r.status, r.fault) == ("dev-1", 1, 21.5, "WARNING", "heatwave")
-    assert r.ts.replace(tzinfo=None) == datetime(2026, 11, 29, 12, 0)  # session tz is UTC
+    assert r.ts.replace(tzinfo=UTC) == datetime(2026, 11, 29, 12, 0, tzinfo=UTC)  # session tz is UTC
     assert r.kafka_offset == 0 and r.kafka_partition == 0
     assert r.bridge_ts.replace(tzinfo=UTC).timestamp() == pytest.approx(1796040000.123)
 

@@ -1,0 +1,346 @@
+"""End to end on real Kafka + Spark + PostgreSQL: `fleetsim stream` as a child process.
+
+A known set of records (duplicates, out-of-order, late, malformed, dead letters) must yield
+exactly the expected sensor_data rows, alerts and window aggregates; a kill -9 mid-stream and a
+restart from the checkpoint must leave the same tables (0 lost, 0 duplicated); SIGTERM stops it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fleetsim.clients import kafka_python_kwargs, pg_connect
+from fleetsim.config import AlertsConfig, FleetsimConfig, config_to_env
+from fleetsim.stack.process import free_ports
+
+pytestmark = [pytest.mark.integration, pytest.mark.spark]
+
+WINDOW = timedelta(minutes=2)
+SLIDE = timedelta(minutes=1)
+T0 = (datetime.now(UTC) - timedelta(hours=2)).replace(second=0, microsecond=0)
+C_DEVICES = 30
+C_READINGS = 200
+
+
+def iso(ts: datetime) -> str:
+    return ts.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def rec(dev: str, seq: int, ts: datetime, **kw: Any) -> dict[str, Any]:
+    r: dict[str, Any] = {
+        "device_id": dev, "seq": seq, "ts": ts, "temperature": 20.0 + seq * 0.1,
+        "humidity": 40.0 + seq * 0.1, "co2": 500.0 + seq, "pressure": 1000.0 + seq * 0.1, "battery": 80.0,
+        "lat": 1.0, "lon": 2.0, "status": "OK",
+    }  # fmt: skip
+    r.update(kw)
+    return r
+
+
+def set_a() -> list[dict[str, Any]]:
+    a = [rec("a", i + 1, T0 + timedelta(seconds=10 * i)) for i in range(8)]
+    a[4]["temperature"] = 45.0  # a5: extreme_high
+    b = [rec("b", i + 1, T0 + timedelta(seconds=10 * i), temperature=18.0) for i in range(6)]  # stuck at b6
+    b[0]["battery"] = 10.0  # b1: low_battery
+    out = [*a[:6], a[2], a[7], a[6], *b]  # a3 duplicated, a8 before a7
+    out.append(rec("a", 9, T0 + timedelta(minutes=10)))  # moves the watermark to T0+8min
+    return out
+
+
+def set_b() -> list[dict[str, Any]]:
+    return [
+        rec("a", 10, T0 + timedelta(minutes=12)),
+        rec("c", 1, T0 + timedelta(minutes=12)),
+        rec("b", 7, T0 + timedelta(minutes=1), temperature=19.0, status="WARNING"),  # late
+    ]
+
+
+def set_c() -> list[dict[str, Any]]:
+    out = []
+    for k in range(C_READINGS):
+        for d in range(C_DEVICES):
+            out.append(
+                rec(
+                    f"d{d:02d}", k, T0 + timedelta(minutes=14, seconds=k * 0.25),
+                    temperature=20 + (k % 10) * 0.1 + d * 0.01, humidity=40 + (k % 9) * 0.1, co2=500.0 + k,
+                    pressure=1000 + (k % 11) * 0.1,
+                )
+            )  # fmt: skip
+    return out
+
+
+def encode(r: dict[str, Any]) -> bytes:
+    return json.dumps({**r, "ts": iso(r["ts"])}).encode()
+
+
+# ----------------------------------------------------------------------------- reference model
+def expected_aggs(
+    readings: list[dict[str, Any]], sites: dict[str, str]
+) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """Hand-computable oracle of sensor_data_agg: 2-min windows sliding by 1 min, three scopes."""
+    alerts = AlertsConfig()
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
+    for r in readings:
+        ts = r["ts"]
+        first = ts.replace(second=0, microsecond=0) - WINDOW + SLIDE
+        start = first
+        while start <= ts:
+            if ts < start + WINDOW:
+                for scope, key in (
+                    ("device", r["device_id"]),
+                    ("site", sites.get(r["device_id"])),
+                    ("fleet", "fleet"),
+                ):
+                    if key is not None:
+                        groups[(scope, key, start)].append(r)
+            start += SLIDE
+    out = {}
+    for k, rows in groups.items():
+        n_alerts = sum(
+            (x["temperature"] > alerts.temperature_high) + (x["battery"] < alerts.low_battery_pct)
+            + (x["status"] == "WARNING")
+            for x in rows
+        )  # fmt: skip
+        temps = [x["temperature"] for x in rows]
+        out[k] = {
+            "n_messages": len(rows),
+            "n_warnings": sum(x["status"] == "WARNING" for x in rows),
+            "n_alerts": n_alerts,
+            "temperature_mean": sum(temps) / len(temps),
+            "temperature_min": min(temps),
+            "temperature_max": max(temps),
+            "co2_max": max(x["co2"] for x in rows),
+        }
+    return out
+
+
+# ------------------------------------------------------------------------------------ helpers
+def query(cfg: FleetsimConfig, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    conn = pg_connect(cfg, "admin")
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, params)
+            return list(cur.fetchall())
+    finally:
+        conn.close()
+
+
+def wait_for(cond: Callable[[], bool], timeout_s: float, what: str, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"stream job exited with {proc.returncode} while waiting for {what}")
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+
+
+def produce(
+    cfg: FleetsimConfig, topic: str, records: list[bytes], headers: list[tuple[str, bytes]] | None = None
+) -> None:
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(**kafka_python_kwargs(cfg, "bridge"), linger_ms=5)
+    try:
+        for value in records:
+            producer.send(
+                topic, value, headers=headers or [("received_at", str(int(time.time() * 1000)).encode())]
+            )
+        producer.flush(30)
+    finally:
+        producer.close()
+
+
+@pytest.fixture(scope="module")
+def stream_cfg(postgres: FleetsimConfig, kafka_topics: Callable[..., FleetsimConfig],
+               tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetsimConfig]:  # fmt: skip
+    ui, metrics = free_ports(2)
+    cfg = kafka_topics("stream").with_overrides(
+        {
+            "spark.master": "local[2]",
+            "spark.shuffle_partitions": 2,
+            "spark.trigger_interval_s": 0.5,
+            "spark.max_offsets_per_trigger": 1500,
+            "spark.window": "2 minutes",
+            "spark.slide": "1 minute",
+            "spark.watermark": "2 minutes",
+            "spark.driver_memory": "768m",
+            "spark.checkpoint_dir": str(tmp_path_factory.mktemp("stream-ckpt")),
+            "spark.ui_port": ui,
+            "spark.metrics_port": metrics,
+        }
+    )
+    conn = pg_connect(cfg, "admin")
+    try:
+        with conn, conn.cursor() as cur:
+            # Other suites share this database: start from empty pipeline tables.
+            cur.execute(
+                "TRUNCATE sensor_data, device_latest, sensor_alerts, sensor_data_agg, sensor_data_rejects, "
+                "deadletter_records, pipeline_metrics"
+            )
+            sites = {"a": "s1", "b": "s1", "c": "s2", **{f"d{d:02d}": "s3" for d in range(C_DEVICES)}}
+            for dev, site in sites.items():
+                cur.execute(
+                    "INSERT INTO devices (device_id, site) VALUES (%s, %s) "
+                    "ON CONFLICT (device_id) DO UPDATE SET site = EXCLUDED.site",
+                    (dev, site),
+                )
+    finally:
+        conn.close()
+    yield cfg
+
+
+def start_job(cfg: FleetsimConfig, workdir: Path, name: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, **config_to_env(cfg)}
+    env = {k: v for k, v in env.items() if not (k.startswith("FLEETSIM_") and k not in config_to_env(cfg))}
+    log = (workdir / f"{name}.log").open("wb")
+    return subprocess.Popen(
+        [sys.executable, "-m", "fleetsim.cli", "stream"],
+        cwd=workdir,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def test_exact_tables_then_kill_and_restart(stream_cfg: FleetsimConfig, tmp_path: Path) -> None:
+    cfg = stream_cfg
+    k = cfg.kafka
+    a, b, c = set_a(), set_b(), set_c()
+    produce(
+        cfg, k.telemetry_topic, [encode(r) for r in a] + [b"{oops", json.dumps({"device_id": "a"}).encode()]
+    )
+    produce(cfg, k.deadletter_topic, [b"\x00raw"], [("reason", b"too_large"), ("detail", b"5000 bytes"),
+                                                    ("source_topic", b"sensors/z/telemetry")])  # fmt: skip
+    sites = {"a": "s1", "b": "s1", "c": "s2", **{f"d{d:02d}": "s3" for d in range(C_DEVICES)}}
+    proc = start_job(cfg, tmp_path, "run1")
+    try:
+        # ---- set A: exact rows, rejects, dead letters, alerts, windows
+        a_keys = {(r["device_id"], r["seq"]) for r in a}
+        count = lambda: query(cfg, "SELECT count(*) FROM sensor_data")[0][0]  # noqa: E731
+        wait_for(lambda: count() == len(a_keys), 300, "set A in sensor_data", proc)
+        wait_for(
+            lambda: query(cfg, "SELECT count(*) FROM sensor_data_agg")[0][0] > 0, 120, "set A windows", proc
+        )
+        rows = query(cfg, "SELECT device_id, seq, late, site, bridge_ts IS NOT NULL FROM sensor_data")
+        assert {(d, s) for d, s, *_ in rows} == a_keys
+        assert all(not late and bridge for _, _, late, _, bridge in rows)
+        assert {d: site for d, _, _, site, _ in rows} == {"a": "s1", "b": "s1"}
+        rejects = query(cfg, "SELECT reason FROM sensor_data_rejects ORDER BY kafka_offset")
+        assert sorted(r[0].split(":")[0] for r in rejects) == ["invalid_json", "schema"]
+        wait_for(
+            lambda: query(cfg, "SELECT count(*) FROM deadletter_records")[0][0] == 1, 60, "dead letter", proc
+        )
+        assert query(cfg, "SELECT reason, detail, source_topic FROM deadletter_records") == [
+            ("too_large", "5000 bytes", "sensors/z/telemetry")
+        ]
+        # ---- set B: the late row lands (flagged) but stays out of the windows
+        produce(cfg, k.telemetry_topic, [encode(r) for r in b])
+        wait_for(lambda: count() == len(a_keys) + len(b), 120, "set B in sensor_data", proc)
+        assert query(cfg, "SELECT late FROM sensor_data WHERE device_id = 'b' AND seq = 7") == [(True,)]
+        # ---- set C: kill -9 mid-stream
+        produce(cfg, k.telemetry_topic, [encode(r) for r in c])
+        wait_for(lambda: count() > len(a_keys) + len(b) + 1500, 300, "part of set C", proc)
+        killed_at = count()
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+        proc = start_job(cfg, tmp_path, "run2")
+        total = len(a_keys) + len(b) + len(c)
+        wait_for(lambda: count() >= total, 300, "all of set C after the restart", proc)
+
+        accepted = {(r["device_id"], r["seq"]): r for r in [*a, *b, *c]}
+        on_time = [r for r in accepted.values() if not (r["device_id"] == "b" and r["seq"] == 7)]
+        want_aggs = expected_aggs(on_time, sites)
+
+        def agg_rows() -> dict[tuple[Any, ...], dict[str, Any]]:
+            got = query(
+                cfg,
+                "SELECT scope, key, window_start, window_end, n_messages, n_warnings, n_alerts, "
+                "temperature_mean, temperature_min, temperature_max, co2_max FROM sensor_data_agg",
+            )
+            return {
+                (s, key, ws): {"n_messages": n, "n_warnings": w, "n_alerts": na, "temperature_mean": tm,
+                               "temperature_min": tmin, "temperature_max": tmax, "co2_max": cmax,
+                               "span": we - ws}
+                for s, key, ws, we, n, w, na, tm, tmin, tmax, cmax in got
+            }  # fmt: skip
+
+        wait_for(
+            lambda: {key: v["n_messages"] for key, v in agg_rows().items()}
+            == {key: v["n_messages"] for key, v in want_aggs.items()},
+            300, "window counts to converge", proc,
+        )  # fmt: skip
+        # Metrics endpoint of the restarted job.
+        body = (
+            urllib.request.urlopen(f"http://127.0.0.1:{cfg.spark.metrics_port}/metrics", timeout=5)
+            .read()
+            .decode()
+        )
+        assert "fleetsim_stream_rows_written_total" in body and "fleetsim_stream_last_batch_id" in body
+
+        # SIGTERM: graceful stop.
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(120) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+
+    # 0 lost, 0 duplicated, nothing extra: exactly the accepted readings.
+    assert 0 < killed_at - len(a_keys) - len(b) < len(c), "the kill did not land mid-stream"
+    keys = query(cfg, "SELECT device_id, seq FROM sensor_data")
+    assert len(keys) == len(set(keys)) == len(accepted)
+    assert set(keys) == set(accepted)
+    got_aggs = agg_rows()
+    assert set(got_aggs) == set(want_aggs)
+    for key, want in want_aggs.items():
+        got = got_aggs[key]
+        assert got["span"] == WINDOW
+        for field in (
+            "n_messages",
+            "n_warnings",
+            "n_alerts",
+            "temperature_min",
+            "temperature_max",
+            "co2_max",
+        ):
+            assert got[field] == pytest.approx(want[field]), (key, field)
+        assert got["temperature_mean"] == pytest.approx(want["temperature_mean"], rel=1e-9), key
+
+    alerts = {
+        (d, kind, m, ts)
+        for d, kind, m, ts in query(cfg, "SELECT device_id, kind, measurement, event_ts FROM sensor_alerts")
+    }
+    assert alerts == {
+        ("a", "extreme_high", "temperature", T0 + timedelta(seconds=40)),
+        ("b", "low_battery", "battery", T0),
+        ("b", "stuck", "temperature", T0 + timedelta(seconds=50)),
+        ("b", "status_warning", "", T0 + timedelta(minutes=1)),
+        ("b", "offline", "", T0 + timedelta(seconds=50 + 60)),
+        ("a", "offline", "", T0 + timedelta(minutes=13)),
+        ("c", "offline", "", T0 + timedelta(minutes=13)),
+    }
+    fault_sites = query(cfg, "SELECT DISTINCT site FROM sensor_alerts WHERE device_id = 'b'")
+    assert fault_sites == [("s1",)]
+    metrics = query(
+        cfg,
+        "SELECT max(latency_p95_ms) FILTER (WHERE query_name = 'raw'), "
+        "sum(late_rows_dropped) FILTER (WHERE query_name = 'agg'), "
+        "sum(malformed_rows) FILTER (WHERE query_name = 'raw') FROM pipeline_metrics",
+    )[0]
+    assert metrics[0] is not None and metrics[0] > 0
+    assert metrics[1] >= 1  # b7 dropped from the windows by the watermark
+    assert metrics[2] == 2
