@@ -8,7 +8,8 @@ re-implement anything: it calls the same functions ``fleetsim up`` uses --
   whose limits come from ``[mqtt]``, written into a directory the broker container mounts;
 - ``kafka``: :func:`ensure_topics` (topics with ``kafka.partitions`` and the least-privilege ACLs);
 - ``postgres``: :func:`setup_roles` (group and login roles, database) over TCP as the container's
-  bootstrap superuser, then :func:`apply_migrations`.
+  bootstrap superuser, then :func:`apply_migrations`;
+- ``migrate``: only :func:`apply_migrations` as the admin role (roles made by a DBA, managed servers).
 
 Each step is idempotent, so ``docker compose up`` can run it on every start.
 """
@@ -33,7 +34,7 @@ from fleetsim.stack.secrets import password_keys
 
 log = logging.getLogger("fleetsim.stack.compose")
 
-STEPS = ("mqtt", "kafka", "postgres")
+STEPS = ("mqtt", "kafka", "postgres", "migrate")
 PLACEHOLDER = "CHANGE_ME"
 """The value every password has in ``.env.example``; the compose stack refuses to start with it."""
 T = TypeVar("T")
@@ -119,12 +120,43 @@ class _ComposePostgres(Postgres):
         )
 
 
+def require_superuser(svc: _ComposePostgres) -> None:
+    """:class:`ConfigError` unless the managing user is a superuser.
+
+    ``setup_roles`` (re)asserts ``NOSUPERUSER`` on the login roles and creates the database owned by
+    the admin role; PostgreSQL 15 lets only a superuser do both. On a managed service, create the
+    roles once as its administrative user (docs/scale-out.md), then run ``compose-init migrate``.
+    """
+    conn = svc.superuser_connect()
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+            row = cur.fetchone()
+    finally:
+        conn.close()
+    if not (row and row[0]):
+        raise ConfigError(
+            f"{svc._su!r} is not a superuser: create the Fleetsim roles as described in "
+            "docs/scale-out.md (managed PostgreSQL), then run `fleetsim compose-init migrate`"
+        )
+
+
+def setup_postgres(cfg: FleetsimConfig, superuser: str, password: str, timeout_s: float) -> list[int]:
+    """Roles, database and migrations through a superuser; returns the migrations applied now."""
+    svc = _ComposePostgres(cfg, superuser, password)
+    retry("connecting to PostgreSQL", functools.partial(require_superuser, svc), timeout_s)
+    setup_roles(svc)
+    return apply_migrations(cfg)
+
+
 def retry(what: str, fn: Callable[[], T], timeout_s: float, interval_s: float = 2.0) -> T:
     """Call ``fn`` until it succeeds or ``timeout_s`` passes (services may still be warming up)."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:
             return fn()
+        except ConfigError:
+            raise  # a wrong setting does not fix itself by waiting
         except Exception as exc:
             if time.monotonic() >= deadline:
                 raise StackError(f"{what} failed for {timeout_s:.0f}s; last error: {exc}") from exc
@@ -170,9 +202,11 @@ def run(args: argparse.Namespace, cfg: FleetsimConfig) -> int:
         elif step == "postgres":
             if args.superuser_password_file is None:
                 raise ConfigError("compose-init postgres needs --superuser-password-file")
-            svc = _ComposePostgres(cfg, args.superuser, read_secret_file(Path(args.superuser_password_file)))
-            retry("creating PostgreSQL roles", functools.partial(setup_roles, svc), timeout)
-            applied = apply_migrations(cfg)
+            password = read_secret_file(Path(args.superuser_password_file))
+            applied = setup_postgres(cfg, args.superuser, password, timeout)
+            log.info("migrations applied now: %s", applied or "none (already up to date)")
+        elif step == "migrate":
+            applied = retry("applying migrations", functools.partial(apply_migrations, cfg), timeout)
             log.info("migrations applied now: %s", applied or "none (already up to date)")
     return 0
 
@@ -193,7 +227,11 @@ def register(subparsers: Any) -> None:
         help="mqtt: where the broker container finds passwd and acl (paths written into mosquitto.conf)",
     )
     p.add_argument("--data-dir", default="/mosquitto/data", help="mqtt: the broker's persistence directory")
-    p.add_argument("--superuser", default="postgres", help="postgres: the server's bootstrap superuser")
+    p.add_argument(
+        "--superuser",
+        default="postgres",
+        help="postgres: the server's superuser (managed services: create the roles by hand, then `migrate`)",
+    )
     p.add_argument(
         "--superuser-password-file",
         default=None,

@@ -4,6 +4,7 @@ compose stack refuses the placeholder passwords of ``.env.example``."""
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -90,3 +91,83 @@ def test_placeholder_passwords_are_refused(cfg: FleetsimConfig) -> None:
         err.value
     )
     assert "FLEETSIM_MQTT__BRIDGE_PASSWORD" not in str(err.value)
+
+
+@pytest.fixture
+def pg_server(postgres: FleetsimConfig) -> Iterator[tuple[FleetsimConfig, dict[str, str]]]:
+    """Fresh database/role names on the shared server, a TCP superuser (like the postgres image's)
+    and a CREATEROLE/CREATEDB non-superuser (like a managed service's admin). All dropped after."""
+    from psycopg2 import sql
+
+    from fleetsim.stack.postgres import Postgres
+
+    uid = uuid.uuid4().hex[:8]
+    users = {f"su_{uid}": "SUPERUSER", f"mgr_{uid}": "CREATEROLE CREATEDB"}
+    passwords = {name: f"pw-{name}" for name in users}
+    cfg = postgres.with_overrides(
+        {
+            "postgres.database": f"compose_{uid}",
+            "postgres.admin_user": f"adm_{uid}",
+            "postgres.writer_user": f"wri_{uid}",
+            "postgres.reader_user": f"rea_{uid}",
+        }
+    )
+    conn = Postgres(postgres).superuser_connect()
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        for name, attrs in users.items():
+            cur.execute(
+                sql.SQL("CREATE ROLE {} LOGIN " + attrs + " PASSWORD %s").format(sql.Identifier(name)),
+                (passwords[name],),
+            )
+    try:
+        yield cfg, passwords
+    finally:
+        with conn.cursor() as cur:
+            db = sql.Identifier(cfg.postgres.database)
+            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(db))
+            pg = cfg.postgres
+            for role in (pg.reader_user, pg.writer_user, pg.admin_user, *users):
+                cur.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+        conn.close()
+
+
+@pytest.mark.integration
+def test_postgres_step_creates_least_privilege_roles_and_migrates_once(
+    pg_server: tuple[FleetsimConfig, dict[str, str]],
+) -> None:
+    import psycopg2
+
+    from fleetsim.clients import pg_connect
+    from fleetsim.stack.compose_support import setup_postgres
+    from fleetsim.stack.migrations import discover
+
+    cfg, passwords = pg_server
+    su = next(name for name in passwords if name.startswith("su_"))
+    assert setup_postgres(cfg, su, passwords[su], timeout_s=30) == [m.version for m in discover()]
+    assert setup_postgres(cfg, su, passwords[su], timeout_s=30) == [], "a second run must change nothing"
+    conn = pg_connect(cfg, "reader")
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT rolsuper, rolcreaterole, rolcreatedb FROM pg_roles WHERE rolname = current_user"
+            )
+            assert cur.fetchone() == (False, False, False)
+            cur.execute("SELECT count(*) FROM sensor_data")
+            assert cur.fetchone() == (0,)
+            with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+                cur.execute("INSERT INTO devices (device_id) VALUES ('x')")
+    finally:
+        conn.close()
+
+
+@pytest.mark.integration
+def test_postgres_step_refuses_a_non_superuser_with_directions(
+    pg_server: tuple[FleetsimConfig, dict[str, str]],
+) -> None:
+    from fleetsim.stack.compose_support import setup_postgres
+
+    cfg, passwords = pg_server
+    mgr = next(name for name in passwords if name.startswith("mgr_"))
+    with pytest.raises(ConfigError, match="compose-init migrate"):
+        setup_postgres(cfg, mgr, passwords[mgr], timeout_s=10)
