@@ -143,7 +143,12 @@ def test_browser_renders_map_and_charts(dashboard_url: str) -> None:
                 page.goto(f"{dashboard_url}/{path}", wait_until="domcontentloaded")
                 page.get_by_text(marker).first.wait_for(timeout=60_000)
                 page.locator('[data-testid="stDataFrame"]').first.wait_for(state="visible", timeout=60_000)
-                page.wait_for_timeout(500)
+                if path == "pipeline":  # throughput/latency/batch charts and the dead-letter bars
+                    drawn = page.locator(
+                        '[data-testid="stVegaLiteChart"] canvas, [data-testid="stVegaLiteChart"] svg'
+                    )
+                    drawn.nth(3).wait_for(state="visible", timeout=60_000)
+                page.wait_for_timeout(1000)
                 page.screenshot(path=str(ARTIFACTS / f"dashboard_{path}.png"), full_page=True)
                 assert page.locator('[data-testid="stException"]').count() == 0, path
             assert page.get_by_text("Traceback").count() == 0

@@ -23,28 +23,12 @@ def _health(ctx: Context) -> None:
     now = fresh.get("db_now") or logic.utc_now()
     stale_after = max(30.0, 10 * ctx.cfg.spark.trigger_interval_s)
     db_rows = health.database_health(fresh, now, stale_after)
-    db_rows.append(health.ComponentHealth("dashboard", "up", "serving this page", "self"))
+    db_rows.append(health.ComponentHealth("dashboard (this page)", "up", "serving this page", "self"))
     rows = health.merge(_stack_health(ctx.cfg, ctx.pool.key), db_rows)
-    icons = {
-        "up": "🟢",
-        "down": "🔴",
-        "unhealthy": "🟠",
-        "stale": "🟠",
-        "unknown": "⚪",
-        "not installed": "⚪",
-    }
     st.dataframe(
-        [
-            {
-                "": icons.get(r.state, "⚪"),
-                "component": r.name,
-                "state": r.state,
-                "detail": r.detail,
-                "source": r.source,
-            }
-            for r in rows
-        ],
+        [{"component": r.name, "state": r.state, "detail": r.detail, "source": r.source} for r in rows],
         hide_index=True,
+        column_config={"detail": st.column_config.TextColumn(width="large")},
     )
     links = [f"[Spark application UI](http://127.0.0.1:{ctx.cfg.spark.ui_port})"]
     if ctx.cfg.spark.master_ui_url:
