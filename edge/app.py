@@ -89,8 +89,19 @@ def run_simulation(
     metrics = SimMetrics()
     previous: dict[signal.Signals, Any] = {}
     try:
+        # seq = start instant (epoch ms) + n: a restarted simulator (every device "rebooting")
+        # continues above the previous run's seqs, as the contract requires, while the same
+        # --start and seed still reproduce the same stream. Readings are >= 0.1 s apart, so a run
+        # never reaches the next run's base unless the runs overlap in simulated time.
+        seq_base = int(start.timestamp() * 1000)
         sim = Simulation(
-            specs, publisher, seed=sc.seed, start=start, ledger=ledger, buffer_size=sc.buffer_size
+            specs,
+            publisher,
+            seed=sc.seed,
+            start=start,
+            ledger=ledger,
+            buffer_size=sc.buffer_size,
+            seq_base=seq_base,
         )
         # The fleet lives for the whole run: move it out of the cyclic GC's reach, or every
         # full collection rescans 100k devices and shows up as a lag spike.

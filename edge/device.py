@@ -76,6 +76,9 @@ class SimContext:
     buffer_size: int
     """Store-and-forward capacity per device, in readings."""
     seed: int = 0
+    seq_base: int = 0
+    """First seq of every device in this run (``edge.app`` uses the start instant in epoch ms, so
+    seqs keep increasing across simulator restarts without any state on disk)."""
     """The run's seed (fault RNGs are derived from it lazily)."""
     stats: Stats = field(default_factory=Stats)
     start_ms: int = 0
@@ -124,7 +127,7 @@ class Device:
         self.device_id = spec.device_id
         self.topic = telemetry_topic(spec.device_id)
         self.interval = spec.interval_s
-        self.seq = 0
+        self.seq = ctx.seq_base
         self.faults: dict[FaultKind, ActiveFault] = {}
         self.buffer: deque[tuple[int, bytes]] = deque()
         self.seqlog = SeqLog()

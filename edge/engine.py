@@ -43,6 +43,7 @@ class Simulation:
         ledger: Ledger,
         buffer_size: int = 1000,
         timezone: str = "Europe/Paris",
+        seq_base: int = 0,
     ) -> None:
         self.env = simpy.Environment()
         self.seed = seed
@@ -56,6 +57,7 @@ class Simulation:
             start=start,
             buffer_size=buffer_size,
             seed=seed,
+            seq_base=seq_base,
         )
         self.injector = FaultInjector(self.ctx)
         self.devices: dict[str, Device] = {}
@@ -73,6 +75,7 @@ class Simulation:
                 "start": self.ctx.iso(0.0),
                 "devices": len(self.devices),
                 "buffer_size": buffer_size,
+                "seq_base": seq_base,
             }
         )
         for dev in self.devices.values():

@@ -86,10 +86,11 @@ def test_fleet_arrives_complete_and_valid(mosquitto: FleetsimConfig, tmp_path: P
     assert tap.invalid == []
     assert report.published == n * m and totals["unacknowledged_at_end"] == 0
     assert sorted(tap.readings) == [f"it-{i:02d}" for i in range(n)]
+    base = int(datetime(2026, 3, 2, 9, tzinfo=UTC).timestamp() * 1000)  # seq starts at --start in ms
     for device, rs in tap.readings.items():
-        assert sorted(r.seq for r in rs) == list(range(m)), device
+        assert sorted(r.seq for r in rs) == list(range(base, base + m)), device
     sent = last_sent(read_ledger(tmp_path / "ledger.jsonl"))
-    assert all(rec["published"] == [[0, m - 1]] for rec in sent.values())
+    assert all(rec["published"] == [[base, base + m - 1]] for rec in sent.values())
 
 
 def test_fault_injected_on_the_control_topic_shows_in_next_readings(
@@ -233,8 +234,9 @@ def test_broker_restart_loses_nothing(fleet_cfg: FleetsimConfig, tmp_path: Path)
     assert totals["dropped_overflow"] == 0 and totals["unsent_at_end"] == 0
     sent = last_sent(read_ledger(tmp_path / "ledger.jsonl"))
     for device, rec in sent.items():
-        assert rec["published"] == [[0, rec["last_seq"]]]
-        assert readings[device] == set(range(rec["last_seq"] + 1)), device
+        first = rec["published"][0][0]
+        assert rec["published"] == [[first, rec["last_seq"]]]
+        assert readings[device] == set(range(first, rec["last_seq"] + 1)), device
 
 
 def test_cli_sim_stops_gracefully_on_sigterm(mosquitto: FleetsimConfig, tmp_path: Path) -> None:

@@ -398,3 +398,11 @@ def test_scheduled_profile_faults_are_in_the_ledger_and_the_readings():
         ("heatwave", "2026-07-15T00:20:00.000Z", {"delta": 5.0}),
     ]
     assert {r.fault for r in readings(pub)} == {None, "stuck", "heatwave"}
+
+
+def test_seq_base_keeps_seqs_increasing_across_restarts():
+    first = Simulation(
+        [outdoor()], MemoryPublisher(), seed=1, start=START, ledger=Ledger(None), seq_base=1000
+    )
+    Runner(first, speed=None, duration_s=600).run()
+    assert first.devices["out-1"].seq == 1010
