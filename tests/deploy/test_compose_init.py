@@ -4,6 +4,7 @@ compose stack refuses the placeholder passwords of ``.env.example``."""
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -171,3 +172,74 @@ def test_postgres_step_refuses_a_non_superuser_with_directions(
     mgr = next(name for name in passwords if name.startswith("mgr_"))
     with pytest.raises(ConfigError, match="compose-init migrate"):
         setup_postgres(cfg, mgr, passwords[mgr], timeout_s=10)
+
+
+def doc_sql_blocks() -> list[str]:
+    """The ```sql blocks of the managed-PostgreSQL section of docs/scale-out.md, in order."""
+    text = (REPO / "docs" / "scale-out.md").read_text(encoding="utf-8")
+    section = text[text.index("**Managed services**") : text.index("`sensor_data` is partitioned")]
+    return re.findall(r"```sql\n(.*?)```", section, flags=re.S)
+
+
+@pytest.mark.integration
+def test_managed_postgres_recipe_in_the_docs_works(pg_server: tuple[FleetsimConfig, dict[str, str]]) -> None:
+    """Run the guide's SQL as a CREATEROLE/CREATEDB non-superuser, then `compose-init migrate`."""
+    import psycopg2
+
+    from fleetsim.clients import pg_connect
+    from fleetsim.stack.compose_support import retry
+    from fleetsim.stack.migrations import apply_migrations, discover
+
+    cfg, passwords = pg_server
+    mgr = next(name for name in passwords if name.startswith("mgr_"))
+    pg = cfg.postgres
+    names = {
+        "fleetsim_admin": pg.admin_user,
+        "fleetsim_writer": pg.writer_user,
+        "fleetsim_reader": pg.reader_user,
+    }
+    secrets = {pg.admin_user: cfg.postgres.admin_password, pg.writer_user: cfg.postgres.writer_password,
+               pg.reader_user: cfg.postgres.reader_password}  # fmt: skip
+
+    def adapt(block: str) -> list[str]:
+        out = []
+        for raw in re.sub(r"--[^\n]*", "", block).split(";"):
+            stmt = raw.strip()
+            for old, new in names.items():
+                stmt = re.sub(rf"\b{old}\b", new, stmt)
+            stmt = re.sub(r"\bDATABASE fleetsim\b", f"DATABASE {pg.database}", stmt)
+            for user, pw in secrets.items():
+                if f"ROLE {user} " in stmt and pw is not None:
+                    stmt = stmt.replace("'...'", "'" + pw.get_secret_value() + "'")
+            if stmt:
+                out.append(stmt)
+        return out
+
+    as_manager, as_admin = doc_sql_blocks()[:2]
+    conn = psycopg2.connect(host=pg.host, port=pg.port, user=mgr, password=passwords[mgr], dbname="postgres")
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            for stmt in adapt(as_manager):
+                if re.match(r"CREATE ROLE fleetsim_(write|read) NOLOGIN", stmt):
+                    continue  # the shared test server has the group roles already
+                cur.execute(stmt)
+    finally:
+        conn.close()
+    conn = pg_connect(cfg, "admin")
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            for stmt in adapt(as_admin):
+                cur.execute(stmt)
+    finally:
+        conn.close()
+    applied = retry("migrate", lambda: apply_migrations(cfg), 30.0)
+    assert applied == [m.version for m in discover()]
+    conn = pg_connect(cfg, "reader")
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM sensor_data_agg")
+            assert cur.fetchone() == (0,)
+    finally:
+        conn.close()
