@@ -94,6 +94,7 @@ class Bridge:
         self._pump_thread: threading.Thread | None = None
         self._stop_metrics: Any = None
         self._client: Any = None
+        self._v5 = cfg.mqtt.protocol == "5"
         self._topic_bytes: dict[str, bytes] = {}
 
     # ------------------------------------------------------------------ lifecycle
@@ -129,6 +130,7 @@ class Bridge:
             client_class=FastClient,
         )
         c.manual_ack_set(True)
+        self._v5 = c.protocol == 5
         c.reconnect_delay_set(min_delay=1, max_delay=10)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
@@ -275,7 +277,7 @@ class Bridge:
                         send.error = exc
                         tracker.failed.append(send)
             tracker.add(inflight)
-        if len(tracker) >= self.max_inflight:
+        if len(tracker) > self.max_inflight and not self._v5:
             self._wait_for_room()
 
     def _remember_topic(self, topic: str) -> bytes:
@@ -285,7 +287,9 @@ class Bridge:
         return b
 
     def _wait_for_room(self) -> None:
-        # Only reached when the broker's window exceeds ours (MQTT 3.1.1): stop reading the socket.
+        # MQTT 3.1.1 only, when the broker's window exceeds ours: stop reading the socket. (With
+        # v5 the broker honours our Receive Maximum; blocking this thread there would also stop
+        # keep-alive pings, and a long Kafka outage would cost a reconnect and redeliveries.)
         with self._room:
             while len(self.tracker) >= self.max_inflight and not self._stopping:
                 self._room.wait(0.1)
