@@ -78,7 +78,7 @@ def _stop(proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
             proc.wait(timeout=10)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def exp_pipeline(
     mosquitto: FleetsimConfig,
     postgres: FleetsimConfig,
