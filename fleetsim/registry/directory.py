@@ -282,7 +282,11 @@ def for_bridge(cfg: FleetsimConfig) -> DeviceDirectory | None:
         log.info("bridge.use_registry is off: every device id is accepted")
         return None
     directory = DeviceDirectory(cfg)
-    directory.start(cfg.stack.start_timeout_s, required=cfg.bridge.unknown_device == "deadletter")
+    strict = cfg.bridge.unknown_device == "deadletter"
+    # Accept mode can forward without the registry: do not hold the bridge back for long.
+    directory.start(
+        cfg.stack.start_timeout_s if strict else min(5.0, cfg.stack.start_timeout_s), required=strict
+    )
     log.info(
         "device registry loaded: %d devices (unknown ids: %s)", len(directory), cfg.bridge.unknown_device
     )

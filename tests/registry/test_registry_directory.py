@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -138,3 +139,26 @@ def test_stop_flushes_pending_registrations() -> None:
     d.note_unknown("late")
     d.stop()
     assert ["late"] in reg.registered
+
+
+def test_for_bridge_respects_use_registry_and_the_unknown_device_mode(tmp_path: Path) -> None:
+    from fleetsim.registry.directory import for_bridge
+    from fleetsim.stack import process
+    from fleetsim.stack.secrets import ensure_secrets
+
+    (free_port,) = process.free_ports(1)  # nothing listens there: the registry is unreachable
+    cfg = ensure_secrets(
+        CFG.with_overrides(
+            {"stack.run_dir": str(tmp_path), "postgres.port": free_port, "stack.start_timeout_s": 1}
+        )
+    )
+    assert for_bridge(cfg.with_overrides({"bridge.use_registry": False})) is None
+    with pytest.raises(RegistryError, match="cannot load the device registry"):
+        for_bridge(cfg.with_overrides({"bridge.unknown_device": "deadletter"}))
+    lenient = for_bridge(cfg.with_overrides({"bridge.unknown_device": "accept"}))
+    assert lenient is not None
+    try:
+        assert lenient.status("anyone") is DeviceStatus.UNKNOWN  # forwarded and queued by the bridge
+        assert lenient.loaded_at is None
+    finally:
+        lenient.stop()
