@@ -27,8 +27,12 @@ status: ## Show every component of the local stack
 	@$(FLEETSIM) status
 
 test: setup ## Set up what is missing, then run lint, types and the whole test suite
-	@$(MAKE) --no-print-directory lint typecheck
-	@$(BIN)/pytest -q tests
+	@# All three run even if one fails, so one CI run shows every problem; any failure fails.
+	@rc=0; \
+	$(MAKE) --no-print-directory lint || rc=1; \
+	$(MAKE) --no-print-directory typecheck || rc=1; \
+	$(BIN)/pytest -q tests || rc=1; \
+	exit $$rc
 
 test-unit: ## Tests that start no engine (not marked integration)
 	@$(BIN)/pytest -q -m "not integration" tests
