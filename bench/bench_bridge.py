@@ -466,7 +466,7 @@ def _median(xs: list[float]) -> float:
 def run(cfg: FleetsimConfig, quick: bool) -> dict[str, Any]:
     cfg = cfg.with_overrides({"bridge.use_registry": False, "bridge.max_inflight": WINDOW})
     runs = 2 if quick else 3
-    n = 30_000 if quick else 100_000
+    n = 30_000 if quick else 60_000
     naive_s = 4.0 if quick else 8.0
     lat_s = 8.0 if quick else 15.0
     load_before = os.getloadavg()
