@@ -111,12 +111,16 @@ def fleet_evolution(conn: Any, *, start: datetime, end: datetime, limit: int = 2
     return fetch_df(conn, sql.SQL(_FLEET).format(means=means), {"start": start, "end": end, "limit": limit})
 
 
+# Group by the hour bucket first (a plain timestamp: cheaper than per-row time-zone arithmetic),
+# then fold buckets into hours of the day over the few resulting rows.
 _ALERTS = """
 SELECT kind, coalesce(site, '(none)') AS site,
-       extract(hour FROM event_ts AT TIME ZONE 'UTC')::int AS hour_utc,
-       severity, count(*) AS alerts
-  FROM sensor_alerts
- WHERE event_ts >= %(start)s AND event_ts < %(end)s
+       extract(hour FROM bucket AT TIME ZONE 'UTC')::int AS hour_utc,
+       severity, sum(n)::bigint AS alerts
+  FROM (SELECT kind, site, date_trunc('hour', event_ts, 'UTC') AS bucket, severity, count(*) AS n
+          FROM sensor_alerts
+         WHERE event_ts >= %(start)s AND event_ts < %(end)s
+         GROUP BY 1, 2, 3, 4) b
  GROUP BY 1, 2, 3, 4
  ORDER BY 1, 2, 3, 4
 """
