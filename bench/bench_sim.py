@@ -66,13 +66,17 @@ def sim_rate(cfg: FleetsimConfig, specs: list[DeviceSpec], duration: float) -> t
     pub.start()
     try:
         sim = Simulation(specs, pub, seed=7, start=START, ledger=Ledger(None), buffer_size=1000)
+        # Boot first: every device publishes its retained "online" status at t=0, which the bare
+        # loop does not do; those 10k messages stay out of the timed part.
+        sim.advance(1e-6)
+        pub.drain(60)
+        before = sim.stats.published
         t0 = time.perf_counter()
-        report = Runner(
-            sim, speed=None, duration_s=duration, generation=lambda: pub.generation, io=pub.pump
-        ).run()
+        Runner(sim, speed=None, duration_s=duration, generation=lambda: pub.generation, io=pub.pump).run()
         pub.drain(60)
         elapsed = time.perf_counter() - t0
-        return report.published / elapsed, report.published
+        n = sim.stats.published - before
+        return n / elapsed, n
     finally:
         pub.close(graceful=False)
 
