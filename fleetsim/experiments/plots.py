@@ -12,6 +12,7 @@ matplotlib.use("Agg")  # headless: no display on servers or CI
 import matplotlib.dates as mdates
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 DPI = 100
 _COLORS = (
@@ -63,15 +64,19 @@ def timeline(report: dict[str, Any], path: Path, max_devices: int = 40) -> Path:
             ax.scatter(
                 xs, ys, marker=markers[i % len(markers)], s=22, color="black", label=f"alert: {k}", zorder=3
             )
-    for k in kinds:
-        ax.barh([], [], color=color[k], label=f"fault: {k}")
+    handles, _ = ax.get_legend_handles_labels()
+    handles += [
+        Patch(facecolor=color[k], edgecolor="black", linewidth=0.3, label=f"fault: {k}") for k in kinds
+    ]
     ax.set_yticks(range(len(devices)), devices, fontsize=7)
     ax.xaxis_date()
-    ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M"))
+    locator = mdates.AutoDateLocator()
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
     ax.set_xlabel("event time (UTC)")
     ax.set_title(f"Injected faults vs alerts — {report['scenario']['name']} (hatched: missed)")
-    if kinds or akinds:
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    if handles:
+        ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return _save(fig, path)
 
 
