@@ -89,30 +89,45 @@ class Window:
     start: datetime
     end: datetime
     devices: tuple[str, ...]
+    since: datetime
+    """Wall-clock start of the run: rows ingested (alerts detected) before it belong to earlier
+    runs, whose devices and seqs may coincide with this one's."""
 
 
 # ------------------------------------------------------------------------------------ postgres
 def latest_event_ts(cfg: FleetsimConfig) -> datetime | None:
-    """Newest ``sensor_data.ts`` on the stack (a new run starts after it, so runs never overlap)."""
+    """Newest event time on the stack: stored readings, and the simulated end of recorded runs
+    (whose readings may still be in flight). A new run starts after it, so runs never overlap."""
     with pg_connect(cfg, "reader") as conn, conn.cursor() as cur:
         cur.execute("SELECT max(ts) FROM sensor_data")
         row = cur.fetchone()
+        latest = row[0] if row else None
+        cur.execute("SELECT to_regclass('experiment_runs') IS NOT NULL")
+        if cur.fetchone()[0]:
+            cur.execute(
+                "SELECT max(coalesce(sim_end, wall_start + make_interval(secs => duration_s)))"
+                " FROM experiment_runs"
+            )
+            ran = cur.fetchone()[0]
+            if ran is not None and (latest is None or ran > latest):
+                latest = ran
     conn.close()
-    return row[0] if row else None
+    return latest
 
 
 def count_rows(cfg: FleetsimConfig, w: Window) -> tuple[int, int]:
     """``(sensor_data rows, sensor_alerts rows)`` of the run so far (drain polling)."""
     with pg_connect(cfg, "reader") as conn, conn.cursor() as cur:
         cur.execute(
-            "SELECT count(*) FROM sensor_data WHERE ts >= %s AND ts <= %s AND device_id = ANY(%s)",
-            (w.start, w.end, list(w.devices)),
+            "SELECT count(*) FROM sensor_data WHERE ts >= %s AND ts <= %s AND device_id = ANY(%s)"
+            " AND ingest_ts >= %s",
+            (w.start, w.end, list(w.devices), w.since),
         )
         rows = int(cur.fetchone()[0])
         cur.execute(
             "SELECT count(*) FROM sensor_alerts"
-            " WHERE event_ts >= %s AND event_ts <= %s AND device_id = ANY(%s)",
-            (w.start, w.end, list(w.devices)),
+            " WHERE event_ts >= %s AND event_ts <= %s AND device_id = ANY(%s) AND detected_at >= %s",
+            (w.start, w.end, list(w.devices), w.since),
         )
         alerts = int(cur.fetchone()[0])
     conn.close()
@@ -127,14 +142,15 @@ def fetch_alerts(cfg: FleetsimConfig, w: Window) -> list[AlertRow]:
     LEFT JOIN LATERAL (
       SELECT s.bridge_ts FROM sensor_data s
       WHERE s.device_id = a.device_id AND s.ts <= a.event_ts AND s.ts >= %(start)s
-        AND (a.seq IS NULL OR s.seq = a.seq)
+        AND s.ingest_ts >= %(since)s AND (a.seq IS NULL OR s.seq = a.seq)
       ORDER BY s.ts DESC LIMIT 1
     ) d ON true
     WHERE a.event_ts >= %(start)s AND a.event_ts <= %(end)s AND a.device_id = ANY(%(devices)s)
+      AND a.detected_at >= %(since)s
     ORDER BY a.event_ts
     """
     with pg_connect(cfg, "reader") as conn, conn.cursor() as cur:
-        cur.execute(sql, {"start": w.start, "end": w.end, "devices": list(w.devices)})
+        cur.execute(sql, {"start": w.start, "end": w.end, "devices": list(w.devices), "since": w.since})
         rows = cur.fetchall()
     conn.close()
     return [AlertRow(r[0], r[1], r[2] or "", r[3], r[4], r[5], r[6]) for r in rows]
@@ -148,13 +164,13 @@ def fetch_table_seqs(
     SELECT device_id, seq, late,
            extract(epoch FROM ts) * 1000, extract(epoch FROM bridge_ts) * 1000,
            extract(epoch FROM kafka_ts) * 1000, extract(epoch FROM ingest_ts) * 1000
-    FROM sensor_data WHERE ts >= %s AND ts <= %s AND device_id = ANY(%s)
+    FROM sensor_data WHERE ts >= %s AND ts <= %s AND device_id = ANY(%s) AND ingest_ts >= %s
     """
     out: dict[str, StageSeqs] = {}
     hops: list[tuple[float | None, float | None, float | None, float | None]] = []
     with pg_connect(cfg, "reader") as conn, conn.cursor(name="exp_rows") as cur:
         cur.itersize = 20_000
-        cur.execute(sql, (w.start, w.end, list(w.devices)))
+        cur.execute(sql, (w.start, w.end, list(w.devices), w.since))
         for dev, seq, late, ts, br, ka, ing in cur:
             st = out.get(dev)
             if st is None:

@@ -65,7 +65,9 @@ def _sim_start(cfg: FleetsimConfig, scenario: Scenario, now: datetime) -> dateti
     # Accelerated runs stamp readings ahead of the wall clock; starting after the newest stored
     # reading keeps this run's event times apart from earlier runs (and ahead of the watermark).
     latest = collect.latest_event_ts(cfg)
-    base = now if latest is None else max(now, latest + timedelta(seconds=60))
+    # + the largest clock skew: skewed readings must not reach back into the previous run.
+    gap = timedelta(seconds=60 + _max_skew_s(scenario))
+    base = now if latest is None else max(now, latest + gap)
     return start_instant("", now=base)
 
 
@@ -178,6 +180,7 @@ def score_run(
         sim_start - margin - timedelta(seconds=sc.lead_s),
         sim_end + margin + timedelta(seconds=max(sc.grace_s, cfg.alerts.offline_after_s)),
         tuple(devices),
+        wall_start,
     )
     alerts = collect.fetch_alerts(cfg, window)
     table, hop_rows = collect.fetch_table_seqs(cfg, window)
@@ -236,11 +239,11 @@ def run_experiment(
          "duration_s": i.spec.duration_s, "params": i.spec.params}
         for i in injections
     ]  # fmt: skip
+    sim_start = _sim_start(cfg, scenario, wall_start)
     say(f"run {run_id}: {len(devices)} devices, {len(injections)} planned injections -> {out_dir}")
     if opts.record:
-        store.record_start(cfg, run_id, scenario, wall_start, len(devices))
+        store.record_start(cfg, run_id, scenario, wall_start, len(devices), sim_start)
     try:
-        sim_start = _sim_start(cfg, scenario, wall_start)
         ledger_path = out_dir / "ledger.jsonl"
         totals = simulate(cfg, scenario, specs, ledger_path, sim_start, say, stop)
         if stop.is_set():
@@ -250,7 +253,7 @@ def run_experiment(
         say(f"simulation done: {totals.get('published')} messages published ({expected} distinct readings)")
         margin = timedelta(seconds=_max_skew_s(scenario) + 1.0)
         sim_end = datetime.fromisoformat(totals["end"])
-        window = collect.Window(sim_start - margin, sim_end + margin, tuple(devices))
+        window = collect.Window(sim_start - margin, sim_end + margin, tuple(devices), wall_start)
         drained = wait_drained(cfg, window, expected, scenario.scoring.drain_timeout_s, opts, say, stop)
         say(f"pipeline drained: {drained[0]} ({drained[1]}); scoring")
         report = score_run(cfg, scenario, run_id, ledger_path, planned, devices, wall_start, drained, opts)

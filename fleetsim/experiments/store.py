@@ -24,8 +24,17 @@ def _db_error(exc: Exception, what: str) -> ExperimentError:
 
 
 def record_start(
-    cfg: FleetsimConfig, run_id: str, scenario: Scenario, wall_start: datetime, devices: int
+    cfg: FleetsimConfig,
+    run_id: str,
+    scenario: Scenario,
+    wall_start: datetime,
+    devices: int,
+    sim_start: datetime | None = None,
 ) -> None:
+    """Record a run as ``running``; its simulated interval is stored at once so a concurrent run
+    starts after it."""
+    from datetime import timedelta
+
     import psycopg2
 
     try:
@@ -33,9 +42,11 @@ def record_start(
             cur.execute(
                 "INSERT INTO experiment_runs (run_id, scenario, scenario_file, status, wall_start, seed,"
                 " speed,"
-                " duration_s, devices) VALUES (%s, %s, %s, 'running', %s, %s, %s, %s, %s)",
+                " duration_s, devices, sim_start, sim_end)"
+                " VALUES (%s, %s, %s, 'running', %s, %s, %s, %s, %s, %s, %s)",
                 (run_id, scenario.name, str(scenario.path), wall_start, scenario.seed, scenario.speed,
-                 scenario.duration_s, devices),
+                 scenario.duration_s, devices, sim_start,
+                 None if sim_start is None else sim_start + timedelta(seconds=scenario.duration_s)),
             )  # fmt: skip
         conn.close()
     except psycopg2.Error as exc:

@@ -24,7 +24,7 @@ SHORTEN = 4.0
 @pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
 def test_shipped_scenario_shortened_runs_to_completion(path: Path, exp_pipeline: FleetsimConfig) -> None:
     scenario = load_scenario(path).shortened(SHORTEN)
-    report, out_dir = run_experiment(exp_pipeline, scenario, opts=RunOptions(record=False))
+    report, out_dir = run_experiment(exp_pipeline, scenario, opts=RunOptions())
     assert report["run"]["drained"], report["run"]["drain_note"]
     assert {"summary.md", "report.json", "timeline.png", "detection_latency.png", "integrity.png"} <= {
         p.name for p in out_dir.iterdir()
