@@ -93,6 +93,19 @@ def _session(cfg: FleetsimConfig, client_id: str) -> None:
         raise RuntimeError("no SUBACK while creating the benchmark session")
 
 
+def _drop_session(cfg: FleetsimConfig, client_id: str) -> None:
+    """Delete a benchmark session (clean start, expiry 0): a leftover session still subscribed to
+    the telemetry filter would make Mosquitto queue every later run's messages for it too."""
+    from fleetsim.clients import mqtt_client, mqtt_connect
+
+    c = mqtt_client(cfg, "bridge", client_id, clean=True, session_expiry_s=0)
+    mqtt_connect(c)
+    c.loop_start()
+    time.sleep(0.2)
+    c.disconnect()
+    c.loop_stop()
+
+
 def _prefill(cfg: FleetsimConfig, n: int, tmp: Path) -> float:
     """Queue ``n`` readings with mosquitto_pub -l (credentials from its options file, never argv)."""
     from fleetsim.clients import mqtt_credentials
@@ -216,6 +229,7 @@ def drain_bridge(cfg: FleetsimConfig, n: int, tmp: Path) -> dict[str, float]:
             time.sleep(0.05)
     finally:
         _stop(proc)
+        _drop_session(cfg, client_id)
     if len(marks) < 2:
         raise RuntimeError(f"bridge did not drain; see {tmp / 'bridge.log'}")
     from fleetsim.stack.kafka import end_offsets
@@ -254,6 +268,7 @@ def drain_child(cfg: FleetsimConfig, variant: str, n: int, tmp: Path, limit_s: f
         check=True,
         timeout=limit_s + 120,
     )
+    _drop_session(cfg, client_id)
     return dict(json.loads(out.read_text()))
 
 
@@ -363,7 +378,8 @@ def _quantile(buckets: list[tuple[float, float]], q: float) -> float:
 def latency_run(cfg: FleetsimConfig, rate: float, seconds: float, tmp: Path) -> dict[str, float]:
     cfg = _fresh_topics(cfg)
     port = _free_port()
-    proc = _start_bridge(cfg, f"bench-lat-{uuid.uuid4().hex[:6]}", port, tmp / "bridge-latency.log")
+    client_id = f"bench-lat-{uuid.uuid4().hex[:6]}"
+    proc = _start_bridge(cfg, client_id, port, tmp / "bridge-latency.log")
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -404,6 +420,7 @@ def latency_run(cfg: FleetsimConfig, rate: float, seconds: float, tmp: Path) -> 
         after = _scrape(port)
     finally:
         _stop(proc)
+        _drop_session(cfg, client_id)
     name = "fleetsim_bridge_added_latency_seconds_bucket"
     buckets = sorted(
         (float(k.split("le=")[1].rstrip("}")), after[k] - before.get(k, 0.0))
@@ -587,9 +604,15 @@ def main() -> int:
     if args.publisher:
         publisher_main(args.publisher, args.seconds, args.out)
         return 0
+    import signal
+
     from fleetsim.config import load_config
     from fleetsim.stack import dedicated
 
+    def on_term(_sig: int, _frame: Any) -> None:
+        raise SystemExit(143)  # unwind: the dedicated services get stopped
+
+    signal.signal(signal.SIGTERM, on_term)
     base = load_config(REPO / "fleetsim.toml", environ={}).with_overrides(
         {"stack.jvm_dir": str(REPO / ".cache" / "jvm")}
     )

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fleetsim.clients import kafka_python_kwargs, mqtt_client, mqtt_connect
-from fleetsim.config import FleetsimConfig
+from fleetsim.config import FleetsimConfig, config_to_env
 from fleetsim.contract import encode_reading, format_ts_ms
 
 REPO = Path(__file__).resolve().parents[2]
@@ -107,24 +107,6 @@ def wait_for(predicate: Any, timeout_s: float, what: str, interval: float = 0.1)
 
 
 # ------------------------------------------------------------------------- bridge as a process
-def config_env(cfg: FleetsimConfig) -> dict[str, str]:
-    """The whole config as ``FLEETSIM_<SECTION>__<KEY>`` variables (secrets included)."""
-    env: dict[str, str] = {}
-    for section, values in cfg.model_dump(mode="python").items():
-        for key, raw in values.items():
-            if raw is None:
-                continue
-            value = raw.get_secret_value() if hasattr(raw, "get_secret_value") else raw
-            if isinstance(value, list):
-                text = json.dumps(
-                    [v.model_dump() if hasattr(v, "model_dump") else v for v in value], default=str
-                )
-            else:
-                text = str(value)
-            env[f"FLEETSIM_{section.upper()}__{key.upper()}"] = text
-    return env
-
-
 class BridgeProcess:
     """``python -m fleetsim.cli bridge`` with ``cfg``, its log in ``log_file``."""
 
@@ -132,7 +114,7 @@ class BridgeProcess:
         self.cfg = cfg
         self.log_file = log_file
         env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETSIM_")}
-        env.update(config_env(cfg))
+        env.update(config_to_env(cfg))
         env["PYTHONUNBUFFERED"] = "1"
         with open(log_file, "ab") as fh:
             self.proc = subprocess.Popen(

@@ -124,3 +124,17 @@ def test_ack_many_writes_pubacks_in_order_in_one_packet() -> None:
     c.ack_many([5, 3, 300])
     c.loop_write()
     assert peer.recv(100) == puback_packet(5) + puback_packet(3) + puback_packet(300)
+
+
+def test_ping_queues_one_pingreq_until_answered() -> None:
+    c, peer, _ = _wired_client(FastClient, True)
+    assert isinstance(c, FastClient)
+    c.ping()
+    c.ping()  # one outstanding at a time
+    c.loop_write()
+    assert peer.recv(100) == b"\xc0\x00"
+    peer.sendall(b"\xd0\x00")  # PINGRESP
+    c.loop_read()
+    c.ping()
+    c.loop_write()
+    assert peer.recv(100) == b"\xc0\x00"
