@@ -58,7 +58,7 @@ class Processor:
     ) -> None:
         self.router = router
         self.max_payload = max_payload
-        self.directory: DeviceDirectory = directory or AcceptAll()
+        self.directory: DeviceDirectory = directory if directory is not None else AcceptAll()
         self.deadletter_unknown = unknown_device == "deadletter"
         # The default directory knows everybody: skip the per-record calls entirely.
         self._check_directory = not isinstance(self.directory, AcceptAll)

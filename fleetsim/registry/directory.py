@@ -114,11 +114,11 @@ class DeviceDirectory:
         """The registered site and position of ``device_id`` (None when unknown)."""
         return self._snapshot.get(device_id)
 
-    def __len__(self) -> int:
+    @property
+    def size(self) -> int:
+        """Devices in the current copy. (Deliberately no ``__len__``: an empty registry must not
+        make the directory falsy, or ``directory or AcceptAll()`` would silently drop the check.)"""
         return len(self._snapshot)
-
-    def __contains__(self, device_id: object) -> bool:
-        return device_id in self._snapshot
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, timeout_s: float = 30.0, *, required: bool = True) -> None:
@@ -288,7 +288,7 @@ def for_bridge(cfg: FleetsimConfig) -> DeviceDirectory | None:
         cfg.stack.start_timeout_s if strict else min(5.0, cfg.stack.start_timeout_s), required=strict
     )
     log.info(
-        "device registry loaded: %d devices (unknown ids: %s)", len(directory), cfg.bridge.unknown_device
+        "device registry loaded: %d devices (unknown ids: %s)", directory.size, cfg.bridge.unknown_device
     )
     return directory
 

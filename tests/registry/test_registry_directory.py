@@ -65,7 +65,7 @@ def test_status_answers_enabled_disabled_unknown() -> None:
     assert d.status("b") is DeviceStatus.DISABLED
     assert d.status("zz") is DeviceStatus.UNKNOWN
     assert d.location("a") == DeviceInfo(True, "s", 1.0, 2.0)
-    assert len(d) == 2
+    assert d.size == 2
 
 
 def test_snapshot_from_rows() -> None:
@@ -77,6 +77,7 @@ def test_noted_unknown_ids_are_registered_once_and_survive_reloads() -> None:
     reg = FakeRegistry({})
     d = _directory(reg)
     d.refresh()
+    assert d  # an empty registry must not make the hook falsy (`directory or AcceptAll()`)
     d.note_unknown("new-1")
     d.note_unknown("new-2")
     # Admitted from now on, so the bridge notes each id once.

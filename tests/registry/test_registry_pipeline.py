@@ -258,3 +258,64 @@ def test_unknown_and_disabled_ids_are_deadlettered_unknown_device(pipeline: Flee
     found = _deadletters(cfg, wanted, timeout_s=60)
     assert found == dict.fromkeys(wanted, "unknown_device")
     assert _rows(cfg, [stranger, gone]) == {}
+
+
+def test_accept_mode_forwards_and_auto_registers_unknown_ids_as_unplaced(
+    mosquitto: FleetsimConfig, postgres: FleetsimConfig, kafka_topics: Any, tmp_path: Path
+) -> None:
+    uid = uuid.uuid4().hex[:6]
+    (metrics_port,) = process.free_ports(1)
+    cfg = kafka_topics("registry-accept").with_overrides(
+        {
+            "bridge.unknown_device": "accept",
+            "bridge.client_id": f"registry-accept-{uid}",
+            "bridge.metrics_port": metrics_port,
+        }
+    )
+    bridge = _spawn(cfg, tmp_path / "bridge.log", "bridge")
+    newcomer = f"newcomer-{uid}"
+    try:
+        assert process.wait_for(lambda: _bridge_ok(metrics_port), 90, 0.5), process.tail(
+            tmp_path / "bridge.log"
+        )
+        sim = mqtt_client(cfg, "sim", f"registry-accept-sim-{uid}")
+        mqtt_connect(sim)
+        sim.loop_start()
+        ts = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        try:
+            body = json.dumps({"device_id": newcomer, "ts": ts, "seq": 1, "temperature": 19.0})
+            sim.publish(f"sensors/{newcomer}/telemetry", body, qos=1).wait_for_publish(10)
+        finally:
+            sim.disconnect()
+            sim.loop_stop()
+
+        def registered() -> tuple[Any, ...] | None:
+            conn = pg_connect(cfg, "reader")
+            try:
+                with conn.cursor() as cur:
+                    cur.execute(
+                        "SELECT kind, placed, enabled, lat, lon FROM devices WHERE device_id = %s",
+                        (newcomer,),
+                    )
+                    return cur.fetchone()
+            finally:
+                conn.close()
+
+        assert process.wait_for(lambda: registered() is not None, 30, 0.5)
+        assert registered() == ("real", False, True, None, None)
+        # Forwarded, not dropped: the reading is on the telemetry topic.
+        from kafka import KafkaConsumer
+
+        consumer = KafkaConsumer(
+            cfg.kafka.telemetry_topic,
+            **kafka_python_kwargs(cfg, "admin"),
+            auto_offset_reset="earliest",
+            consumer_timeout_ms=5000,
+        )
+        try:
+            keys = [rec.key for rec in consumer]
+        finally:
+            consumer.close()
+        assert newcomer.encode() in keys
+    finally:
+        _stop(bridge)
