@@ -234,7 +234,7 @@ def test_exact_tables_then_kill_and_restart(stream_cfg: FleetsimConfig, tmp_path
         # ---- set A: exact rows, rejects, dead letters, alerts, windows
         a_keys = {(r["device_id"], r["seq"]) for r in a}
         count = lambda: query(cfg, "SELECT count(*) FROM sensor_data")[0][0]  # noqa: E731
-        wait_for(lambda: count() == len(a_keys), 300, "set A in sensor_data", proc)
+        wait_for(lambda: count() == len(a_keys), 900, "set A in sensor_data", proc)
         wait_for(
             lambda: query(cfg, "SELECT count(*) FROM sensor_data_agg")[0][0] > 0, 120, "set A windows", proc
         )
