@@ -96,7 +96,7 @@ def _sink_variants() -> dict[str, str]:
     current = pgsink.INSERT_RAW
     if _NO_JOIN_SELECT not in current:
         raise RuntimeError("the sink's INSERT_RAW changed shape: update bench_registry")
-    fill = getattr(pgsink, "_POSITION_FILL", {"lat": "coalesce(s.lat, d.lat)", "lon": "coalesce(s.lon, d.lon)"})
+    fill = pgsink._POSITION_FILL
     plain, filled = "s.lat, s.lon,", f"{fill['lat']}, {fill['lon']},"
     site_only = current.replace(filled, plain)
     coalesced = current if filled in current else current.replace(plain, filled)
