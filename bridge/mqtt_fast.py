@@ -25,6 +25,8 @@ import paho.mqtt.client as mqtt
 
 SUPPORTED_PAHO = ("2.2.0",)
 READ_CHUNK = 65536
+REFILLS_PER_READ = 4
+"""Socket reads per ``loop_read`` call (4 x 64 KiB, ~1,100 telemetry messages)."""
 _PUBACK = 0x40
 
 
@@ -121,6 +123,11 @@ class FastClient(mqtt.Client):
             buf, pos = b"", 0
             self._fs_sock = self._sock
         if pos >= len(buf):
+            if self._fs_refills <= 0:
+                # Enough read for one loop_read: return to paho's loop so queued PUBACKs and
+                # pings get written (the kernel still holds data, so select wakes at once).
+                raise BlockingIOError
+            self._fs_refills -= 1
             buf = super()._sock_recv(READ_CHUNK)  # BlockingIOError propagates: paho expects it
             pos = 0
             if not buf:
@@ -136,7 +143,14 @@ class FastClient(mqtt.Client):
         sock, buf, pos = self._rbuf_state()
         return len(buf) - pos if sock is self._sock else 0
 
+    _fs_refills = REFILLS_PER_READ
+
     def loop_read(self, max_packets: int = 1) -> mqtt.MQTTErrorCode:
+        # Bounded work per call: under a continuous inbound flood an unbounded loop never
+        # returned, so PUBACKs and PINGREQs were never written and the broker dropped the
+        # connection for keep-alive timeout. Parsing stops only with an empty buffer, so no
+        # bytes are ever left where select() cannot see them.
+        self._fs_refills = REFILLS_PER_READ
         rc = super().loop_read(max_packets)
         while self._fast and rc == mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS and self.buffered() > 0:
             rc = super().loop_read(max_packets)

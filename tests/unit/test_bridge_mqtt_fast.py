@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 import socket
 
@@ -138,3 +139,29 @@ def test_ping_queues_one_pingreq_until_answered() -> None:
     c.ping()
     c.loop_write()
     assert peer.recv(100) == b"\xc0\x00"
+
+
+def test_loop_read_returns_under_a_continuous_flood_so_acks_can_be_written() -> None:
+    c, peer, got = _wired_client(FastClient, True)
+    peer.setblocking(False)
+    peer.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+    sock = c._sock
+    assert isinstance(sock, socket.socket)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    packet = publish_packet("sensors/d/telemetry", b"x" * 200, 1, 1, True)
+    blob = packet * 20_000  # ~4.5 MB: far more than one bounded read
+    sent = 0
+    with contextlib.suppress(BlockingIOError):
+        while sent < len(blob):
+            sent += peer.send(blob[sent : sent + 65536])
+    assert sent > 5 * 65536, "the socket pair must hold a flood for this test"
+    c.loop_read()
+    assert 0 < len(got) < sent // len(packet)  # returned before draining everything
+    for _ in range(10_000):
+        if len(got) * len(packet) >= sent:
+            break
+        with contextlib.suppress(BlockingIOError):
+            while sent < len(blob):
+                sent += peer.send(blob[sent : sent + 65536])
+        c.loop_read()
+    assert len(got) == 20_000  # and nothing is lost across the bounded calls
