@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
-from test_report import synthetic_report
+from test_exp_report import synthetic_report
 
 from fleetsim.config import FleetsimConfig
 from fleetsim.experiments import store
