@@ -119,7 +119,7 @@ def test_browser_renders_map_and_charts(dashboard_url: str) -> None:
                 _check_pages(page, dashboard_url)
             except Exception:
                 # Keep the evidence of what the browser showed when a wait or check failed.
-                page.screenshot(path=str(ARTIFACTS / "dashboard_failure.png"), full_page=True)
+                page.screenshot(path=str(ARTIFACTS / "dashboard_failure.png"), full_page=True, timeout=90_000)
                 raise
 
 
@@ -127,38 +127,38 @@ def _check_pages(page: Any, dashboard_url: str) -> None:
     page.goto(dashboard_url, wait_until="domcontentloaded")
     deck = page.locator('[data-testid="stDeckGlJsonChart"]')
     canvas = deck.locator("canvas").first
-    canvas.wait_for(state="visible", timeout=60_000)
+    canvas.wait_for(state="visible", timeout=90_000)
     page.get_by_text("5 / 7").first.wait_for(timeout=30_000)
     charts = page.locator('[data-testid="stVegaLiteChart"]')
-    charts.first.wait_for(state="visible", timeout=60_000)
+    charts.first.wait_for(state="visible", timeout=90_000)
     page.wait_for_timeout(1500)  # let deck.gl draw its first frame
     box = canvas.bounding_box()
     assert box is not None and box["width"] > 300 and box["height"] > 200
-    colours = _colour_counts(deck.screenshot())
-    page.screenshot(path=str(ARTIFACTS / "dashboard_live.png"), full_page=True)
+    colours = _colour_counts(deck.screenshot(timeout=90_000))
+    page.screenshot(path=str(ARTIFACTS / "dashboard_live.png"), full_page=True, timeout=90_000)
     # The FAILURE device (red) and the OK devices (green) are drawn on the map canvas.
     assert colours["red"] > 5, colours
     assert colours["green"] > 5, colours
     assert charts.count() >= 1
 
     page.goto(f"{dashboard_url}/trends", wait_until="domcontentloaded")
-    page.get_by_text("Window means of temperature").wait_for(timeout=60_000)
+    page.get_by_text("Window means of temperature").wait_for(timeout=90_000)
     trend_charts = page.locator('[data-testid="stVegaLiteChart"]')
-    trend_charts.first.wait_for(state="visible", timeout=60_000)
+    trend_charts.first.wait_for(state="visible", timeout=90_000)
     page.wait_for_timeout(500)
-    page.screenshot(path=str(ARTIFACTS / "dashboard_trends.png"), full_page=True)
+    page.screenshot(path=str(ARTIFACTS / "dashboard_trends.png"), full_page=True, timeout=90_000)
     assert trend_charts.count() >= 1
 
     for path, marker in (("pipeline", "Dead letters and rejects"), ("devices", "Search id or name")):
         page.goto(f"{dashboard_url}/{path}", wait_until="domcontentloaded")
-        page.get_by_text(marker).first.wait_for(timeout=60_000)
-        page.locator('[data-testid="stDataFrame"]').first.wait_for(state="visible", timeout=60_000)
+        page.get_by_text(marker).first.wait_for(timeout=90_000)
+        page.locator('[data-testid="stDataFrame"]').first.wait_for(state="visible", timeout=90_000)
         if path == "pipeline":  # throughput/latency/batch charts and the dead-letter bars
             drawn = page.locator(
                 '[data-testid="stVegaLiteChart"] canvas, [data-testid="stVegaLiteChart"] svg'
             )
-            drawn.nth(3).wait_for(state="visible", timeout=60_000)
+            drawn.nth(3).wait_for(state="visible", timeout=90_000)
         page.wait_for_timeout(1000)
-        page.screenshot(path=str(ARTIFACTS / f"dashboard_{path}.png"), full_page=True)
+        page.screenshot(path=str(ARTIFACTS / f"dashboard_{path}.png"), full_page=True, timeout=90_000)
         assert page.locator('[data-testid="stException"]').count() == 0, path
     assert page.get_by_text("Traceback").count() == 0
