@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from fleetsim.config import FleetsimConfig
-from fleetsim.errors import ExperimentError, FleetsimError
+from fleetsim.errors import ExperimentError
 from fleetsim.experiments import collect, store
 from fleetsim.experiments.detection import score_detection
 from fleetsim.experiments.integrity import score_integrity
@@ -260,9 +260,12 @@ def run_experiment(
         write_report(report, out_dir)
         if opts.record:
             store.record_result(cfg, report, str(out_dir))
-    except (FleetsimError, OSError, psycopg2.Error) as exc:
+    except Exception as exc:  # recorded whatever it is, then re-raised unchanged (or wrapped)
         if opts.record:
-            store.record_failure(cfg, run_id, str(exc), datetime.now(UTC))
+            try:
+                store.record_failure(cfg, run_id, f"{type(exc).__name__}: {exc}", datetime.now(UTC))
+            except ExperimentError as rec_exc:
+                log.warning("could not record the failure of %s: %s", run_id, rec_exc)
         if isinstance(exc, psycopg2.Error):
             raise ExperimentError(
                 f"run {run_id}: database error: {str(exc).strip().splitlines()[0]}"
