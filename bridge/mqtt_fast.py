@@ -178,17 +178,6 @@ class FastClient(mqtt.Client):
             return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
         return self._send_puback(message.mid)
 
-    def ping(self) -> None:
-        """Send a PINGREQ now unless one is outstanding (thread-safe: queued like an ack).
-
-        paho pings only when it has neither sent nor received anything for a keep-alive period;
-        a bridge that does nothing but receive and ack for minutes was then disconnected by
-        Mosquitto 2.0.11 for "exceeded timeout" in the benchmark. Pinging on a timer costs two
-        tiny packets per interval and removes the question.
-        """
-        if self._state == mqtt._ConnectionState.MQTT_CS_CONNECTED and self._ping_t == 0:
-            self._send_pingreq()
-
     def ack_many(self, mids: Iterable[int]) -> None:
         """PUBACK every mid (QoS 1), in the given order, as one queued write."""
         if not self._fast:

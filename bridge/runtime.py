@@ -314,15 +314,9 @@ class Bridge:
         self._note_window()
 
     def _pump(self) -> None:
-        ping_every = self.cfg.mqtt.keepalive_s / 2
-        next_ping = time.monotonic() + ping_every
         while not self._stop.is_set():
             try:
                 self.pump_once()
-                if time.monotonic() >= next_ping:
-                    next_ping = time.monotonic() + ping_every
-                    if self._connected and self._client is not None:
-                        self._client.ping()
             except Exception:
                 self.stats.internal_errors += 1
                 log.exception("bridge pump error")

@@ -127,20 +127,6 @@ def test_ack_many_writes_pubacks_in_order_in_one_packet() -> None:
     assert peer.recv(100) == puback_packet(5) + puback_packet(3) + puback_packet(300)
 
 
-def test_ping_queues_one_pingreq_until_answered() -> None:
-    c, peer, _ = _wired_client(FastClient, True)
-    assert isinstance(c, FastClient)
-    c.ping()
-    c.ping()  # one outstanding at a time
-    c.loop_write()
-    assert peer.recv(100) == b"\xc0\x00"
-    peer.sendall(b"\xd0\x00")  # PINGRESP
-    c.loop_read()
-    c.ping()
-    c.loop_write()
-    assert peer.recv(100) == b"\xc0\x00"
-
-
 def test_loop_read_returns_under_a_continuous_flood_so_acks_can_be_written() -> None:
     c, peer, got = _wired_client(FastClient, True)
     peer.setblocking(False)
