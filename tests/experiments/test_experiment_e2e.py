@@ -17,7 +17,8 @@ from fleetsim.experiments.runner import RunOptions, run_experiment
 from fleetsim.experiments.scenario import load_scenario
 from fleetsim.experiments.targets import write_fleet_csv
 
-pytestmark = pytest.mark.integration
+# The first test also pays for the session pipeline (Spark start: minutes on a loaded machine).
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
 
 INTERVAL_S = 5.0
 BUFFER = 4

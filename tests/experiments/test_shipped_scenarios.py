@@ -15,7 +15,8 @@ from fleetsim.experiments.collect import read_ledger_file
 from fleetsim.experiments.runner import RunOptions, run_experiment
 from fleetsim.experiments.scenario import load_scenario
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# The first test also pays for the session pipeline (Spark start: minutes on a loaded machine).
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1200)]
 
 SCENARIOS = sorted((Path(__file__).resolve().parents[2] / "scenarios").glob("*.toml"))
 SHORTEN = 4.0
