@@ -6,6 +6,9 @@
   (Kafka with its topics and ACLs, PostgreSQL with roles and migrations) and return ``fleet_cfg``.
 - ``kafka_topics(prefix)``: a cfg copy whose telemetry/dead-letter topics are fresh, unique and
   created (with the bridge/stream ACLs) on the running broker.
+- ``private_mosquitto``: function-scoped; a cfg copy (of ``fleet_cfg``: same Kafka/PostgreSQL)
+  pointing at a fresh Mosquitto of its own (~0.1 s to start). Use it when a test counts every
+  message on ``sensors/+/telemetry``: on the shared broker, other tests' publishers may be live.
 
 Tests that disrupt a service (stop it, kill -9 it) must use their own instance:
 ``fleetsim.stack.dedicated`` (see its docstring), never these shared ones.
@@ -25,6 +28,7 @@ from fleetsim.errors import MissingDependencyError
 from fleetsim.stack import Kafka, Mosquitto, Postgres, isolated_config
 from fleetsim.stack.base import Service
 from fleetsim.stack.kafka import ensure_topics
+from fleetsim.stack.process import free_ports
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -69,6 +73,18 @@ def kafka(fleet_cfg: FleetsimConfig) -> Iterator[FleetsimConfig]:
 @pytest.fixture(scope="session")
 def postgres(fleet_cfg: FleetsimConfig) -> Iterator[FleetsimConfig]:
     yield from _run_service(Postgres(fleet_cfg))
+
+
+@pytest.fixture
+def private_mosquitto(
+    fleet_cfg: FleetsimConfig, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[FleetsimConfig]:
+    (port,) = free_ports(1)
+    # Own run dir: the broker's files (config, passwd, persistence) must not touch the shared one's.
+    run_dir = tmp_path_factory.mktemp("private-mqtt")
+    yield from _run_service(
+        Mosquitto(fleet_cfg.with_overrides({"mqtt.port": port, "stack.run_dir": str(run_dir)}))
+    )
 
 
 @pytest.fixture(scope="session")

@@ -202,3 +202,21 @@ def test_status_figure_is_measured_from_the_broker(mosquitto: FleetsimConfig) ->
     finally:
         pub.disconnect()
         pub.loop_stop()
+
+
+def test_private_mosquitto_is_a_separate_broker(
+    private_mosquitto: FleetsimConfig, mosquitto: FleetsimConfig
+) -> None:
+    assert private_mosquitto.mqtt.port != mosquitto.mqtt.port
+    shared = Collector(mosquitto, "tool", "sensors/#")
+    private = Collector(private_mosquitto, "tool", "sensors/#")
+    pub = _publisher(private_mosquitto)
+    try:
+        pub.publish("sensors/dev-private/telemetry", b"only-here", qos=1).wait_for_publish(5)
+        assert private.next().payload == b"only-here"
+        assert shared.messages.empty()
+    finally:
+        pub.disconnect()
+        pub.loop_stop()
+        shared.close()
+        private.close()
