@@ -17,13 +17,13 @@ from fleetsim.stack.tap import tap_kafka, tap_mqtt
 pytestmark = pytest.mark.integration
 
 
-def test_tap_mqtt_prints_topic_and_payload(mosquitto: FleetsimConfig) -> None:
+def test_tap_mqtt_prints_topic_and_payload(private_mosquitto: FleetsimConfig) -> None:
     lines: list[str] = []
     tapper = threading.Thread(
-        target=tap_mqtt, args=(mosquitto, "sensors/+/status", 1), kwargs={"out": lines.append}
+        target=tap_mqtt, args=(private_mosquitto, "sensors/+/status", 1), kwargs={"out": lines.append}
     )
     tapper.start()
-    pub = mqtt_client(mosquitto, "sim", f"tap-pub-{uuid.uuid4().hex[:6]}")
+    pub = mqtt_client(private_mosquitto, "sim", f"tap-pub-{uuid.uuid4().hex[:6]}")
     mqtt_connect(pub)
     pub.loop_start()
     try:
