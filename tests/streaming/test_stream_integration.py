@@ -282,11 +282,23 @@ def test_exact_tables_then_kill_and_restart(stream_cfg: FleetsimConfig, tmp_path
                 for s, key, ws, we, n, w, na, tm, tmin, tmax, cmax in got
             }  # fmt: skip
 
-        wait_for(
-            lambda: {key: v["n_messages"] for key, v in agg_rows().items()}
-            == {key: v["n_messages"] for key, v in want_aggs.items()},
-            300, "window counts to converge", proc,
-        )  # fmt: skip
+        want_counts = {key: v["n_messages"] for key, v in want_aggs.items()}
+        try:
+            wait_for(
+                lambda: {key: v["n_messages"] for key, v in agg_rows().items()} == want_counts,
+                600,
+                "window counts to converge",
+                proc,
+            )
+        except AssertionError as exc:  # say how far off, not just "timed out"
+            got_counts = {key: v["n_messages"] for key, v in agg_rows().items()}
+            diff = sorted(
+                (key, got_counts.get(key), want_counts.get(key))
+                for key in set(got_counts) | set(want_counts)
+                if got_counts.get(key) != want_counts.get(key)
+            )
+            msg = f"{exc}; {len(diff)} windows differ (key, got, want): {diff[:8]}"
+            raise AssertionError(msg) from exc
         # Metrics endpoint of the restarted job.
         body = (
             urllib.request.urlopen(f"http://127.0.0.1:{cfg.spark.metrics_port}/metrics", timeout=5)
