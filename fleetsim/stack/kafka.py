@@ -186,7 +186,11 @@ class Kafka(Service):
             self.data_dir.mkdir(parents=True, exist_ok=True)
             log.info("formatting Kafka storage in %s", self.data_dir)
             argv = self._java(
-                "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(self.props_file)
+                "kafka.tools.StorageTool",
+                "format",
+                f"--cluster-id={_cluster_id()}",
+                "-c",
+                str(self.props_file),
             )
             process.run_checked(argv, "Kafka storage format", timeout_s=120)
 
