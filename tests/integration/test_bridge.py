@@ -18,6 +18,7 @@ from bridge_support import Publisher, consume, reading, scrape, seqs_by_device, 
 from bridge.runtime import Bridge
 from fleetsim.config import FleetsimConfig
 from fleetsim.contract import KafkaHeader, Reading, decode
+from fleetsim.stack.process import free_ports
 
 pytestmark = pytest.mark.integration
 
@@ -26,6 +27,9 @@ HOSTILE = Path(__file__).resolve().parents[1] / "data" / "hostile"
 
 @contextmanager
 def running_bridge(cfg: FleetsimConfig, **kw: object) -> Iterator[Bridge]:
+    # A port of its own: bridge processes of other tests (pipelines, kill -9 drills) may hold the
+    # session config's bridge.metrics_port while this in-process bridge runs.
+    kw.setdefault("metrics_port", free_ports(1)[0])
     b = Bridge(cfg, client_id=f"test-bridge-{uuid.uuid4().hex[:8]}", **kw)  # type: ignore[arg-type]
     try:
         b.start()

@@ -340,12 +340,18 @@ def test_exact_tables_then_kill_and_restart(stream_cfg: FleetsimConfig, tmp_path
         (d, kind, m, ts)
         for d, kind, m, ts in query(cfg, "SELECT device_id, kind, measurement, event_ts FROM sensor_alerts")
     }
-    assert alerts == {
+    # b goes quiet after T0+50s, but its late reading at T0+1min arrives later. Whether that
+    # reading is already stored when a batch checks for silence depends on how Kafka records were
+    # cut into micro-batches, so b's "overdue since" instant is T0+110s, T0+120s, or both (a
+    # second silence after the late reading is a new episode). Anything else is a bug.
+    b_offline = {a for a in alerts if a[:3] == ("b", "offline", "")}
+    assert b_offline, "b's silence was not detected"
+    assert {ts for *_, ts in b_offline} <= {T0 + timedelta(seconds=110), T0 + timedelta(seconds=120)}
+    assert alerts - b_offline == {
         ("a", "extreme_high", "temperature", T0 + timedelta(seconds=40)),
         ("b", "low_battery", "battery", T0),
         ("b", "stuck", "temperature", T0 + timedelta(seconds=50)),
         ("b", "status_warning", "", T0 + timedelta(minutes=1)),
-        ("b", "offline", "", T0 + timedelta(seconds=50 + 60)),
         ("a", "offline", "", T0 + timedelta(minutes=13)),
         ("c", "offline", "", T0 + timedelta(minutes=13)),
     }
