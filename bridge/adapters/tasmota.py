@@ -94,10 +94,11 @@ class TasmotaAdapter:
         if not blocks:
             raise Rejected(RejectReason.UNSUPPORTED_FORMAT, "no known Tasmota sensor block")
         temp_unit = obj.get("TempUnit", "C")
-        if temp_unit not in ("C", "F"):
+        if not isinstance(temp_unit, str) or temp_unit not in ("C", "F"):
             raise Rejected(RejectReason.UNSUPPORTED_FORMAT, f"TempUnit {temp_unit!r} is not C or F")
         pressure_unit = obj.get("PressureUnit", "hPa")
-        if pressure_unit not in _PRESSURE_TO_HPA:
+        # isinstance first: a JSON list or object is unhashable and would raise TypeError here.
+        if not isinstance(pressure_unit, str) or pressure_unit not in _PRESSURE_TO_HPA:
             raise Rejected(
                 RejectReason.UNSUPPORTED_FORMAT, f"PressureUnit {pressure_unit!r} is not hPa, mmHg or inHg"
             )
