@@ -8,6 +8,7 @@ scraped from the component itself: the Prometheus ``/metrics`` endpoint on
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -160,9 +161,12 @@ class AppComponent:
         return True
 
     def _kill(self, pid: int, timeout_s: float) -> bool:
-        # The component leads its own process group (Streamlit, Spark's JVM are its children):
-        # SIGTERM the group, wait for the leader, then make sure no child outlives it.
-        self._signal_group(pid, signal.SIGTERM)
+        # The component leads its own process group (Streamlit, Spark's JVM are its children).
+        # SIGTERM the leader only: the streaming job stops its queries through the JVM, which a
+        # group-wide SIGTERM would kill under it (py4j "Answer from Java side is empty" and a
+        # batch cut short). Once the leader is gone, no child may outlive it.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
         graceful = process.wait_for(lambda: not process.pid_alive(pid), timeout_s, 0.2)
         if not graceful:
             self._signal_group(pid, signal.SIGKILL)

@@ -1,0 +1,164 @@
+"""Drills on the pipeline's own processes, checked against the ground truth in ``sensor_data``.
+
+One dedicated pipeline for the module; each drill publishes on its own devices, disrupts one
+component mid-stream, lets the pipeline drain and counts lost, duplicated and unexpected rows.
+A drill's "supervisor" restarts what it killed with the same command and configuration, as a
+container restart policy would; no drill deletes state or runs a repair step.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from reliability_support import Pipeline, TruthPublisher, drain, pipeline, wait_for
+
+from fleetsim.clients import mqtt_client, mqtt_connect, pg_connect
+from fleetsim.config import FleetsimConfig
+from fleetsim.contract import encode_reading, format_ts_ms
+
+pytestmark = [pytest.mark.integration, pytest.mark.spark]
+
+
+@pytest.fixture(scope="module")
+def pipe(fleet_cfg: FleetsimConfig, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+    with pipeline(fleet_cfg, tmp_path_factory.mktemp("rel-proc")) as p:
+        yield p
+
+
+def _rows(p: Pipeline, devices: list[str]) -> int:
+    with pg_connect(p.cfg, "reader") as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM sensor_data WHERE device_id = ANY(%s)", (devices,))
+        n = int(cur.fetchone()[0])
+    conn.close()
+    return n
+
+
+def test_bridge_killed_three_times_mid_stream_loses_nothing(pipe: Pipeline) -> None:
+    pub = TruthPublisher(pipe.cfg, "drill-bridge", devices=10, rate=300)
+    pub.start()
+    try:
+        for _ in range(3):
+            time.sleep(3)
+            pipe.bridge.kill9()
+            time.sleep(1)  # the broker queues for the bridge's persistent session meanwhile
+            pipe.start_bridge()
+        time.sleep(2)
+    finally:
+        pub.finish()
+    v = drain(pipe.cfg, pub)
+    assert pipe.bridge.starts >= 4
+    assert v.n_lost == 0 and v.n_duplicated == 0 and v.n_unexpected == 0, v.summary()
+    assert v.acked > 2500, v.summary()
+
+
+def test_spark_driver_killed_mid_batch_resumes_from_its_checkpoint(pipe: Pipeline) -> None:
+    pub = TruthPublisher(pipe.cfg, "drill-spark", devices=10, rate=300)
+    pub.start()
+    try:
+        # Mid-batch: rows of this drill are flowing into the table when the driver dies.
+        wait_for(lambda: _rows(pipe, pub.devices) > 300, 300, "rows of this drill to land")
+        pipe.stream.kill9()
+        time.sleep(3)
+        pipe.start_stream()
+        time.sleep(3)
+    finally:
+        pub.finish()
+    v = drain(pipe.cfg, pub)
+    assert v.n_lost == 0 and v.n_duplicated == 0 and v.n_unexpected == 0, v.summary()
+
+
+def test_writer_backend_terminated_and_postgres_restarted(pipe: Pipeline) -> None:
+    pub = TruthPublisher(pipe.cfg, "drill-pg", devices=10, rate=300)
+    pub.start()
+    try:
+        wait_for(lambda: _rows(pipe, pub.devices) > 300, 300, "rows of this drill to land")
+        writer = pipe.cfg.postgres.writer_user
+        with pg_connect(pipe.cfg, "admin") as conn, conn.cursor() as cur:
+            cur.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = %s", (writer,)
+            )
+            killed = int(cur.fetchone()[0])
+        conn.close()
+        assert killed >= 1, "the streaming job holds no writer connection to terminate"
+        time.sleep(3)
+        pg = pipe.services["postgres"]
+        pg.stop()
+        time.sleep(3)
+        pg.start()
+        time.sleep(5)
+    finally:
+        pub.finish()
+    v = drain(pipe.cfg, pub)
+    assert pipe.stream.alive, f"the streaming job died instead of retrying:\n{pipe.stream.tail()}"
+    assert v.n_lost == 0 and v.n_duplicated == 0 and v.n_unexpected == 0, v.summary()
+
+
+def _late_dropped(p: Pipeline) -> int:
+    with pg_connect(p.cfg, "reader") as conn, conn.cursor() as cur:
+        cur.execute("SELECT coalesce(sum(late_rows_dropped), 0) FROM pipeline_metrics")
+        n = int(cur.fetchone()[0])
+    conn.close()
+    return n
+
+
+def test_late_events_land_raw_flagged_and_are_counted_as_dropped_by_the_windows(pipe: Pipeline) -> None:
+    """Readings 30 min behind the newest event time (watermark: 2 min): ``sensor_data`` keeps
+    every one with ``late = true``; the windowed flow drops them and says how many."""
+    pub = TruthPublisher(pipe.cfg, "drill-late", devices=5, rate=100)
+    pub.start()
+    try:
+        wait_for(lambda: _rows(pipe, pub.devices) > 50, 300, "on-time rows of this drill to land")
+    finally:
+        pub.finish()
+    on_time = drain(pipe.cfg, pub)
+    assert on_time.n_lost == 0, on_time.summary()
+    dropped_before = _late_dropped(pipe)
+
+    late_devices = [f"drill-late-{i:03d}" for i in range(5)]
+    old = datetime.now(UTC) - timedelta(minutes=30)
+    client = mqtt_client(pipe.cfg, "sim", f"late-{time.monotonic_ns()}")
+    mqtt_connect(client)
+    client.loop_start()
+    infos = []
+    n_late = 0
+    for k in range(20):
+        ts_ms = int((old + timedelta(seconds=k)).timestamp() * 1000)
+        for dev in late_devices:
+            payload = encode_reading(
+                dev, format_ts_ms(ts_ms), 100_000 + k, 21.0, 45.0, 600.0, 1013.0, 80.0, 45.76, 4.84
+            )
+            infos.append(client.publish(f"sensors/{dev}/telemetry", payload, qos=1))
+            n_late += 1
+    for info in infos:
+        info.wait_for_publish(timeout=30)
+    client.disconnect()
+    client.loop_stop()
+
+    def late_rows() -> int:
+        with pg_connect(pipe.cfg, "reader") as conn, conn.cursor() as cur:
+            cur.execute(
+                "SELECT count(*) FILTER (WHERE late), count(*) FROM sensor_data "
+                "WHERE device_id = ANY(%s) AND seq >= 100000",
+                (late_devices,),
+            )
+            flagged, total = cur.fetchone()
+        conn.close()
+        assert flagged == total, f"{total - flagged} late rows stored without the late flag"
+        return int(total)
+
+    wait_for(lambda: late_rows() == n_late, 120, f"all {n_late} late readings to land in sensor_data")
+    # The windowed query's state operators count what they drop behind the watermark.
+    wait_for(
+        lambda: _late_dropped(pipe) - dropped_before >= n_late, 120, "the windows to count the late drops"
+    )
+    with pg_connect(pipe.cfg, "reader") as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT count(*) FROM sensor_data_agg "
+            "WHERE scope = 'device' AND key = ANY(%s) AND window_end <= %s",
+            (late_devices, old + timedelta(minutes=6)),
+        )
+        assert cur.fetchone()[0] == 0, "late readings reached the aggregates"
+    conn.close()
