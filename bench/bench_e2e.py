@@ -28,6 +28,8 @@ from fleetsim.config import FleetsimConfig, config_to_env
 from fleetsim.stack import service
 from fleetsim.stack.components import AppComponent
 
+# Ramp (up to 9 steps of 60 s plus drains) and a 10-minute soak.
+TIMEOUT_S = 3_000
 REPO = Path(__file__).resolve().parent.parent
 P95_LIMIT_S = 2.0
 WARMUP_S = 5.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -12,6 +13,7 @@ from fleetsim.bench import harness, report
 from fleetsim.config import FleetsimConfig
 
 ENGINES = ("mosquitto", "kafka", "postgres")
+DEFAULT_TIMEOUT_S = 900.0
 
 
 def register(sub: Any) -> None:
@@ -19,7 +21,12 @@ def register(sub: Any) -> None:
     p.add_argument("names", nargs="*", help="benchmarks to run (default: all); see --list")
     p.add_argument("--quick", action="store_true", help="short runs (smoke-check the benchmarks)")
     p.add_argument("--list", action="store_true", help="list the benchmarks and exit")
-    p.add_argument("--timeout", type=float, default=900.0, help="seconds each benchmark may take")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="seconds each benchmark may take (default: the TIMEOUT_S the benchmark declares, else 900)",
+    )
     p.add_argument("--repo", type=Path, default=Path.cwd(), help="repository root (default: cwd)")
     p.add_argument(
         "--render-only", action="store_true", help="rebuild BENCHMARKS.md from stored results, run nothing"
@@ -50,8 +57,16 @@ def run(args: argparse.Namespace, cfg: FleetsimConfig) -> int:
         print(f"engines up on free ports ({', '.join(ENGINES)}); running {len(chosen)} benchmark(s)")
         for i, (name, path) in enumerate(chosen.items(), start=1):
             print(f"[{i}/{len(chosen)}] {name} ...", flush=True)
-            outcome = harness.run_one(name, path, bench_cfg, args.quick, args.timeout)
-            print(f"[{i}/{len(chosen)}] {name}: {outcome.status} in {outcome.duration_s} s", flush=True)
+            timeout_s = args.timeout or harness.declared_timeout(path) or DEFAULT_TIMEOUT_S
+            # Load average before and after: a figure taken on a busy machine must say so.
+            load_before = round(os.getloadavg()[0], 2)
+            outcome = harness.run_one(name, path, bench_cfg, args.quick, timeout_s)
+            load_after = round(os.getloadavg()[0], 2)
+            print(
+                f"[{i}/{len(chosen)}] {name}: {outcome.status} in {outcome.duration_s} s "
+                f"(load average {load_before} -> {load_after})",
+                flush=True,
+            )
             if outcome.error:
                 print(outcome.error)
             outcomes[name] = {
@@ -59,6 +74,9 @@ def run(args: argparse.Namespace, cfg: FleetsimConfig) -> int:
                 "duration_s": outcome.duration_s,
                 "result": outcome.result,
                 "error": outcome.error,
+                "timeout_s": timeout_s,
+                "load_before": load_before,
+                "load_after": load_after,
             }
     payload = {
         "started_at": time.strftime(

@@ -64,6 +64,15 @@ def discover(bench_dir: Path) -> dict[str, Path]:
     return found
 
 
+_TIMEOUT_RE = re.compile(r"^TIMEOUT_S\s*=\s*([0-9_.]+)", re.MULTILINE)
+
+
+def declared_timeout(path: Path) -> float | None:
+    """The ``TIMEOUT_S = <seconds>`` a benchmark module declares (read, not imported)."""
+    m = _TIMEOUT_RE.search(path.read_text(encoding="utf-8"))
+    return float(m.group(1).replace("_", "")) if m else None
+
+
 def select(available: dict[str, Path], names: Sequence[str]) -> dict[str, Path]:
     if not names:
         return available

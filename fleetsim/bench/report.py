@@ -69,7 +69,12 @@ def render_bench(name: str, outcome: dict[str, Any]) -> str:
     lines = [f"## {title} (`bench_{name}.py`)", ""]
     lines.append(
         f"Status: {outcome.get('status')}{' (quick run)' if outcome.get('quick') else ''}, "
-        f"{outcome.get('duration_s')} s, from `bench/results/{outcome.get('file')}`."
+        f"{outcome.get('duration_s')} s, from `bench/results/{outcome.get('file')}`"
+        + (
+            f"; 1-min load average {outcome['load_before']} before, {outcome['load_after']} after (2 cores)."
+            if outcome.get("load_before") is not None
+            else "."
+        )
     )
     lines.append("")
     if outcome.get("status") != "ok":

@@ -86,3 +86,12 @@ def test_child_gets_the_whole_config_through_env() -> None:
     assert back.mqtt.port == 1999
     assert back.bridge.routes == cfg.bridge.routes
     assert parse_env(env)["kafka"]["admin_password"] == "s3cret"
+
+
+def test_declared_timeout_is_read_without_importing_the_module(tmp_path: Path) -> None:
+    from fleetsim.bench.harness import declared_timeout
+
+    (tmp_path / "bench_a.py").write_text('import does_not_exist\nTIMEOUT_S = 1_800\n"""doc"""\n')
+    (tmp_path / "bench_b.py").write_text("NAIVE_TIMEOUT_S = 5\n")
+    assert declared_timeout(tmp_path / "bench_a.py") == 1800.0
+    assert declared_timeout(tmp_path / "bench_b.py") is None
