@@ -98,6 +98,11 @@ class KafkaConfig(_Section):
     """``host:port[,host:port]`` of the client (SASL) listener."""
     controller_port: int = Field(9093, ge=1, le=65535)
     """KRaft controller listener port (local stack only, loopback)."""
+    advertised_port: int | None = Field(None, ge=1, le=65535)
+    """Port the local broker advertises for its client listener (``advertised.listeners``); unset
+    means the listener's own port from ``bootstrap``. Set it only when clients must reach the broker
+    through a TCP proxy or port forward on this port (the reliability drills' slow-link proxy):
+    clients bootstrap on ``bootstrap`` and then produce/fetch through the advertised address."""
     telemetry_topic: str = "sensors.telemetry"
     deadletter_topic: str = "sensors.deadletter"
     partitions: int = Field(4, ge=1, le=1024)

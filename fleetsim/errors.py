@@ -47,6 +47,11 @@ class StreamingError(FleetsimError):
     """The Spark streaming job hit an unrecoverable condition."""
 
 
+class KafkaDataLossError(StreamingError):
+    """Kafka no longer has records the job had not read yet (aged out or deleted): the job stops
+    rather than skip them (Spark's ``failOnDataLoss``); the message names topic, partition, offsets."""
+
+
 class SinkError(StreamingError):
     """Writing a micro-batch to PostgreSQL failed."""
 

@@ -11,6 +11,7 @@ Three queries share one SparkSession (each with its own checkpoint sub-directory
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from datetime import date
@@ -27,13 +28,26 @@ from cloud.streaming.pgsink import PgSink, RawBatch
 from cloud.streaming.session import build_session
 from fleetsim.clients import pg_dsn_kwargs, spark_kafka_options
 from fleetsim.config import FleetsimConfig
-from fleetsim.errors import StreamingError
+from fleetsim.errors import KafkaDataLossError, StreamingError
 
 log = logging.getLogger("fleetsim.stream")
 
 QUERY_NAMES = ("raw", "agg", "deadletter")
 MAX_RESTARTS = 5
 RESTART_WINDOW_S = 600.0
+
+
+_DATA_LOSS_REASON = re.compile(r"Reason:\s*(.+?)\s*(?:SQLSTATE|JVM stacktrace|\n\s*at |$)", re.DOTALL)
+
+
+def data_loss_detail(error_text: str) -> str | None:
+    """The reason line of a Spark Kafka-source data-loss failure (names the topic partition and
+    offsets), or None when ``error_text`` is another failure."""
+    if "KAFKA_DATA_LOSS" not in error_text and "failOnDataLoss" not in error_text:
+        return None
+    found = _DATA_LOSS_REASON.search(error_text)
+    detail = found.group(1) if found else error_text.splitlines()[0]
+    return " ".join(detail.split())[:500].rstrip(".")
 
 
 def split_raw(table: Any) -> RawBatch:
@@ -177,7 +191,9 @@ class StreamJob:
     def run_until(self, stop: threading.Event, poll_s: float = 1.0) -> None:
         """Block until ``stop`` is set. A query that dies is restarted from its checkpoint (the
         sink is idempotent, so the replayed batch converges) up to ``MAX_RESTARTS`` times within
-        ``RESTART_WINDOW_S``; past that the error is raised.
+        ``RESTART_WINDOW_S``; past that the error is raised. A Kafka data-loss failure (records
+        aged out or deleted before the job read them; ``failOnDataLoss`` is on) is never
+        restarted: it raises :class:`KafkaDataLossError` naming the topic partition and offsets.
 
         Why restart at all: besides transient PostgreSQL/Kafka errors, Spark 4.1.1's Kafka source
         throws an NPE while reporting progress of the first batch after a restart whose last
@@ -189,6 +205,15 @@ class StreamJob:
                 if q.isActive:
                     continue
                 exc = q.exception()
+                lost = data_loss_detail(str(exc)) if exc is not None else None
+                if lost is not None:
+                    # A restart would resume from the same checkpoint and fail the same way; and
+                    # skipping the gap would be silent loss: stop, naming what is gone.
+                    raise KafkaDataLossError(
+                        f"query {q.name}: Kafka no longer has records the job has not read "
+                        f"(aged out by retention or deleted): {lost}. Nothing was skipped; replay "
+                        "the readings or accept the gap explicitly before restarting the job"
+                    )
                 now = time.monotonic()
                 restarts = [t for t in restarts if now - t < RESTART_WINDOW_S]
                 if exc is None or len(restarts) >= MAX_RESTARTS:

@@ -18,9 +18,9 @@ Services not listed are not started (``cfg`` still has free ports for them).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fleetsim.config import FleetsimConfig
 from fleetsim.stack import process
@@ -54,6 +54,7 @@ def isolated_config(base: FleetsimConfig, run_dir: Path) -> FleetsimConfig:
     for key, port in zip(PORT_KEYS, ports, strict=True):
         overrides[key] = f"127.0.0.1:{port}" if key == "kafka.bootstrap" else port
     overrides["stack.run_dir"] = str(run_dir)
+    overrides["kafka.advertised_port"] = None  # a port of base's setup (a proxy), not of this one
     overrides["spark.checkpoint_dir"] = None
     overrides["simulation.ledger_file"] = None
     for section, model in type(base).model_fields.items():
@@ -65,12 +66,22 @@ def isolated_config(base: FleetsimConfig, run_dir: Path) -> FleetsimConfig:
 
 @contextlib.contextmanager
 def dedicated(
-    base: FleetsimConfig, run_dir: Path, *names: str
+    base: FleetsimConfig,
+    run_dir: Path,
+    *names: str,
+    adjust: Callable[[FleetsimConfig], Mapping[str, Any]] | None = None,
 ) -> Iterator[tuple[FleetsimConfig, dict[str, Service]]]:
-    """Start dedicated instances of ``names`` (in order); stop them all on exit."""
+    """Start dedicated instances of ``names`` (in order); stop them all on exit.
+
+    ``adjust``, when given, is called with the isolated config (its ports chosen) before any
+    service starts and returns overrides for it, e.g. ``kafka.advertised_port`` of a TCP proxy
+    that must know the broker's port first.
+    """
     from fleetsim.stack import service
 
     cfg = isolated_config(base, run_dir)
+    if adjust is not None:
+        cfg = cfg.with_overrides(adjust(cfg))
     started: dict[str, Service] = {}
     try:
         for name in names:

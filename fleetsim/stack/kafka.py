@@ -72,7 +72,7 @@ def server_properties(cfg: FleetsimConfig, log_dir: Path) -> str:
         "node.id": str(NODE_ID),
         "controller.quorum.voters": f"{NODE_ID}@127.0.0.1:{cport}",
         "listeners": f"CLIENT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}",
-        "advertised.listeners": f"CLIENT://127.0.0.1:{port}",
+        "advertised.listeners": f"CLIENT://127.0.0.1:{k.advertised_port or port}",
         "listener.security.protocol.map": "CLIENT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT",
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "CLIENT",

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from fleetsim.config import FleetsimConfig
-from fleetsim.errors import MigrationError, PortInUseError
+from fleetsim.errors import ConfigError, MigrationError, PortInUseError
 from fleetsim.stack import process
 from fleetsim.stack.kafka import server_properties
 from fleetsim.stack.migrations import discover
@@ -73,6 +73,19 @@ def test_kafka_properties_bind_loopback_and_require_sasl() -> None:
     assert props["super.users"] == f"User:{CFG.kafka.admin_user}"
     jaas = props["listener.name.client.plain.sasl.jaas.config"]
     assert f'user_{CFG.kafka.bridge_user}="b-pw"' in jaas and f'user_{CFG.kafka.stream_user}="s-pw"' in jaas
+
+
+def test_kafka_advertises_its_own_port_unless_told_a_proxy_port() -> None:
+    def advertised(cfg: FleetsimConfig) -> str:
+        lines = server_properties(cfg, Path("/x")).splitlines()
+        return next(line.split("=", 1)[1] for line in lines if line.startswith("advertised.listeners="))
+
+    assert advertised(CFG) == "CLIENT://127.0.0.1:19092"
+    proxied = CFG.with_overrides({"kafka.advertised_port": 29092})
+    assert advertised(proxied) == "CLIENT://127.0.0.1:29092"
+    assert "CLIENT://127.0.0.1:19092" in server_properties(proxied, Path("/x"))  # still binds its own
+    with pytest.raises(ConfigError):
+        CFG.with_overrides({"kafka.advertised_port": 70000})
 
 
 def test_migration_discovery_orders_and_rejects_bad_names(tmp_path: Path) -> None:
