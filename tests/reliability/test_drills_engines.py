@@ -1,0 +1,450 @@
+"""Drills on the engines (Kafka, Mosquitto, the bridge-Kafka link), checked against ``sensor_data``.
+
+One dedicated pipeline for the module (see ``reliability_support``); each drill publishes on its
+own devices, disrupts one engine mid-stream, lets the pipeline drain and counts lost, duplicated
+and unexpected rows. A drill restarts what it killed with the same data directory, as a restart
+policy would; no drill deletes state or runs a repair step (drill 4 deletes Kafka records on
+purpose: that *is* its fault).
+
+The slow/cut link: Kafka advertises the port of a TCP proxy in this module
+(``kafka.advertised_port``), so every Kafka client of the pipeline (bridge, Spark, the stack's
+admin calls) bootstraps on the broker's own port and then produces and fetches through the proxy.
+Only drill 3 slows or cuts it; for the other drills it forwards bytes unchanged.
+
+Each drill prints one ``DRILL`` line with its figures (run with ``-s`` to see them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from reliability_support import Pipeline, TruthPublisher, check, drain, pipeline, stored_counts, wait_for
+
+from fleetsim.clients import confluent_kafka_config
+from fleetsim.config import FleetsimConfig
+from fleetsim.stack import process
+from fleetsim.stack.kafka import kafka_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.spark]
+
+RATE = 250.0
+"""Messages per second of each drill's ground-truth publisher (10 devices)."""
+
+
+# --------------------------------------------------------------------------------- TCP proxy
+class LinkProxy:
+    """A loopback TCP proxy with adjustable latency that can cut every connection.
+
+    An asyncio loop in a daemon thread. Each chunk read is forwarded ``delay_s`` after it
+    arrived (latency, not a bandwidth cap: chunks in flight overlap). :meth:`cut` resets every
+    open connection and resets new ones at once until :meth:`heal` (the listening socket stays
+    bound so no other process can take the port meanwhile).
+    """
+
+    def __init__(self) -> None:
+        self.upstream_port: int | None = None
+        self.delay_s = 0.0
+        self.cutting = False
+        self.connections = 0
+        self.resets = 0
+        self._sock = socket.create_server(("127.0.0.1", 0), backlog=128)
+        self.port: int = self._sock.getsockname()[1]
+        self._loop = asyncio.new_event_loop()
+        self._open: set[asyncio.StreamWriter] = set()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="link-proxy")
+        self._thread.start()
+        self._ready.wait(10)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        server = self._loop.run_until_complete(asyncio.start_server(self._handle, sock=self._sock))
+        self._ready.set()
+        self._loop.run_forever()
+        server.close()
+
+    @staticmethod
+    def _abort(writer: asyncio.StreamWriter) -> None:
+        writer.transport.abort()  # RST, as a dropped link looks to the peer
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.cutting or self.upstream_port is None:
+            self.resets += 1
+            self._abort(writer)
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        except OSError:
+            self._abort(writer)
+            return
+        self.connections += 1
+        self._open |= {writer, up_writer}
+        pumps = [
+            asyncio.create_task(self._pump(reader, up_writer)),
+            asyncio.create_task(self._pump(up_reader, writer)),
+        ]
+        await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+        for task in pumps:
+            task.cancel()
+        for w in (writer, up_writer):
+            self._open.discard(w)
+            self._abort(w)
+
+    async def _pump(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+
+        async def deliver() -> None:
+            while True:
+                due, data = await queue.get()
+                if not data:
+                    return
+                if (wait := due - loop.time()) > 0:
+                    await asyncio.sleep(wait)
+                dst.write(data)
+                await dst.drain()
+
+        sender = asyncio.create_task(deliver())
+        try:
+            while data := await src.read(65536):
+                if sender.done():
+                    return
+                queue.put_nowait((loop.time() + self.delay_s, data))
+            queue.put_nowait((0.0, b""))
+            await sender
+        except (OSError, asyncio.IncompleteReadError):
+            return
+        finally:
+            sender.cancel()
+
+    def _call(self, fn: Callable[[], None]) -> None:
+        done = threading.Event()
+
+        def run() -> None:
+            fn()
+            done.set()
+
+        self._loop.call_soon_threadsafe(run)
+        done.wait(5)
+
+    def cut(self) -> int:
+        """Reset every open connection and refuse new ones; returns how many were reset."""
+        reset: list[int] = []
+
+        def do() -> None:
+            self.cutting = True
+            reset.append(len(self._open) // 2)
+            for w in list(self._open):
+                self._abort(w)
+            self._open.clear()
+
+        self._call(do)
+        return reset[0] if reset else 0
+
+    def heal(self) -> None:
+        def do() -> None:
+            self.cutting = False
+
+        self._call(do)
+
+    def close(self) -> None:
+        self.cut()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+
+# ---------------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def proxy() -> Iterator[LinkProxy]:
+    link = LinkProxy()
+    try:
+        yield link
+    finally:
+        link.close()
+
+
+@pytest.fixture(scope="module")
+def pipe(
+    fleet_cfg: FleetsimConfig, tmp_path_factory: pytest.TempPathFactory, proxy: LinkProxy
+) -> Iterator[Pipeline]:
+    def through_proxy(cfg: FleetsimConfig) -> dict[str, Any]:
+        proxy.upstream_port = kafka_port(cfg)
+        return {"kafka.advertised_port": proxy.port}
+
+    with pipeline(fleet_cfg, tmp_path_factory.mktemp("rel-eng"), adjust=through_proxy) as p:
+        yield p
+
+
+# ----------------------------------------------------------------------------------- helpers
+def _stored(p: Pipeline, pub: TruthPublisher) -> int:
+    return sum(len(v) for v in stored_counts(p.cfg, pub.devices).values())
+
+
+def _snapshot(pub: TruthPublisher) -> dict[str, set[int]]:
+    """What the broker has acked so far (a copy)."""
+    with pub._lock:
+        return {dev: set(seqs) for dev, seqs in pub.acked.items()}
+
+
+def _seconds_until_stored(p: Pipeline, pub: TruthPublisher, wanted: dict[str, set[int]], t0: float,
+                          timeout_s: float = 120.0) -> float:  # fmt: skip
+    """Seconds from ``t0`` until every seq of ``wanted`` is in ``sensor_data``."""
+
+    def all_in() -> bool:
+        have = stored_counts(p.cfg, pub.devices)
+        return all(seqs <= set(have.get(dev, {})) for dev, seqs in wanted.items())
+
+    wait_for(all_in, timeout_s, "the pipeline to store what was acked before the fault", 0.25)
+    return time.monotonic() - t0
+
+
+def _max_state_while(p: Pipeline, seconds: float) -> float:
+    """Highest ``fleetsim_bridge_state`` seen while waiting ``seconds`` (-1 when never answered)."""
+    worst, end = -1.0, time.monotonic() + seconds
+    while time.monotonic() < end:
+        value = p.bridge_metric("fleetsim_bridge_state")
+        worst = max(worst, value if value is not None else -1.0)
+        time.sleep(0.5)
+    return worst
+
+
+def _forwarded(p: Pipeline) -> float:
+    return p.bridge_metric("fleetsim_bridge_forwarded_total") or 0.0
+
+
+def _query_restarts(p: Pipeline) -> int:
+    return p.stream.log_since_start().count("restarting from its checkpoint")
+
+
+def _hard_kill(pid: int) -> None:
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not process.pid_alive(pid), 30, f"pid {pid} to die")
+
+
+def _report(name: str, **figures: Any) -> None:
+    print(f"\nDRILL {name}: " + ", ".join(f"{k}={v}" for k, v in figures.items()))
+
+
+def _assert_clean(v: Any) -> None:
+    assert v.n_lost == 0 and v.n_duplicated == 0 and v.n_unexpected == 0, v.summary()
+
+
+# ------------------------------------------------------------------------------------ drills
+def test_kafka_paused_30s_then_killed_loses_nothing(pipe: Pipeline) -> None:
+    kafka = pipe.services["kafka"]
+    restarts_before = _query_restarts(pipe)
+    pub = TruthPublisher(pipe.cfg, "eng-kafka", devices=10, rate=RATE)
+    pub.start()
+    try:
+        wait_for(lambda: _stored(pipe, pub) > 300, 120, "rows of this drill to land")
+        pid = kafka.pid()
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            paused_state = _max_state_while(pipe, 30.0)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        t_cont = time.monotonic()
+        resume_s = _seconds_until_stored(pipe, pub, _snapshot(pub), t_cont)
+
+        _hard_kill(pid)
+        t_kill = time.monotonic()
+        acked_at_kill = _snapshot(pub)
+        kafka.start()  # same data directory: the log recovers what it had
+        kafka_back_s = time.monotonic() - t_kill
+        restart_s = _seconds_until_stored(pipe, pub, acked_at_kill, t_kill, timeout_s=180)
+        time.sleep(2)
+    finally:
+        pub.finish()
+    v = drain(pipe.cfg, pub)
+    restarts = _query_restarts(pipe) - restarts_before
+    _report(
+        "kafka-pause-kill", sent=v.sent, acked=v.acked, stored=v.stored, lost=v.n_lost, dup=v.n_duplicated,
+        unexpected=v.n_unexpected, bridge_state_max_during_pause=paused_state,
+        caught_up_after_sigcont_s=round(resume_s, 1), kafka_restart_s=round(kafka_back_s, 1),
+        caught_up_after_kill_s=round(restart_s, 1), spark_query_restarts=restarts,
+        bridge_starts=pipe.bridge.starts, stream_alive=pipe.stream.alive,
+    )  # fmt: skip
+    assert pipe.stream.alive, f"the streaming job died:\n{pipe.stream.tail()}"
+    assert pipe.bridge.alive and pipe.bridge.starts == 1, pipe.bridge.tail()
+    assert paused_state >= 1.0, "the bridge never reported holding back while Kafka was frozen"
+    _assert_clean(v)
+    assert v.acked > 30 * RATE, v.summary()  # it kept publishing through both faults
+
+
+def test_mosquitto_graceful_restart_loses_nothing(pipe: Pipeline) -> None:
+    mosq = pipe.services["mosquitto"]
+    pub = TruthPublisher(pipe.cfg, "eng-mqterm", devices=10, rate=RATE)
+    pub.start()
+    try:
+        wait_for(lambda: _stored(pipe, pub) > 300, 120, "rows of this drill to land")
+        t0 = time.monotonic()
+        assert mosq.stop()  # SIGTERM: the broker saves its sessions and queues on exit
+        mosq.start()
+        broker_back_s = time.monotonic() - t0
+        time.sleep(3)
+    finally:
+        pub.finish()
+    v = drain(pipe.cfg, pub)
+    _report(
+        "mosquitto-sigterm", sent=v.sent, acked=v.acked, stored=v.stored, lost=v.n_lost,
+        dup=v.n_duplicated, unexpected=v.n_unexpected, broker_restart_s=round(broker_back_s, 1),
+        bridge_reconnects=pipe.bridge_metric("fleetsim_bridge_mqtt_reconnects_total"),
+    )  # fmt: skip
+    assert pipe.bridge.alive and pipe.stream.alive
+    _assert_clean(v)
+
+
+def test_mosquitto_killed_loses_at_most_its_unsaved_window(pipe: Pipeline) -> None:
+    """kill -9: what the broker acked but neither handed to the bridge nor autosaved is lost.
+
+    The broker PUBACKs a QoS 1 publish from memory and writes its store only every
+    ``mqtt.autosave_interval_s``; the bridge's session queue survives a crash only as of the
+    last save. So the loss is bounded by what was acked in that interval and, with a bridge that
+    keeps up (its queue near empty), is expected to be close to 0.
+    """
+    mosq = pipe.services["mosquitto"]
+    autosave_s = pipe.cfg.mqtt.autosave_interval_s
+    pub = TruthPublisher(pipe.cfg, "eng-mqkill", devices=10, rate=RATE)
+    pub.start()
+    try:
+        wait_for(lambda: _stored(pipe, pub) > 300, 120, "rows of this drill to land")
+        lag = 0  # broker-acked minus bridge-received, sampled: the broker-side queue, roughly
+        received0 = pipe.bridge_metric("fleetsim_bridge_received_total") or 0.0
+        acked0 = pub.n_acked
+        for _ in range(10):
+            recv = (pipe.bridge_metric("fleetsim_bridge_received_total") or 0.0) - received0
+            lag = max(lag, pub.n_acked - acked0 - int(recv))
+            time.sleep(0.1)
+        pid = mosq.pid()
+        assert pid is not None
+        with pub._lock:
+            seq_at_kill = max(max(s) for s in pub.sent.values())
+        _hard_kill(pid)
+        t_kill = time.monotonic()
+        time.sleep(1)
+        mosq.start()  # same persistence file: restores the last autosave
+        broker_back_s = time.monotonic() - t_kill
+        time.sleep(3)
+    finally:
+        pub.finish()
+    v = drain(pipe.cfg, pub, timeout_s=90)
+    window_seqs = int(autosave_s * RATE / len(pub.devices)) + 2  # seqs per device per autosave window
+    oldest_lost = min((min(s) for s in v.lost.values()), default=None)
+    _report(
+        "mosquitto-kill9", sent=v.sent, acked=v.acked, stored=v.stored, lost=v.n_lost, dup=v.n_duplicated,
+        unexpected=v.n_unexpected, sampled_broker_lag_max=lag, autosave_interval_s=autosave_s,
+        window_msgs=int(autosave_s * RATE), broker_restart_s=round(broker_back_s, 1),
+        seq_at_kill=seq_at_kill, oldest_lost_seq=oldest_lost,
+        bridge_redelivered=pipe.bridge_metric("fleetsim_bridge_redelivered_total"),
+    )  # fmt: skip
+    assert pipe.bridge.alive and pipe.stream.alive
+    assert v.n_duplicated == 0 and v.n_unexpected == 0, v.summary()
+    # Bounded by the documented window: only messages acked within the last autosave interval...
+    assert v.n_lost <= autosave_s * RATE, v.summary()
+    if oldest_lost is not None:
+        assert oldest_lost >= seq_at_kill - window_seqs, v.summary()
+
+
+def test_slow_then_cut_kafka_link_loses_nothing(pipe: Pipeline, proxy: LinkProxy) -> None:
+    restarts_before = _query_restarts(pipe)
+    pub = TruthPublisher(pipe.cfg, "eng-link", devices=10, rate=RATE)
+    pub.start()
+    try:
+        wait_for(lambda: _stored(pipe, pub) > 300, 120, "rows of this drill to land")
+        proxy.delay_s = 0.2
+        stored0, forwarded0 = _stored(pipe, pub), _forwarded(pipe)
+        time.sleep(6)
+        slow_stored_rate = (_stored(pipe, pub) - stored0) / 6
+        slow_forward_rate = (_forwarded(pipe) - forwarded0) / 6
+        reset = proxy.cut()
+        cut_state = _max_state_while(pipe, 10.0)
+        proxy.delay_s = 0.0
+        proxy.heal()
+        t_heal = time.monotonic()
+        heal_s = _seconds_until_stored(pipe, pub, _snapshot(pub), t_heal)
+        time.sleep(2)
+    finally:
+        proxy.heal()
+        proxy.delay_s = 0.0
+        pub.finish()
+    v = drain(pipe.cfg, pub)
+    restarts = _query_restarts(pipe) - restarts_before
+    _report(
+        "link-slow-cut", sent=v.sent, acked=v.acked, stored=v.stored, lost=v.n_lost, dup=v.n_duplicated,
+        unexpected=v.n_unexpected, forwarded_rate_at_200ms=round(slow_forward_rate),
+        stored_rate_at_200ms=round(slow_stored_rate), connections_reset=reset,
+        refused_during_cut=proxy.resets, bridge_state_max_during_cut=cut_state,
+        caught_up_after_heal_s=round(heal_s, 1), spark_query_restarts=restarts,
+    )  # fmt: skip
+    assert reset >= 2, "the cut reset fewer connections than the bridge and Spark hold"
+    assert slow_forward_rate > RATE / 2, "200 ms of latency should slow the bridge, not stop it"
+    assert cut_state >= 1.0, "the bridge never reported holding back while the link was cut"
+    assert pipe.bridge.alive and pipe.stream.alive, pipe.stream.tail()
+    _assert_clean(v)
+
+
+def test_records_aged_out_before_spark_read_them_stop_the_job_loudly(pipe: Pipeline) -> None:
+    """Runs last: it leaves the job stopped on purpose (its checkpoint points at deleted data)."""
+    from confluent_kafka import TopicPartition
+    from confluent_kafka.admin import AdminClient, OffsetSpec
+
+    stop_rc = pipe.stream.stop()
+    forwarded0 = _forwarded(pipe)
+    pub = TruthPublisher(pipe.cfg, "eng-aged", devices=10, rate=RATE)
+    pub.start()
+    try:
+        time.sleep(2)
+    finally:
+        pub.finish()
+    # Every acked reading is in Kafka; then age all of them out, before the job reads them.
+    wait_for(lambda: _forwarded(pipe) - forwarded0 >= pub.n_acked, 60, "the bridge to forward the drill")
+    topic = pipe.cfg.kafka.telemetry_topic
+    admin = AdminClient(confluent_kafka_config(pipe.cfg, "admin"))
+    parts = admin.list_topics(topic, timeout=10).topics[topic].partitions
+    latest = {
+        tp.partition: r.offset
+        for tp, r in (
+            (tp, fut.result(10))
+            for tp, fut in admin.list_offsets(
+                {TopicPartition(topic, p): OffsetSpec.latest() for p in parts}, request_timeout=10
+            ).items()
+        )
+    }
+    deleted = admin.delete_records([TopicPartition(topic, p, off) for p, off in latest.items()])
+    for fut in deleted.values():
+        fut.result(30)
+
+    t0 = time.monotonic()
+    pipe.stream.start()
+    proc = pipe.stream.proc
+    assert proc is not None
+    try:
+        rc = proc.wait(timeout=150)
+    except Exception:
+        rc = None
+    stopped_s = time.monotonic() - t0
+    log = pipe.stream.log_since_start()
+    error_lines = [line for line in log.splitlines() if line.startswith("fleetsim: error:")]
+    _report(
+        "kafka-aged-out", graceful_stop_rc=stop_rc, sent=pub.n_sent, acked=pub.n_acked,
+        deleted_to=latest, exit_code=rc,
+        stopped_after_s=round(stopped_s, 1), stored=check(pipe.cfg, pub).stored,
+        error=error_lines[-1] if error_lines else None,
+    )  # fmt: skip
+    assert rc is not None and rc != 0, f"the job kept running over lost offsets:\n{pipe.stream.tail()}"
+    assert error_lines, log[-3000:]
+    assert topic in error_lines[-1] and re.search(r"offset", error_lines[-1], re.I), error_lines[-1]
+    assert check(pipe.cfg, pub).stored == 0  # nothing of the aged-out readings was invented
+    with contextlib.suppress(Exception):
+        pipe.stream.stop()
