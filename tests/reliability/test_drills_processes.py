@@ -76,7 +76,11 @@ def test_writer_backend_terminated_and_postgres_restarted(pipe: Pipeline) -> Non
     try:
         wait_for(lambda: _rows(pipe, pub.devices) > 300, 300, "rows of this drill to land")
         writer = pipe.cfg.postgres.writer_user
-        with pg_connect(pipe.cfg, "admin") as conn, conn.cursor() as cur:
+        pg = pipe.services["postgres"]
+        # The bootstrap superuser (over the socket): no Fleetsim role may signal another's backend.
+        conn = pg.superuser_connect()
+        conn.autocommit = True
+        with conn.cursor() as cur:
             cur.execute(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = %s", (writer,)
             )
@@ -84,7 +88,6 @@ def test_writer_backend_terminated_and_postgres_restarted(pipe: Pipeline) -> Non
         conn.close()
         assert killed >= 1, "the streaming job holds no writer connection to terminate"
         time.sleep(3)
-        pg = pipe.services["postgres"]
         pg.stop()
         time.sleep(3)
         pg.start()
