@@ -381,10 +381,11 @@ def reading_from_obj(
     lat = _number(obj, "lat", *LAT_RANGE)
     lon = _number(obj, "lon", *LON_RANGE)
     status = obj.get("status", "OK")
-    if status not in _STATUS_VALUES:
+    # isinstance first: a JSON list or object is unhashable and the set lookup would raise TypeError.
+    if not isinstance(status, str) or status not in _STATUS_VALUES:
         raise Rejected(RejectReason.SCHEMA, "status must be one of OK, WARNING, FAILURE")
     fault = obj.get("fault")
-    if fault is not None and fault not in _FAULT_VALUES:
+    if fault is not None and (not isinstance(fault, str) or fault not in _FAULT_VALUES):
         raise Rejected(
             RejectReason.SCHEMA, f"fault must be null or one of {', '.join(sorted(_FAULT_VALUES))}"
         )
