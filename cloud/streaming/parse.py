@@ -31,13 +31,18 @@ from fleetsim.contract import (
 
 REJECT_PAYLOAD_CHARS: Final = 4096
 """Characters of a rejected payload kept in ``sensor_data_rejects`` (the contract's size cap)."""
-_TS_OFFSET_RE: Final = r"T.*(Z|z|[+-][0-9]{2}:?[0-9]{2})$"
+# Java regex: `$` also matches before a final line terminator, so anchors are `\z` (the contract's
+# `\Z`): "dev-1\n" must not pass as a device id.
+_TS_OFFSET_RE: Final = r"T.*(Z|z|[+-][0-9]{2}:?[0-9]{2})\z"
+_DEVICE_ID_RE: Final = rf"^{DEVICE_ID_PATTERN}\z"
 
 _JSON_OPTIONS: Final = {
     "mode": "PERMISSIVE",
     "columnNameOfCorruptRecord": CORRUPT_COLUMN,
     # The contract (like loads_strict) refuses NaN/Infinity; Spark accepts them by default.
     "allowNonNumericNumbers": "false",
+    # Likewise single-quoted strings: Jackson's lenient default, not JSON.
+    "allowSingleQuotes": "false",
 }
 
 READING_COLUMNS: Final[tuple[str, ...]] = (
@@ -82,7 +87,7 @@ def reject_reason(p: Column, raw: Column, ts: Column, kafka_ts: Column, max_futu
     rules += [(p[f].isNull(), _reason(RejectReason.SCHEMA, f"{f} missing")) for f in REQUIRED_FIELDS]
     rules += [
         (
-            ~p["device_id"].rlike(f"^{DEVICE_ID_PATTERN}$"),
+            ~p["device_id"].rlike(_DEVICE_ID_RE),
             _reason(RejectReason.SCHEMA, f"device_id does not match {DEVICE_ID_PATTERN}"),
         ),
         (p["seq"] < 0, _reason(RejectReason.OUT_OF_RANGE, "seq < 0")),
