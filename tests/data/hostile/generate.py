@@ -16,6 +16,7 @@ DEV = "hostile-1"
 NATIVE = f"sensors/{DEV}/telemetry"
 SENML = f"sensors/{DEV}/senml"
 TASMOTA = f"tele/{DEV}/SENSOR"
+SQL_ID = "x' OR '1'='1"
 GOOD = {
     "device_id": DEV,
     "ts": "2026-01-15T10:00:00.000Z",
@@ -163,6 +164,49 @@ CASES: list[tuple[str, str, bytes, str, str]] = [
         "5000 hPa",
     ),
     ("tasmota_array", TASMOTA, b"[]", "unsupported_format", "array instead of object"),
+    # --- reliability suite (issue 9): injection, control characters, spoofing, time, odd JSON
+    ("sql_device_id", NATIVE, native(device_id=SQL_ID), "schema", "SQL in device_id"),
+    ("sql_device_id_in_topic", f"sensors/{SQL_ID}/telemetry", native(device_id=SQL_ID), "schema", "both ids"),
+    ("sql_status", NATIVE, native(status="OK'; DELETE FROM devices; --"), "schema", "SQL in status"),
+    ("sql_fault", NATIVE, native(fault="stuck'); DROP TABLE sensor_alerts; --"), "schema", "SQL in fault"),
+    ("sql_ts", NATIVE, native(ts="2026-01-15T10:00:00Z'; DROP TABLE x; --"), "schema", "SQL after a ts"),
+    ("ctrl_device_id_newline", NATIVE, native(device_id=f"{DEV}\n"), "schema", "trailing newline in id"),
+    ("ctrl_device_id_nul", NATIVE, native(device_id=f"{DEV}\u0000"), "schema", "NUL in id"),
+    ("ctrl_device_id_ansi", NATIVE, native(device_id=f"\u001b[31m{DEV}"), "schema", "ANSI escape in id"),
+    ("ctrl_status_nul", NATIVE, native(status="OK\u0000"), "schema", "NUL after a valid status"),
+    (
+        "ctrl_raw_byte_in_string",
+        NATIVE,
+        native().replace(b'"OK"', b'"O\x01K"'),
+        "invalid_json",
+        "unescaped control byte inside a string",
+    ),
+    ("spoof_uppercase_id", NATIVE, native(device_id=DEV.upper()), "id_mismatch", "ids are case-sensitive"),
+    (
+        "spoof_duplicate_key",
+        NATIVE,
+        native()[:-1] + b',"device_id":"victim-1"}',
+        "id_mismatch",
+        "second device_id key names another device",
+    ),
+    ("spoof_empty_topic_id", "sensors//telemetry", native(), "id_mismatch", "empty id level in the topic"),
+    ("time_year_0001", NATIVE, native(ts="0001-01-01T00:00:00.000Z"), "out_of_range", "year 1"),
+    ("time_year_9999", NATIVE, native(ts="9999-12-31T23:59:59.999Z"), "out_of_range", "year 9999"),
+    ("time_epoch_number", NATIVE, native(ts=1768471200), "schema", "epoch seconds instead of RFC 3339"),
+    ("json_number_overflow", NATIVE, raw_native("1e400"), "invalid_json", "1e400 parses as infinity"),
+    (
+        "json_single_quotes_full",
+        NATIVE,
+        native().replace(b'"', b"'"),
+        "invalid_json",
+        "a whole reading in single quotes",
+    ),
+    ("json_utf8_bom", NATIVE, b"\xef\xbb\xbf" + native(), "invalid_json", "UTF-8 byte order mark"),
+    ("schema_status_list", NATIVE, native(status=["OK"]), "schema", "status as a list"),
+    ("schema_fault_object", NATIVE, native(fault={"kind": "stuck"}), "schema", "fault as an object"),
+    ("schema_device_id_object", NATIVE, native(device_id={"id": DEV}), "schema", "device_id as an object"),
+    ("range_lon_minus_181", NATIVE, native(lon=-181.0), "out_of_range", "longitude beyond -180"),
+    ("range_battery_101", NATIVE, native(battery=101.0), "out_of_range", "battery above 100 %"),
 ]
 
 
