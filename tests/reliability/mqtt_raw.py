@@ -1,0 +1,55 @@
+"""A bare MQTT v5 publish over a socket, to read the broker's own PUBACK reason code.
+
+paho cannot be used for this: Mosquitto 2.0 answers an oversized PUBLISH with PUBACK 0x95
+("packet too large"), a code MQTT 5 does not list for PUBACK, and paho 2.2 treats it as a
+protocol error, drops the connection and re-sends the message on reconnect.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+
+from fleetsim.clients import mqtt_credentials
+from fleetsim.config import FleetsimConfig
+
+PACKET_TOO_LARGE = 0x95
+NOT_AUTHORIZED = 0x87
+NO_MATCHING_SUBSCRIBERS = 0x10
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        n, digit = divmod(n, 128)
+        out.append(digit | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _string(s: str) -> bytes:
+    b = s.encode()
+    return len(b).to_bytes(2, "big") + b
+
+
+def puback_code(
+    cfg: FleetsimConfig, topic: str, payload: bytes, username: str | None = None, password: str | None = None
+) -> int:
+    """CONNECT (the simulator identity unless given), PUBLISH once at QoS 1, return the PUBACK code."""
+    if username is None or password is None:
+        username, password = mqtt_credentials(cfg, "sim")
+    connect = (
+        _string("MQTT") + bytes([5, 0xC2]) + (30).to_bytes(2, "big") + _varint(0)
+        + _string(f"raw-{time.monotonic_ns() % 10**9}") + _string(username) + _string(password)
+    )  # fmt: skip
+    publish = _string(topic) + (1).to_bytes(2, "big") + _varint(0) + payload
+    with socket.create_connection((cfg.mqtt.host, cfg.mqtt.port), timeout=10) as sock:
+        sock.sendall(b"\x10" + _varint(len(connect)) + connect)
+        connack = sock.recv(64)
+        if connack[:1] != b"\x20" or connack[3] != 0:
+            raise ConnectionRefusedError(f"CONNACK {connack!r}")
+        sock.sendall(b"\x32" + _varint(len(publish)) + publish)
+        puback = sock.recv(64)
+    if puback[:1] != b"\x40" or puback[2:4] != (1).to_bytes(2, "big"):
+        raise ConnectionError(f"expected PUBACK for packet 1, got {puback!r}")
+    return puback[4] if puback[1] > 2 else 0
