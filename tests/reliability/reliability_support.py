@@ -372,3 +372,9 @@ def drain(cfg: FleetsimConfig, pub: TruthPublisher, timeout_s: float = 180.0) ->
         if time.monotonic() > deadline or time.monotonic() - still_since > 60:
             return v
         time.sleep(1.0)
+
+
+def report(name: str, **figures: Any) -> None:
+    """One ``DRILL`` line with a drill's measured figures (``pytest -s`` shows them; the
+    figures in docs/reliability.md come from these lines)."""
+    print(f"\nDRILL {name}: " + ", ".join(f"{k}={v}" for k, v in figures.items()), flush=True)

@@ -16,173 +16,24 @@ Each drill prints one ``DRILL`` line with its figures (run with ``-s`` to see th
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import re
 import signal
-import socket
-import threading
 import time
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from reliability_support import Pipeline, TruthPublisher, check, drain, pipeline, stored_counts, wait_for
+from link_proxy import LinkProxy
+from reliability_support import Pipeline, TruthPublisher, check, drain, report, stored_counts, wait_for
 
 from fleetsim.clients import confluent_kafka_config
-from fleetsim.config import FleetsimConfig
 from fleetsim.stack import process
-from fleetsim.stack.kafka import kafka_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark]
 
 RATE = 250.0
 """Messages per second of each drill's ground-truth publisher (10 devices)."""
-
-
-# --------------------------------------------------------------------------------- TCP proxy
-class LinkProxy:
-    """A loopback TCP proxy with adjustable latency that can cut every connection.
-
-    An asyncio loop in a daemon thread. Each chunk read is forwarded ``delay_s`` after it
-    arrived (latency, not a bandwidth cap: chunks in flight overlap). :meth:`cut` resets every
-    open connection and resets new ones at once until :meth:`heal` (the listening socket stays
-    bound so no other process can take the port meanwhile).
-    """
-
-    def __init__(self) -> None:
-        self.upstream_port: int | None = None
-        self.delay_s = 0.0
-        self.cutting = False
-        self.connections = 0
-        self.resets = 0
-        self._sock = socket.create_server(("127.0.0.1", 0), backlog=128)
-        self.port: int = self._sock.getsockname()[1]
-        self._loop = asyncio.new_event_loop()
-        self._open: set[asyncio.StreamWriter] = set()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="link-proxy")
-        self._thread.start()
-        self._ready.wait(10)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        server = self._loop.run_until_complete(asyncio.start_server(self._handle, sock=self._sock))
-        self._ready.set()
-        self._loop.run_forever()
-        server.close()
-
-    @staticmethod
-    def _abort(writer: asyncio.StreamWriter) -> None:
-        writer.transport.abort()  # RST, as a dropped link looks to the peer
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.cutting or self.upstream_port is None:
-            self.resets += 1
-            self._abort(writer)
-            return
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
-        except OSError:
-            self._abort(writer)
-            return
-        self.connections += 1
-        self._open |= {writer, up_writer}
-        pumps = [
-            asyncio.create_task(self._pump(reader, up_writer)),
-            asyncio.create_task(self._pump(up_reader, writer)),
-        ]
-        await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
-        for task in pumps:
-            task.cancel()
-        for w in (writer, up_writer):
-            self._open.discard(w)
-            self._abort(w)
-
-    async def _pump(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
-
-        async def deliver() -> None:
-            while True:
-                due, data = await queue.get()
-                if not data:
-                    return
-                if (wait := due - loop.time()) > 0:
-                    await asyncio.sleep(wait)
-                dst.write(data)
-                await dst.drain()
-
-        sender = asyncio.create_task(deliver())
-        try:
-            while data := await src.read(65536):
-                if sender.done():
-                    return
-                queue.put_nowait((loop.time() + self.delay_s, data))
-            queue.put_nowait((0.0, b""))
-            await sender
-        except (OSError, asyncio.IncompleteReadError):
-            return
-        finally:
-            sender.cancel()
-
-    def _call(self, fn: Callable[[], None]) -> None:
-        done = threading.Event()
-
-        def run() -> None:
-            fn()
-            done.set()
-
-        self._loop.call_soon_threadsafe(run)
-        done.wait(5)
-
-    def cut(self) -> int:
-        """Reset every open connection and refuse new ones; returns how many were reset."""
-        reset: list[int] = []
-
-        def do() -> None:
-            self.cutting = True
-            reset.append(len(self._open) // 2)
-            for w in list(self._open):
-                self._abort(w)
-            self._open.clear()
-
-        self._call(do)
-        return reset[0] if reset else 0
-
-    def heal(self) -> None:
-        def do() -> None:
-            self.cutting = False
-
-        self._call(do)
-
-    def close(self) -> None:
-        self.cut()
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-
-
-# ---------------------------------------------------------------------------------- fixtures
-@pytest.fixture(scope="module")
-def proxy() -> Iterator[LinkProxy]:
-    link = LinkProxy()
-    try:
-        yield link
-    finally:
-        link.close()
-
-
-@pytest.fixture(scope="module")
-def pipe(
-    fleet_cfg: FleetsimConfig, tmp_path_factory: pytest.TempPathFactory, proxy: LinkProxy
-) -> Iterator[Pipeline]:
-    def through_proxy(cfg: FleetsimConfig) -> dict[str, Any]:
-        proxy.upstream_port = kafka_port(cfg)
-        return {"kafka.advertised_port": proxy.port}
-
-    with pipeline(fleet_cfg, tmp_path_factory.mktemp("rel-eng"), adjust=through_proxy) as p:
-        yield p
 
 
 # ----------------------------------------------------------------------------------- helpers
@@ -231,10 +82,6 @@ def _hard_kill(pid: int) -> None:
     wait_for(lambda: not process.pid_alive(pid), 30, f"pid {pid} to die")
 
 
-def _report(name: str, **figures: Any) -> None:
-    print(f"\nDRILL {name}: " + ", ".join(f"{k}={v}" for k, v in figures.items()))
-
-
 def _assert_clean(v: Any) -> None:
     assert v.n_lost == 0 and v.n_duplicated == 0 and v.n_unexpected == 0, v.summary()
 
@@ -268,7 +115,7 @@ def test_kafka_paused_30s_then_killed_loses_nothing(pipe: Pipeline) -> None:
         pub.finish()
     v = drain(pipe.cfg, pub)
     restarts = _query_restarts(pipe) - restarts_before
-    _report(
+    report(
         "kafka-pause-kill", sent=v.sent, acked=v.acked, stored=v.stored, lost=v.n_lost, dup=v.n_duplicated,
         unexpected=v.n_unexpected, bridge_state_max_during_pause=paused_state,
         caught_up_after_sigcont_s=round(resume_s, 1), kafka_restart_s=round(kafka_back_s, 1),
@@ -296,7 +143,7 @@ def test_mosquitto_graceful_restart_loses_nothing(pipe: Pipeline) -> None:
     finally:
         pub.finish()
     v = drain(pipe.cfg, pub)
-    _report(
+    report(
         "mosquitto-sigterm", sent=v.sent, acked=v.acked, stored=v.stored, lost=v.n_lost,
         dup=v.n_duplicated, unexpected=v.n_unexpected, broker_restart_s=round(broker_back_s, 1),
         bridge_reconnects=pipe.bridge_metric("fleetsim_bridge_mqtt_reconnects_total"),
@@ -341,7 +188,7 @@ def test_mosquitto_killed_loses_at_most_its_unsaved_window(pipe: Pipeline) -> No
     v = drain(pipe.cfg, pub, timeout_s=90)
     window_seqs = int(autosave_s * RATE / len(pub.devices)) + 2  # seqs per device per autosave window
     oldest_lost = min((min(s) for s in v.lost.values()), default=None)
-    _report(
+    report(
         "mosquitto-kill9", sent=v.sent, acked=v.acked, stored=v.stored, lost=v.n_lost, dup=v.n_duplicated,
         unexpected=v.n_unexpected, sampled_broker_lag_max=lag, autosave_interval_s=autosave_s,
         window_msgs=int(autosave_s * RATE), broker_restart_s=round(broker_back_s, 1),
@@ -380,7 +227,7 @@ def test_slow_then_cut_kafka_link_loses_nothing(pipe: Pipeline, proxy: LinkProxy
         pub.finish()
     v = drain(pipe.cfg, pub)
     restarts = _query_restarts(pipe) - restarts_before
-    _report(
+    report(
         "link-slow-cut", sent=v.sent, acked=v.acked, stored=v.stored, lost=v.n_lost, dup=v.n_duplicated,
         unexpected=v.n_unexpected, forwarded_rate_at_200ms=round(slow_forward_rate),
         stored_rate_at_200ms=round(slow_stored_rate), connections_reset=reset,
@@ -394,6 +241,7 @@ def test_slow_then_cut_kafka_link_loses_nothing(pipe: Pipeline, proxy: LinkProxy
     _assert_clean(v)
 
 
+@pytest.mark.ends_pipeline
 def test_records_aged_out_before_spark_read_them_stop_the_job_loudly(pipe: Pipeline) -> None:
     """Runs last: it leaves the job stopped on purpose (its checkpoint points at deleted data)."""
     from confluent_kafka import TopicPartition
@@ -436,7 +284,7 @@ def test_records_aged_out_before_spark_read_them_stop_the_job_loudly(pipe: Pipel
     stopped_s = time.monotonic() - t0
     log = pipe.stream.log_since_start()
     error_lines = [line for line in log.splitlines() if line.startswith("fleetsim: error:")]
-    _report(
+    report(
         "kafka-aged-out", graceful_stop_rc=stop_rc, sent=pub.n_sent, acked=pub.n_acked,
         deleted_to=latest, exit_code=rc,
         stopped_after_s=round(stopped_s, 1), stored=check(pipe.cfg, pub).stored,

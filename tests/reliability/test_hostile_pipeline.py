@@ -22,14 +22,13 @@ import threading
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import mqtt_raw
 import pytest
-from reliability_support import REPO, Pipeline, TruthPublisher, drain, pipeline, wait_for
+from reliability_support import REPO, Pipeline, TruthPublisher, drain, wait_for
 
 from fleetsim.clients import confluent_kafka_config, mqtt_client, mqtt_connect, pg_connect
 from fleetsim.config import FleetsimConfig
@@ -187,11 +186,22 @@ def query(cfg: FleetsimConfig, sql: str, params: tuple[Any, ...] = ()) -> list[t
     return rows
 
 
+RAW_TABLES = ("sensor_data", "device_latest", "sensor_alerts")
+
+
+def devices_in_tables(cfg: FleetsimConfig) -> list[str]:
+    """Every device id with a row in a table the raw flow writes (other tests' devices: the
+    reliability suite shares one pipeline)."""
+    return sorted(
+        {d for table in RAW_TABLES for (d,) in query(cfg, f"SELECT DISTINCT device_id FROM {table}")}  # noqa: S608
+    )
+
+
 def foreign_rows(cfg: FleetsimConfig, allowed: list[str]) -> dict[str, list[tuple[Any, ...]]]:
     """Rows of devices outside ``allowed`` in each table the raw flow writes."""
     return {
         table: rows
-        for table in ("sensor_data", "device_latest", "sensor_alerts")
+        for table in RAW_TABLES
         if (
             rows := query(
                 cfg,
@@ -202,17 +212,14 @@ def foreign_rows(cfg: FleetsimConfig, allowed: list[str]) -> dict[str, list[tupl
     }
 
 
-@pytest.fixture(scope="module")
-def pipe(fleet_cfg: FleetsimConfig, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
-    with pipeline(fleet_cfg, tmp_path_factory.mktemp("rel-hostile")) as p:
-        yield p
-
-
 def test_hostile_mqtt_input_is_deadlettered_while_good_traffic_is_stored(pipe: Pipeline) -> None:
     cfg = pipe.cfg
     cases = corpus() + built_cases(cfg)
     near_limit = next(c for c in cases if c.name == "too_large_at_broker_limit")
     assert len(cases) >= 40 and {cat for _, cat in CATEGORIES} == {c.category for c in cases}
+    earlier_devices = devices_in_tables(cfg)
+    dead_sql = "SELECT source_topic, payload, reason FROM deadletter_records"
+    earlier_dead = Counter((t, bytes(p), r) for t, p, r in query(cfg, dead_sql))
     truth = TruthPublisher(cfg, "hostile-good", devices=5, rate=100)
     hostile = HostilePublisher(cfg)
     published: list[Case] = []
@@ -248,8 +255,8 @@ def test_hostile_mqtt_input_is_deadlettered_while_good_traffic_is_stored(pipe: P
     want = Counter((c.topic, c.payload, c.reason) for c in published)
 
     def dead() -> Counter[tuple[str, bytes, str | None]]:
-        rows = query(cfg, "SELECT source_topic, payload, reason FROM deadletter_records")
-        return Counter((t, bytes(p), r) for t, p, r in rows)
+        rows = query(cfg, dead_sql)
+        return Counter((t, bytes(p), r) for t, p, r in rows) - earlier_dead
 
     wait_for(lambda: sum(dead().values()) >= len(published), 120, "deadletter_records to catch up")
     got = dead()
@@ -267,7 +274,7 @@ def test_hostile_mqtt_input_is_deadlettered_while_good_traffic_is_stored(pipe: P
     assert verdict.n_lost == 0 and verdict.n_duplicated == 0 and verdict.n_unexpected == 0, verdict.summary()
     assert verdict.stored == verdict.acked >= 200, verdict.summary()
     assert query(cfg, "SELECT count(*) FROM sensor_data WHERE device_id = %s", (BENIGN_DEVICE,)) == [(1,)]
-    assert foreign_rows(cfg, [*truth.devices, BENIGN_DEVICE]) == {}
+    assert foreign_rows(cfg, [*earlier_devices, *truth.devices, BENIGN_DEVICE]) == {}
     assert rss_after - rss_before < RSS_GROWTH_LIMIT_KB, (rss_before, rss_after)
     assert pipe.bridge.alive and pipe.stream.alive
     assert "Traceback" not in pipe.bridge.log_since_start(), pipe.bridge.tail()
@@ -294,6 +301,7 @@ def test_hostile_records_written_straight_to_kafka_land_in_rejects(pipe: Pipelin
         Case("ctrl_id_newline_direct", "", good.replace(b'"direct-good"', b'"direct-good\\n"'), "schema"),
         Case("json_single_quotes_direct", "", good.replace(b'"', b"'"), "invalid_json"),
     ]
+    earlier_devices = devices_in_tables(cfg)
     coords: dict[int, tuple[int, int]] = {}
     producer = Producer(confluent_kafka_config(cfg, "admin"))
     for i, case in enumerate([*cases, Case("good", "", good, None)]):
@@ -334,7 +342,5 @@ def test_hostile_records_written_straight_to_kafka_land_in_rejects(pipe: Pipelin
         assert code in codes and detail, (case.name, reason)
         by_code[code] += 1
     print(f"\ndirect to Kafka: {len(cases)} hostile records -> sensor_data_rejects by reason {dict(by_code)}")
-    assert (
-        foreign_rows(cfg, ["direct-good", BENIGN_DEVICE, *[f"hostile-good-{i:03d}" for i in range(5)]]) == {}
-    )
+    assert foreign_rows(cfg, [*earlier_devices, "direct-good"]) == {}
     assert pipe.stream.alive and pipe.bridge.alive

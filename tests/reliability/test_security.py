@@ -23,14 +23,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import mqtt_raw
 import psycopg2
 import pytest
-from reliability_support import Pipeline, pipeline, wait_for
+from reliability_support import Pipeline, wait_for
 
 from fleetsim.clients import pg_connect
 from fleetsim.config import DashboardConfig, FleetsimConfig, config_to_env
@@ -43,12 +42,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.spark]
 
 DEVICE_A, DEVICE_B = "sec-dev-a", "sec-dev-b"
 DEVICE_A_PASSWORD = "device-a-secret-9f3c1e"
-
-
-@pytest.fixture(scope="module")
-def pipe(fleet_cfg: FleetsimConfig, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
-    with pipeline(fleet_cfg, tmp_path_factory.mktemp("rel-security")) as p:
-        yield p
 
 
 def query(cfg: FleetsimConfig, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
