@@ -33,8 +33,14 @@ from fleetsim.errors import KafkaDataLossError, StreamingError
 log = logging.getLogger("fleetsim.stream")
 
 QUERY_NAMES = ("raw", "agg", "deadletter")
-MAX_RESTARTS = 5
 RESTART_WINDOW_S = 600.0
+"""Failures of a query older than this no longer lengthen its restart back-off."""
+MAX_BACKOFF_S = 60.0
+
+
+def restart_delay_s(recent_failures: int) -> float:
+    """Seconds before restarting a query that failed ``recent_failures`` times recently."""
+    return min(MAX_BACKOFF_S, 2.0 ** max(recent_failures - 1, 0))
 
 
 _DATA_LOSS_REASON = re.compile(r"Reason:\s*(.+?)\s*(?:SQLSTATE|JVM stacktrace|\n\s*at |$)", re.DOTALL)
@@ -162,13 +168,20 @@ class StreamJob:
             )
         return self.kafka_stream(k.deadletter_topic), self.handle_deadletter, "append"
 
+    def trigger_s(self, name: str) -> float:
+        """Only the raw flow needs the short trigger (low latency, immediate alerts)."""
+        s = self.cfg.spark
+        return s.trigger_interval_s if name == "raw" else s.agg_trigger_interval_s
+
     def _start_query(self, name: str) -> Any:
         df, handler, mode = self._plan(name)
+        # A query runs its jobs in the pool of the thread that started it.
+        self.spark.sparkContext.setLocalProperty("spark.scheduler.pool", name)
         return (
             df.writeStream.queryName(name)
             .outputMode(mode)
             .foreachBatch(handler)
-            .trigger(processingTime=f"{self.cfg.spark.trigger_interval_s} seconds")
+            .trigger(processingTime=f"{self.trigger_s(name)} seconds")
             .option("checkpointLocation", self.checkpoint(name))
             .start()
         )
@@ -190,18 +203,28 @@ class StreamJob:
 
     def run_until(self, stop: threading.Event, poll_s: float = 1.0) -> None:
         """Block until ``stop`` is set. A query that dies is restarted from its checkpoint (the
-        sink is idempotent, so the replayed batch converges) up to ``MAX_RESTARTS`` times within
-        ``RESTART_WINDOW_S``; past that the error is raised. A Kafka data-loss failure (records
-        aged out or deleted before the job read them; ``failOnDataLoss`` is on) is never
-        restarted: it raises :class:`KafkaDataLossError` naming the topic partition and offsets.
+        sink is idempotent, so the replayed batch converges) after a back-off that doubles with
+        each failure of that query in the last ``RESTART_WINDOW_S`` (1 s, 2 s, … up to
+        ``MAX_BACKOFF_S``): a PostgreSQL or Kafka outage of any length degrades the job, it does
+        not end it. A Kafka data-loss failure (records aged out or deleted before the job read
+        them; ``failOnDataLoss`` is on) is never restarted: it raises
+        :class:`KafkaDataLossError` naming the topic partition and offsets.
 
         Why restart at all: besides transient PostgreSQL/Kafka errors, Spark 4.1.1's Kafka source
         throws an NPE while reporting progress of the first batch after a restart whose last
         batch was planned but not committed (SPARK-55271); the batch itself has run by then.
         """
-        restarts: list[float] = []
+        failures: dict[str, list[float]] = {}
+        due: dict[str, float] = {}  # query name -> when to restart it
         while not stop.wait(poll_s):
+            now = time.monotonic()
             for i, q in enumerate(self.queries):
+                if q.name in due:
+                    if now >= due[q.name]:
+                        del due[q.name]
+                        self.queries[i] = self._start_query(q.name)
+                        log.info("restarted query %s from its checkpoint", q.name)
+                    continue
                 if q.isActive:
                     continue
                 exc = q.exception()
@@ -214,17 +237,17 @@ class StreamJob:
                         f"(aged out by retention or deleted): {lost}. Nothing was skipped; replay "
                         "the readings or accept the gap explicitly before restarting the job"
                     )
-                now = time.monotonic()
-                restarts = [t for t in restarts if now - t < RESTART_WINDOW_S]
-                if exc is None or len(restarts) >= MAX_RESTARTS:
-                    why = f": {str(exc).splitlines()[0]}" if exc else ""
-                    raise StreamingError(f"query {q.name} stopped{why}")
-                restarts.append(now)
+                if exc is None:
+                    raise StreamingError(f"query {q.name} stopped")
+                recent = [t for t in failures.get(q.name, []) if now - t < RESTART_WINDOW_S] + [now]
+                failures[q.name] = recent
+                delay = restart_delay_s(len(recent))
+                due[q.name] = now + delay
                 self.metrics.batch_errors.labels(q.name).inc()
                 log.error(
-                    "query %s failed (%s); restarting from its checkpoint", q.name, str(exc).splitlines()[0]
-                )
-                self.queries[i] = self._start_query(q.name)
+                    "query %s failed (%s); restarting from its checkpoint in %.0f s (failure %d in %.0f min)",
+                    q.name, str(exc).splitlines()[0], delay, len(recent), RESTART_WINDOW_S / 60,
+                )  # fmt: skip
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """Let each query finish its running micro-batch (up to ``timeout_s``), then stop it."""

@@ -93,6 +93,7 @@ def exp_pipeline(
             "spark.checkpoint_dir": str(tmp / "checkpoints"),
             "spark.master": "local[2]",
             "spark.trigger_interval_s": 1.0,
+            "spark.agg_trigger_interval_s": 1.0,
             "spark.shuffle_partitions": 2,
             "alerts.offline_after_s": 30.0,
             "bridge.client_id": f"exp-bridge-{tmp.name}",

@@ -173,6 +173,7 @@ def stream_cfg(postgres: FleetsimConfig, kafka_topics: Callable[..., FleetsimCon
             "spark.master": "local[2]",
             "spark.shuffle_partitions": 2,
             "spark.trigger_interval_s": 0.5,
+            "spark.agg_trigger_interval_s": 0.5,
             "spark.max_offsets_per_trigger": 1000,
             "spark.window": "2 minutes",
             "spark.slide": "1 minute",
