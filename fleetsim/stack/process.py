@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import random
 import signal
 import socket
 import stat
@@ -142,11 +143,37 @@ def check_ports_free(ports: dict[str, int]) -> None:
             )
 
 
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct currently-free loopback ports (held open together so they differ)."""
-    socks = []
+def _ephemeral_low() -> int:
     try:
-        for _ in range(count):
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct currently-free loopback ports (held open together so they differ).
+
+    Chosen *below* the kernel's ephemeral range: a service port inside it can be taken by a
+    client's own outgoing socket. A client reconnecting to a dead local broker may be given the
+    broker's port as its source port and connect to itself (TCP self-connect), and the broker's
+    restart then fails with "port taken" (seen in the Kafka kill -9 drill).
+    """
+    high = _ephemeral_low() - 1
+    candidates = list(range(max(1024, high - 12_000), high + 1))
+    random.SystemRandom().shuffle(candidates)
+    socks: list[socket.socket] = []
+    try:
+        for port in candidates:
+            if len(socks) == count:
+                break
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                s.close()
+                continue
+            socks.append(s)
+        while len(socks) < count:  # range exhausted: let the kernel choose
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             s.bind(("127.0.0.1", 0))
             socks.append(s)

@@ -137,3 +137,17 @@ def test_missing_java_says_run_make_setup(monkeypatch: pytest.MonkeyPatch, tmp_p
     monkeypatch.setenv("PATH", str(tmp_path))  # nothing on PATH
     with pytest.raises(MissingDependencyError, match=r"`java` not found.*run `make setup`"):
         Kafka(CFG).check_dependencies()
+
+
+def test_free_ports_are_distinct_bindable_and_below_the_ephemeral_range() -> None:
+    import socket
+
+    from fleetsim.stack.process import _ephemeral_low, free_ports
+
+    ports = free_ports(12)
+    assert len(set(ports)) == 12
+    # Outside the range the kernel hands to outgoing sockets: no client can self-connect on them.
+    assert all(1024 <= p < _ephemeral_low() for p in ports), ports
+    for p in ports:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", p))
