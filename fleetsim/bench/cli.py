@@ -97,5 +97,7 @@ def run(args: argparse.Namespace, cfg: FleetsimConfig) -> int:
 
 def _write_report(repo: Path, results_dir: Path) -> None:
     latest = harness.latest_results(results_dir)
-    (repo / "BENCHMARKS.md").write_text(report.render(latest), encoding="utf-8")
+    analysis = repo / "bench" / "ANALYSIS.md"
+    text = analysis.read_text(encoding="utf-8") if analysis.exists() else ""
+    (repo / "BENCHMARKS.md").write_text(report.render(latest, text), encoding="utf-8")
     print(f"BENCHMARKS.md refreshed from {len(latest)} benchmark(s)")

@@ -112,8 +112,9 @@ def render_bench(name: str, outcome: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def render(latest: dict[str, dict[str, Any]]) -> str:
-    """The whole BENCHMARKS.md from the newest outcome of each benchmark."""
+def render(latest: dict[str, dict[str, Any]], analysis: str = "") -> str:
+    """The whole BENCHMARKS.md from the newest outcome of each benchmark; ``analysis`` (the
+    hand-written ``bench/ANALYSIS.md``: profiles, fixes, what remains) follows the targets."""
     parts = [HEADER]
     machines = {str(o.get("machine")) for o in latest.values() if o.get("machine")}
     if latest:
@@ -135,6 +136,8 @@ def render(latest: dict[str, dict[str, Any]]) -> str:
         if outcome.get("status") != "ok":
             summary.append(f"| {name} | (did not finish: {outcome.get('status')}) | – | – | **missed** |")
     parts.append("\n".join(summary) + "\n")
+    if analysis.strip():
+        parts.append(analysis.strip() + "\n")
     for name, outcome in latest.items():
         parts.append(render_bench(name, outcome))
     return "\n".join(parts).rstrip() + "\n"

@@ -95,3 +95,10 @@ def test_declared_timeout_is_read_without_importing_the_module(tmp_path: Path) -
     (tmp_path / "bench_b.py").write_text("NAIVE_TIMEOUT_S = 5\n")
     assert declared_timeout(tmp_path / "bench_a.py") == 1800.0
     assert declared_timeout(tmp_path / "bench_b.py") is None
+
+
+def test_hand_written_analysis_follows_the_targets_table() -> None:
+    latest = {"sim": {"status": "ok", "result": {"title": "Simulator", "figures": []}}}
+    text = report.render(latest, "## Where the time goes\n\nSpark's raw batch.\n")
+    assert text.index("## Targets") < text.index("## Where the time goes") < text.index("## Simulator")
+    assert "## Where the time goes" not in report.render(latest)
