@@ -25,7 +25,9 @@ from fleetsim.config import FleetsimConfig
 from fleetsim.stack import dedicated
 from fleetsim.stack.kafka import end_offsets
 
-pytestmark = pytest.mark.integration
+# `slow` (make test-slow): tests/reliability repeats both drills end to end in make test
+# (bridge kill -9 x3; Kafka paused 30 s then killed), with the ground truth in PostgreSQL.
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 class PacedPublisher(threading.Thread):

@@ -330,6 +330,15 @@ class Verdict:
         )
 
 
+def query(cfg: FleetsimConfig, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Rows of one statement run as the reader (dashboard) role."""
+    with pg_connect(cfg, "reader") as conn, conn.cursor() as cur:
+        cur.execute(sql, params)
+        rows = list(cur.fetchall())
+    conn.close()
+    return rows
+
+
 def stored_counts(cfg: FleetsimConfig, devices: list[str]) -> dict[str, dict[int, int]]:
     """device -> seq -> rows in ``sensor_data``."""
     out: dict[str, dict[int, int]] = defaultdict(dict)

@@ -28,9 +28,9 @@ from typing import Any
 
 import mqtt_raw
 import pytest
-from reliability_support import REPO, Pipeline, TruthPublisher, drain, wait_for
+from reliability_support import REPO, Pipeline, TruthPublisher, drain, query, wait_for
 
-from fleetsim.clients import confluent_kafka_config, mqtt_client, mqtt_connect, pg_connect
+from fleetsim.clients import confluent_kafka_config, mqtt_client, mqtt_connect
 from fleetsim.config import FleetsimConfig
 from fleetsim.contract import RejectReason, encode_reading, format_ts, format_ts_ms
 
@@ -176,14 +176,6 @@ def bridge_deadlettered(cfg: FleetsimConfig) -> int:
     return sum(
         int(float(v)) for v in re.findall(r"^fleetsim_bridge_deadlettered_total\{[^}]*\} (\S+)$", text, re.M)
     )
-
-
-def query(cfg: FleetsimConfig, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    with pg_connect(cfg, "reader") as conn, conn.cursor() as cur:
-        cur.execute(sql, params)
-        rows = list(cur.fetchall())
-    conn.close()
-    return rows
 
 
 RAW_TABLES = ("sensor_data", "device_latest", "sensor_alerts")

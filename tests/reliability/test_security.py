@@ -29,7 +29,7 @@ from typing import Any
 import mqtt_raw
 import psycopg2
 import pytest
-from reliability_support import Pipeline, wait_for
+from reliability_support import Pipeline, query, wait_for
 
 from fleetsim.clients import pg_connect
 from fleetsim.config import DashboardConfig, FleetsimConfig, config_to_env
@@ -42,14 +42,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.spark]
 
 DEVICE_A, DEVICE_B = "sec-dev-a", "sec-dev-b"
 DEVICE_A_PASSWORD = "device-a-secret-9f3c1e"
-
-
-def query(cfg: FleetsimConfig, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    with pg_connect(cfg, "reader") as conn, conn.cursor() as cur:
-        cur.execute(sql, params)
-        rows = list(cur.fetchall())
-    conn.close()
-    return rows
 
 
 def reading(device: str, seq: int) -> bytes:
