@@ -237,8 +237,8 @@ class StreamJob:
                         f"(aged out by retention or deleted): {lost}. Nothing was skipped; replay "
                         "the readings or accept the gap explicitly before restarting the job"
                     )
-                if exc is None:
-                    raise StreamingError(f"query {q.name} stopped")
+                # Only stop() ends a query on purpose; one that ended by itself (no exception
+                # reported, seen while PostgreSQL restarted) is restarted like a failed one.
                 recent = [t for t in failures.get(q.name, []) if now - t < RESTART_WINDOW_S] + [now]
                 failures[q.name] = recent
                 delay = restart_delay_s(len(recent))
@@ -246,7 +246,8 @@ class StreamJob:
                 self.metrics.batch_errors.labels(q.name).inc()
                 log.error(
                     "query %s failed (%s); restarting from its checkpoint in %.0f s (failure %d in %.0f min)",
-                    q.name, str(exc).splitlines()[0], delay, len(recent), RESTART_WINDOW_S / 60,
+                    q.name, str(exc).splitlines()[0] if exc else "stopped without an error", delay,
+                    len(recent), RESTART_WINDOW_S / 60,
                 )  # fmt: skip
 
     def stop(self, timeout_s: float = 30.0) -> None:

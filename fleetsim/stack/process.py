@@ -17,6 +17,7 @@ import stat
 import subprocess
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 from fleetsim.errors import PortInUseError, StackError
@@ -131,10 +132,15 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
     return False
 
 
+def _port_free(port: int) -> bool:
+    return not port_in_use(port)
+
+
 def check_ports_free(ports: dict[str, int]) -> None:
     """Raise :class:`PortInUseError` naming the config key to change for the first taken port."""
     for key, port in ports.items():
-        if port and port_in_use(port):
+        # A short grace: the previous instance of a restarted service may still be releasing it.
+        if port and port_in_use(port) and not wait_for(partial(_port_free, port), 10.0, 0.2):
             section, _, name = key.partition(".")
             env = f"FLEETSIM_{section.upper()}__{name.upper()}"
             raise PortInUseError(
