@@ -318,6 +318,13 @@ class Verdict:
     def n_unexpected(self) -> int:
         return sum(map(len, self.unexpected.values()))
 
+    def figures(self) -> dict[str, int]:
+        """The counts every ``DRILL`` line reports."""
+        return {
+            "sent": self.sent, "acked": self.acked, "stored": self.stored, "lost": self.n_lost,
+            "dup": self.n_duplicated, "unexpected": self.n_unexpected,
+        }  # fmt: skip
+
     def summary(self) -> str:
         def first(d: dict[str, list[int]]) -> str:
             return ", ".join(f"{k}: {v[:8]}" for k, v in list(d.items())[:4])

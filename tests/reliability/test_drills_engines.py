@@ -116,8 +116,7 @@ def test_kafka_paused_30s_then_killed_loses_nothing(pipe: Pipeline) -> None:
     v = drain(pipe.cfg, pub)
     restarts = _query_restarts(pipe) - restarts_before
     report(
-        "kafka-pause-kill", sent=v.sent, acked=v.acked, stored=v.stored, lost=v.n_lost, dup=v.n_duplicated,
-        unexpected=v.n_unexpected, bridge_state_max_during_pause=paused_state,
+        "kafka-pause-kill", **v.figures(), bridge_state_max_during_pause=paused_state,
         caught_up_after_sigcont_s=round(resume_s, 1), kafka_restart_s=round(kafka_back_s, 1),
         caught_up_after_kill_s=round(restart_s, 1), spark_query_restarts=restarts,
         bridge_starts=pipe.bridge.starts, stream_alive=pipe.stream.alive,
@@ -144,8 +143,7 @@ def test_mosquitto_graceful_restart_loses_nothing(pipe: Pipeline) -> None:
         pub.finish()
     v = drain(pipe.cfg, pub)
     report(
-        "mosquitto-sigterm", sent=v.sent, acked=v.acked, stored=v.stored, lost=v.n_lost,
-        dup=v.n_duplicated, unexpected=v.n_unexpected, broker_restart_s=round(broker_back_s, 1),
+        "mosquitto-sigterm", **v.figures(), broker_restart_s=round(broker_back_s, 1),
         bridge_reconnects=pipe.bridge_metric("fleetsim_bridge_mqtt_reconnects_total"),
     )  # fmt: skip
     assert pipe.bridge.alive and pipe.stream.alive
@@ -189,8 +187,7 @@ def test_mosquitto_killed_loses_at_most_its_unsaved_window(pipe: Pipeline) -> No
     window_seqs = int(autosave_s * RATE / len(pub.devices)) + 2  # seqs per device per autosave window
     oldest_lost = min((min(s) for s in v.lost.values()), default=None)
     report(
-        "mosquitto-kill9", sent=v.sent, acked=v.acked, stored=v.stored, lost=v.n_lost, dup=v.n_duplicated,
-        unexpected=v.n_unexpected, sampled_broker_lag_max=lag, autosave_interval_s=autosave_s,
+        "mosquitto-kill9", **v.figures(), sampled_broker_lag_max=lag, autosave_interval_s=autosave_s,
         window_msgs=int(autosave_s * RATE), broker_restart_s=round(broker_back_s, 1),
         seq_at_kill=seq_at_kill, oldest_lost_seq=oldest_lost,
         bridge_redelivered=pipe.bridge_metric("fleetsim_bridge_redelivered_total"),
@@ -228,8 +225,7 @@ def test_slow_then_cut_kafka_link_loses_nothing(pipe: Pipeline, proxy: LinkProxy
     v = drain(pipe.cfg, pub)
     restarts = _query_restarts(pipe) - restarts_before
     report(
-        "link-slow-cut", sent=v.sent, acked=v.acked, stored=v.stored, lost=v.n_lost, dup=v.n_duplicated,
-        unexpected=v.n_unexpected, forwarded_rate_at_200ms=round(slow_forward_rate),
+        "link-slow-cut", **v.figures(), forwarded_rate_at_200ms=round(slow_forward_rate),
         stored_rate_at_200ms=round(slow_stored_rate), connections_reset=reset,
         refused_during_cut=proxy.resets, bridge_state_max_during_cut=cut_state,
         caught_up_after_heal_s=round(heal_s, 1), spark_query_restarts=restarts,

@@ -43,8 +43,7 @@ def test_bridge_killed_three_times_mid_stream_loses_nothing(pipe: Pipeline) -> N
     t0 = time.monotonic()
     v = drain(pipe.cfg, pub)
     report(
-        "bridge-kill9-x3", sent=v.sent, acked=v.acked, stored=v.stored, lost=v.n_lost, dup=v.n_duplicated,
-        unexpected=v.n_unexpected, drained_after_s=round(time.monotonic() - t0, 1),
+        "bridge-kill9-x3", **v.figures(), drained_after_s=round(time.monotonic() - t0, 1),
         bridge_starts=pipe.bridge.starts,
     )  # fmt: skip
     assert pipe.bridge.starts >= 4
@@ -68,8 +67,7 @@ def test_spark_driver_killed_mid_batch_resumes_from_its_checkpoint(pipe: Pipelin
         pub.finish()
     v = drain(pipe.cfg, pub)
     report(
-        "spark-kill9", sent=v.sent, acked=v.acked, stored=v.stored, lost=v.n_lost, dup=v.n_duplicated,
-        unexpected=v.n_unexpected, job_back_after_s=round(restarted_s, 1),
+        "spark-kill9", **v.figures(), job_back_after_s=round(restarted_s, 1),
         all_stored_after_kill_s=round(time.monotonic() - t_kill, 1),
     )  # fmt: skip
     assert v.n_lost == 0 and v.n_duplicated == 0 and v.n_unexpected == 0, v.summary()
@@ -102,8 +100,7 @@ def test_writer_backend_terminated_and_postgres_restarted(pipe: Pipeline) -> Non
         pub.finish()
     v = drain(pipe.cfg, pub)
     report(
-        "pg-terminate-and-restart", sent=v.sent, acked=v.acked, stored=v.stored, lost=v.n_lost,
-        dup=v.n_duplicated, unexpected=v.n_unexpected, backends_terminated=killed,
+        "pg-terminate-and-restart", **v.figures(), backends_terminated=killed,
         all_stored_after_restart_s=round(time.monotonic() - t_stop, 1),
     )  # fmt: skip
     assert v.n_lost == 0 and v.n_duplicated == 0 and v.n_unexpected == 0, v.summary()
