@@ -90,6 +90,10 @@ class Simulation:
         """Process every event before simulated time ``until`` (seconds since the start)."""
         if until > self.env.now:
             self.env.run(until=until)
+        # simpy 4.1 leaves the stopping `until` event queued at `now` (no callbacks left): step it
+        # away, or peek() says an event is due now and the paced runner spins at 100% CPU.
+        while self.env.peek() <= self.env.now:
+            self.env.step()
 
     # ------------------------------------------------------------------------------- control
     def submit(self, target: str, cmd: ControlCommand, source: str = "control") -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import statistics
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -406,3 +407,29 @@ def test_seq_base_keeps_seqs_increasing_across_restarts():
     )
     Runner(first, speed=None, duration_s=600).run()
     assert first.devices["out-1"].seq == 1010
+
+
+def test_advance_leaves_no_event_due_now():
+    # simpy 4.1 re-queues run(until)'s stop event at `now`; left there, peek() == now and a paced
+    # runner never sleeps.
+    sim = Simulation([office(1), office(2)], MemoryPublisher(), seed=1, start=START, ledger=Ledger(None))
+    for until in (0.5, 1.25, 61.0, 61.5):
+        sim.advance(until)
+        assert sim.env.now == until
+        assert sim.env.peek() > sim.env.now
+
+
+def test_paced_runner_sleeps_between_events():
+    sim = Simulation([office(1)], MemoryPublisher(), seed=1, start=START, ledger=Ledger(None))
+    calls: list[float] = []
+
+    def io(timeout_s: float) -> None:  # what the MQTT pump does: wait on its socket
+        calls.append(timeout_s)
+        time.sleep(timeout_s)
+
+    # 30 simulated s at 60x = 0.5 wall s with one reading: a sleeping loop wakes a few dozen
+    # times (waits are capped at 50 ms); the spinning one called io ~10,000 times.
+    Runner(sim, speed=60.0, duration_s=30.0, io=io).run()
+    assert sim.env.now == 30.0
+    assert len(calls) < 200, f"{len(calls)} io calls in 0.5 s: the paced loop spins"
+    assert sum(calls) > 0.3
