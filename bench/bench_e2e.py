@@ -247,7 +247,7 @@ def _stage_pids(cfg: FleetsimConfig, apps: dict[str, AppComponent]) -> dict[str,
 def run(cfg: FleetsimConfig, quick: bool) -> dict[str, Any]:
     # Fine steps at the low end: on 2 shared cores the knee is there, and the report should say
     # where it is, not just "failed the first step".
-    rates = [1000, 3000] if quick else [250, 500, 1000, 2000, 3000, 4000, 5000, 7500, 10_000, 15_000]
+    rates = [1000, 3000] if quick else [100, 250, 500, 1000, 2000, 3000, 4000, 5000, 7500, 10_000, 15_000]
     step_s = 15.0 if quick else 60.0
     soak_s = 0.0 if quick else 600.0
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETSIM_")} | config_to_env(cfg)

@@ -28,6 +28,8 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace, cfg: FleetsimConfig) -> int:
     from cloud.streaming.job import StreamJob
 
+    # py4j logs every gateway command at DEBUG (thousands a second): -vv is for our loggers.
+    logging.getLogger("py4j").setLevel(max(logging.INFO, logging.getLogger().level))
     stop = threading.Event()
 
     def _on_signal(signum: int, _frame: Any) -> None:

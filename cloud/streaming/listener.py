@@ -63,6 +63,9 @@ class MetricsListener(StreamingQueryListener):
         name = p.name or "unnamed"
         try:
             fig = progress_figures(p)
+            # Where a batch's time went (latestOffset, queryPlanning, addBatch, walCommit, ...):
+            # the first thing to read when the job falls behind (`fleetsim -vv stream`).
+            log.debug("%s batch %s: %s rows, %s", name, p.batchId, fig["input_rows"], p.durationMs)
             m = self.metrics
             m.last_batch_id.labels(name).set(p.batchId)
             m.input_rows.labels(name).inc(fig["input_rows"])

@@ -24,6 +24,12 @@ def connector_jars(cfg: FleetsimConfig) -> list[Path]:
     return jars
 
 
+STATE_STORES = {
+    "rocksdb": "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",
+    "memory": "org.apache.spark.sql.execution.streaming.state.HDFSBackedStateStoreProvider",
+}
+
+
 def session_conf(cfg: FleetsimConfig, master: str | None = None, ui: bool = True) -> dict[str, str]:
     """The Spark settings the job runs with (separate from building, so tests can read them)."""
     s = cfg.spark
@@ -43,9 +49,7 @@ def session_conf(cfg: FleetsimConfig, master: str | None = None, ui: bool = True
         # Dedup state holds every (device_id, seq) of the last watermark delay (600k keys at
         # 5k msg/s and 2 min): RocksDB keeps that off the JVM heap; changelog checkpointing makes
         # the per-batch commit a small append instead of a snapshot upload.
-        "spark.sql.streaming.stateStore.providerClass": (
-            "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
-        ),
+        "spark.sql.streaming.stateStore.providerClass": STATE_STORES[s.state_store],
         "spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled": "true",
         "spark.sql.streaming.noDataMicroBatches.enabled": "true",
         "spark.sql.execution.arrow.pyspark.enabled": "true",

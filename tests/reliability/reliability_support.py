@@ -187,6 +187,7 @@ def pipeline(
                 "spark.checkpoint_dir": str(tmp / "checkpoints"),
                 "spark.master": "local[2]",
                 "spark.trigger_interval_s": 1.0,
+                "spark.agg_trigger_interval_s": 5.0,  # the drills wait for windows and dead letters
                 "spark.shuffle_partitions": 2,
                 "bridge.client_id": f"rel-bridge-{tmp.name}",
                 **(overrides or {}),
