@@ -167,9 +167,18 @@ def parse_telemetry(kafka_df: DataFrame, max_future: timedelta = DEFAULT_MAX_FUT
     )
 
 
+def _keep_if(parsed: DataFrame, cond: Column, columns: list[Column | str]) -> DataFrame:
+    """``parsed.where(cond).select(*columns)`` without a Filter: the optimizer pushes a Filter
+    below the parsing projection and inlines ``from_json`` into every rule of the condition (79
+    parses of each record, measured at ~300 us per record); a 0-or-1-element ``inline`` keeps
+    the parse in one projection, evaluated once."""
+    row = F.struct(*(F.col(c) if isinstance(c, str) else c for c in columns))
+    return parsed.select(F.inline(F.when(cond, F.array(row))))
+
+
 def valid_readings(parsed: DataFrame) -> DataFrame:
     """Rows that passed every rule, with the reading and Kafka columns only."""
-    return parsed.where(F.col("reject_reason").isNull()).select(*READING_COLUMNS, *KAFKA_COLUMNS)
+    return _keep_if(parsed, F.col("reject_reason").isNull(), [*READING_COLUMNS, *KAFKA_COLUMNS])
 
 
 def reject_columns() -> list[Column]:
@@ -189,7 +198,7 @@ def reject_columns() -> list[Column]:
 
 def rejects(parsed: DataFrame) -> DataFrame:
     """Rows that failed, as ``sensor_data_rejects`` rows."""
-    return parsed.where(F.col("reject_reason").isNotNull()).select(*reject_columns())
+    return _keep_if(parsed, F.col("reject_reason").isNotNull(), list(reject_columns()))
 
 
 def deadletters(kafka_df: DataFrame) -> DataFrame:
