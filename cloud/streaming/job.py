@@ -217,13 +217,31 @@ class StreamJob:
         """
         failures: dict[str, list[float]] = {}
         due: dict[str, float] = {}  # query name -> when to restart it
+
+        def schedule(name: str, reason: str, now: float) -> None:
+            recent = [t for t in failures.get(name, []) if now - t < RESTART_WINDOW_S] + [now]
+            failures[name] = recent
+            delay = restart_delay_s(len(recent))
+            due[name] = now + delay
+            self.metrics.batch_errors.labels(name).inc()
+            log.error(
+                "query %s failed (%s); restarting from its checkpoint in %.0f s (failure %d in %.0f min)",
+                name, reason, delay, len(recent), RESTART_WINDOW_S / 60,
+            )  # fmt: skip
+
         while not stop.wait(poll_s):
             now = time.monotonic()
             for i, q in enumerate(self.queries):
                 if q.name in due:
                     if now >= due[q.name]:
                         del due[q.name]
-                        self.queries[i] = self._start_query(q.name)
+                        try:
+                            self.queries[i] = self._start_query(q.name)
+                        except Exception as start_exc:  # e.g. the registry's JDBC
+                            # relation resolves its schema at start: PostgreSQL still down.
+                            first = str(start_exc).splitlines()[0][:300]
+                            schedule(q.name, f"restart failed: {first}", now)
+                            continue
                         log.info("restarted query %s from its checkpoint", q.name)
                     continue
                 if q.isActive:
@@ -240,16 +258,7 @@ class StreamJob:
                     )
                 # Only stop() ends a query on purpose; one that ended by itself (no exception
                 # reported, seen while PostgreSQL restarted) is restarted like a failed one.
-                recent = [t for t in failures.get(q.name, []) if now - t < RESTART_WINDOW_S] + [now]
-                failures[q.name] = recent
-                delay = restart_delay_s(len(recent))
-                due[q.name] = now + delay
-                self.metrics.batch_errors.labels(q.name).inc()
-                log.error(
-                    "query %s failed (%s); restarting from its checkpoint in %.0f s (failure %d in %.0f min)",
-                    q.name, str(exc).splitlines()[0] if exc else "stopped without an error", delay,
-                    len(recent), RESTART_WINDOW_S / 60,
-                )  # fmt: skip
+                schedule(q.name, str(exc).splitlines()[0] if exc else "stopped without an error", now)
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """Let each query finish its running micro-batch (up to ``timeout_s``), then stop it."""

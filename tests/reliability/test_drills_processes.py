@@ -51,6 +51,9 @@ def test_bridge_killed_three_times_mid_stream_loses_nothing(pipe: Pipeline) -> N
     assert v.acked > 2500, v.summary()
 
 
+# `make test-slow`: `make test` keeps the kill -9 mid-stream of the exact-tables streaming test
+# (tests/streaming/test_stream_integration.py), which checks every table after the restart.
+@pytest.mark.slow
 def test_spark_driver_killed_mid_batch_resumes_from_its_checkpoint(pipe: Pipeline) -> None:
     pub = TruthPublisher(pipe.cfg, "drill-spark", devices=10, rate=300)
     pub.start()
