@@ -54,7 +54,7 @@ format: ## Apply ruff formatting and safe fixes
 	@$(BIN)/ruff check --fix .
 
 typecheck: ## mypy over all code
-	@$(BIN)/mypy fleetsim edge bridge cloud
+	@$(BIN)/mypy fleetsim
 
 bench: setup ## Run the benchmark suite and refresh BENCHMARKS.md
 	@$(FLEETSIM) bench

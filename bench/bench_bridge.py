@@ -38,8 +38,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from fleetsim.config import FleetsimConfig, config_to_env  # noqa: E402
-from fleetsim.contract import encode_reading, format_ts_ms  # noqa: E402
+from fleetsim.kernel.config import FleetsimConfig, config_to_env  # noqa: E402
+from fleetsim.kernel.contract import encode_reading, format_ts_ms  # noqa: E402
 
 DEVICES = 16
 WINDOW = 2000
@@ -76,7 +76,7 @@ def _fresh_topics(cfg: FleetsimConfig) -> FleetsimConfig:
 
 def _session(cfg: FleetsimConfig, client_id: str) -> None:
     """Create a persistent session subscribed to the telemetry filter, then leave."""
-    from fleetsim.clients import mqtt_client, mqtt_connect
+    from fleetsim.kernel.clients import mqtt_client, mqtt_connect
 
     c = mqtt_client(cfg, "bridge", client_id, clean=True, session_expiry_s=3600)
     done: list[int] = []
@@ -96,7 +96,7 @@ def _session(cfg: FleetsimConfig, client_id: str) -> None:
 def _drop_session(cfg: FleetsimConfig, client_id: str) -> None:
     """Delete a benchmark session (clean start, expiry 0): a leftover session still subscribed to
     the telemetry filter would make Mosquitto queue every later run's messages for it too."""
-    from fleetsim.clients import mqtt_client, mqtt_connect
+    from fleetsim.kernel.clients import mqtt_client, mqtt_connect
 
     c = mqtt_client(cfg, "bridge", client_id, clean=True, session_expiry_s=0)
     mqtt_connect(c)
@@ -108,7 +108,7 @@ def _drop_session(cfg: FleetsimConfig, client_id: str) -> None:
 
 def _prefill(cfg: FleetsimConfig, n: int, tmp: Path) -> float:
     """Queue ``n`` readings with mosquitto_pub -l (credentials from its options file, never argv)."""
-    from fleetsim.clients import mqtt_credentials
+    from fleetsim.kernel.clients import mqtt_credentials
 
     user, password = mqtt_credentials(cfg, "sim")
     conf = tmp / "xdg"
@@ -276,9 +276,9 @@ def child_main(variant: str, n: int, client_id: str, limit_s: float, out: Path) 
     """Runs in its own process: drain the session with ``variant`` and write the figures."""
     import paho.mqtt.client as mqtt
 
-    from bridge.mqtt_fast import FastClient
-    from fleetsim.clients import confluent_kafka_config, mqtt_client, mqtt_connect
-    from fleetsim.config import load_config
+    from fleetsim.bridge.mqtt_fast import FastClient
+    from fleetsim.kernel.clients import confluent_kafka_config, mqtt_client, mqtt_connect
+    from fleetsim.kernel.config import load_config
 
     cfg = load_config(None)
     state = {"count": 0, "t_first": 0.0, "t10": 0.0, "t90": 0.0, "c10": 0.0, "c90": 0.0}
@@ -333,8 +333,8 @@ def child_main(variant: str, n: int, client_id: str, limit_s: float, out: Path) 
 # ------------------------------------------------------------------------------------ latency
 def publisher_main(rate: float, seconds: float, out: Path) -> None:
     """Child: publish at ``rate`` msg/s for ``seconds`` (QoS 1, 100 in flight), 16 devices."""
-    from fleetsim.clients import mqtt_client, mqtt_connect
-    from fleetsim.config import load_config
+    from fleetsim.kernel.clients import mqtt_client, mqtt_connect
+    from fleetsim.kernel.config import load_config
 
     cfg = load_config(None)
     c = mqtt_client(cfg, "sim", f"bench-lat-pub-{os.getpid()}")
@@ -442,7 +442,7 @@ def producer_rates(cfg: FleetsimConfig, n: int) -> dict[str, float]:
     from confluent_kafka import Producer
     from kafka import KafkaProducer
 
-    from fleetsim.clients import confluent_kafka_config, kafka_python_kwargs
+    from fleetsim.kernel.clients import confluent_kafka_config, kafka_python_kwargs
 
     cfg = _fresh_topics(cfg)
     topic = cfg.kafka.telemetry_topic
@@ -606,7 +606,7 @@ def main() -> int:
         return 0
     import signal
 
-    from fleetsim.config import load_config
+    from fleetsim.kernel.config import load_config
     from fleetsim.stack import dedicated
 
     def on_term(_sig: int, _frame: Any) -> None:

@@ -24,15 +24,15 @@ from typing import Any
 import psycopg2
 from psycopg2 import sql
 
-from cloud.dashboard import logic, mapview
-from cloud.dashboard.db import reader_connect_kwargs
-from cloud.dashboard.queries import devices as qdev
-from cloud.dashboard.queries import live as qlive
-from cloud.dashboard.queries import pipeline as qpipe
-from cloud.dashboard.queries import trends as qtr
-from cloud.dashboard.queries._sql import fetch_df
-from fleetsim.clients import pg_connect
-from fleetsim.config import FleetsimConfig, load_config
+from fleetsim.cloud.dashboard import logic, mapview
+from fleetsim.cloud.dashboard.db import reader_connect_kwargs
+from fleetsim.cloud.dashboard.queries import devices as qdev
+from fleetsim.cloud.dashboard.queries import live as qlive
+from fleetsim.cloud.dashboard.queries import pipeline as qpipe
+from fleetsim.cloud.dashboard.queries import trends as qtr
+from fleetsim.cloud.dashboard.queries._sql import fetch_df
+from fleetsim.kernel.clients import pg_connect
+from fleetsim.kernel.config import FleetsimConfig, load_config
 
 TARGET_MS = 300.0
 # Loading 10M rows and timing every view 7 times takes longer than the default 900 s.

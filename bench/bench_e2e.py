@@ -24,8 +24,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from fleetsim.clients import pg_connect
-from fleetsim.config import FleetsimConfig, config_to_env
+from fleetsim.kernel.clients import pg_connect
+from fleetsim.kernel.config import FleetsimConfig, config_to_env
 from fleetsim.stack import service
 from fleetsim.stack.components import AppComponent
 

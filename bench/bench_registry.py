@@ -25,13 +25,13 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from fleetsim.config import FleetsimConfig
+from fleetsim.kernel.config import FleetsimConfig
 
 RUNS = 7
 
 
 def _payloads(n: int, devices: list[str], with_position: bool) -> list[tuple[str, bytes]]:
-    from fleetsim.contract import encode_reading, format_ts_ms
+    from fleetsim.kernel.contract import encode_reading, format_ts_ms
 
     base = int(datetime.now(UTC).timestamp() * 1000) - 3_600_000
     out = []
@@ -45,8 +45,8 @@ def _payloads(n: int, devices: list[str], with_position: bool) -> list[tuple[str
 
 
 def _bridge_rates(n: int, devices: list[str]) -> dict[str, Any]:
-    from bridge.adapters.native import NativeAdapter
-    from fleetsim.contract import encode_reading, format_ts
+    from fleetsim.bridge.adapters.native import NativeAdapter
+    from fleetsim.kernel.contract import encode_reading, format_ts
     from fleetsim.registry.directory import DeviceDirectory, DeviceInfo
 
     cfg = FleetsimConfig()
@@ -91,7 +91,7 @@ _NO_JOIN_SELECT = "FROM stage_raw s LEFT JOIN devices d ON d.device_id = s.devic
 
 
 def _sink_variants() -> dict[str, str]:
-    from cloud.streaming import pgsink
+    from fleetsim.cloud.streaming import pgsink
 
     current = pgsink.INSERT_RAW
     if _NO_JOIN_SELECT not in current:
@@ -117,8 +117,8 @@ def _stage_csv(n: int, devices: list[str], day: datetime) -> bytes:
 
 
 def _sink_times(cfg: FleetsimConfig, n: int, devices: list[str]) -> dict[str, list[float]]:
-    from cloud.streaming import pgsink
-    from fleetsim.clients import pg_connect
+    from fleetsim.cloud.streaming import pgsink
+    from fleetsim.kernel.clients import pg_connect
     from fleetsim.registry import store
     from fleetsim.registry.model import Device
 
@@ -244,6 +244,6 @@ def run(cfg: FleetsimConfig, quick: bool) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    from fleetsim.config import load_config
+    from fleetsim.kernel.config import load_config
 
     print(json.dumps(run(load_config(), quick="--quick" in sys.argv), indent=2))

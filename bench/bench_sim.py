@@ -33,14 +33,14 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from edge.engine import Simulation  # noqa: E402
-from edge.fleet import DeviceSpec, load_fleet, scale_fleet  # noqa: E402
-from edge.ledger import Ledger  # noqa: E402
-from edge.mqtt import MqttPublisher  # noqa: E402
-from edge.publisher import MemoryPublisher  # noqa: E402
-from edge.runner import Runner  # noqa: E402
-from fleetsim.clients import mqtt_client, mqtt_connect  # noqa: E402
-from fleetsim.config import FleetsimConfig  # noqa: E402
+from fleetsim.edge.engine import Simulation  # noqa: E402
+from fleetsim.edge.ledger import Ledger  # noqa: E402
+from fleetsim.edge.mqtt import MqttPublisher  # noqa: E402
+from fleetsim.edge.publisher import MemoryPublisher  # noqa: E402
+from fleetsim.edge.runner import Runner  # noqa: E402
+from fleetsim.kernel.clients import mqtt_client, mqtt_connect  # noqa: E402
+from fleetsim.kernel.config import FleetsimConfig  # noqa: E402
+from fleetsim.kernel.fleetfile import DeviceSpec, load_fleet, scale_fleet  # noqa: E402
 
 START = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
 WINDOW = 1000
@@ -300,7 +300,7 @@ def main() -> int:
     args = parser.parse_args()
     import tempfile
 
-    from fleetsim.config import load_config
+    from fleetsim.kernel.config import load_config
     from fleetsim.stack import dedicated
 
     base = load_config(REPO / "fleetsim.toml", environ={})

@@ -25,8 +25,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from fleetsim.clients import confluent_kafka_config, pg_connect, pg_dsn_kwargs
-from fleetsim.config import FleetsimConfig
+from fleetsim.kernel.clients import confluent_kafka_config, pg_connect, pg_dsn_kwargs
+from fleetsim.kernel.config import FleetsimConfig
 
 REPO = Path(__file__).resolve().parent.parent
 SINK_TARGET = 100_000.0
@@ -87,9 +87,9 @@ def _kafka_batch(spark: Any, rows: int, devices: int) -> Any:
 
 
 def _sink_run(cfg: FleetsimConfig, df: Any, batch_id: int) -> tuple[float, float]:
-    from cloud.streaming import flows
-    from cloud.streaming.job import split_raw
-    from cloud.streaming.pgsink import PgSink
+    from fleetsim.cloud.streaming import flows
+    from fleetsim.cloud.streaming.job import split_raw
+    from fleetsim.cloud.streaming.pgsink import PgSink
 
     sink = PgSink(cfg, "bench")
     try:
@@ -107,7 +107,7 @@ def _sink_run(cfg: FleetsimConfig, df: Any, batch_id: int) -> tuple[float, float
 def _jdbc_run(cfg: FleetsimConfig, df: Any) -> float:
     from pyspark.sql import functions as F
 
-    from cloud.streaming.parse import parse_telemetry, valid_readings
+    from fleetsim.cloud.streaming.parse import parse_telemetry, valid_readings
 
     kw = pg_dsn_kwargs(cfg, "writer")
     url = f"jdbc:postgresql://{kw['host']}:{kw['port']}/{kw['dbname']}"
@@ -121,7 +121,7 @@ def _jdbc_run(cfg: FleetsimConfig, df: Any) -> float:
 
 
 def bench_throughput(cfg: FleetsimConfig, spark: Any, rows: int, runs: int) -> dict[str, Any]:
-    from cloud.streaming.pgsink import PgSink
+    from fleetsim.cloud.streaming.pgsink import PgSink
 
     df = _kafka_batch(spark, rows, devices=max(rows // 100, 10))
     today = datetime.now(UTC).date()  # readings span [now - 1 h, now - 1 h + rows / devices s]
@@ -158,8 +158,8 @@ def bench_latency(cfg: FleetsimConfig, rate: int, seconds: float, warmup_s: floa
     """Run the job, produce ``rate`` msg/s stamped with the send time, measure ingest_ts - ts."""
     from confluent_kafka import Producer
 
-    from cloud.streaming.job import StreamJob
-    from fleetsim.contract import encode_reading, format_ts_ms
+    from fleetsim.cloud.streaming.job import StreamJob
+    from fleetsim.kernel.contract import encode_reading, format_ts_ms
 
     _reset(cfg)
     job = StreamJob(cfg, ui=False)
@@ -214,7 +214,7 @@ def bench_latency(cfg: FleetsimConfig, rate: int, seconds: float, warmup_s: floa
 
 
 def run(cfg: FleetsimConfig, quick: bool) -> dict[str, Any]:
-    from cloud.streaming.session import build_session
+    from fleetsim.cloud.streaming.session import build_session
 
     ckpt = Path(tempfile.mkdtemp(prefix="bench-sink-ckpt-"))
     cfg = cfg.with_overrides(
@@ -286,6 +286,6 @@ def run(cfg: FleetsimConfig, quick: bool) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    from fleetsim.config import load_config
+    from fleetsim.kernel.config import load_config
 
     print(json.dumps(run(load_config(), "--quick" in sys.argv[1:]), indent=2, default=str))

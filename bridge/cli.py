@@ -8,7 +8,7 @@ import signal
 import threading
 from typing import Any
 
-from fleetsim.config import FleetsimConfig
+from fleetsim.kernel.config import FleetsimConfig
 
 log = logging.getLogger("fleetsim.bridge")
 
@@ -60,7 +60,7 @@ def identity(args: argparse.Namespace, cfg: FleetsimConfig) -> tuple[str, str, i
 
 
 def run(args: argparse.Namespace, cfg: FleetsimConfig) -> int:
-    from bridge.runtime import Bridge
+    from fleetsim.bridge.runtime import Bridge
 
     client_id, group, port = identity(args, cfg)
     from fleetsim.registry.directory import for_bridge

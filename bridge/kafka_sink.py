@@ -21,9 +21,9 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from bridge.inflight import Send
-from fleetsim.clients import confluent_kafka_config
-from fleetsim.config import FleetsimConfig
+from fleetsim.bridge.inflight import Send
+from fleetsim.kernel.clients import confluent_kafka_config
+from fleetsim.kernel.config import FleetsimConfig
 
 log = logging.getLogger("fleetsim.bridge.kafka")
 

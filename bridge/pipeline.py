@@ -11,10 +11,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from bridge.adapters import Adapted
-from bridge.directory import AcceptAll, DeviceDirectory, DeviceStatus
-from bridge.routing import Router
-from fleetsim.contract import Rejected, RejectReason, is_valid_device_id
+from fleetsim.bridge.adapters import Adapted
+from fleetsim.bridge.directory import AcceptAll, DeviceDirectory, DeviceStatus
+from fleetsim.bridge.routing import Router
+from fleetsim.kernel.contract import Rejected, RejectReason, is_valid_device_id
 
 log = logging.getLogger("fleetsim.bridge")
 

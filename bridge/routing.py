@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from bridge.adapters import Adapter, build_adapter
-from fleetsim.config import AdapterRoute
+from fleetsim.bridge.adapters import Adapter, build_adapter
+from fleetsim.kernel.config import AdapterRoute
 
 SHARE_PREFIX = "$share/"
 _CACHE_LIMIT = 200_000

@@ -25,15 +25,15 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from bridge.directory import DeviceDirectory
-from bridge.inflight import Tracker
-from bridge.kafka_sink import KafkaSink
-from bridge.metrics import BridgeCollector, State, Stats, serve
-from bridge.mqtt_fast import FastClient
-from bridge.pipeline import DeadLetter, Processor
-from bridge.routing import Router, build_routes
-from fleetsim.config import FleetsimConfig
-from fleetsim.contract import KafkaHeader, RejectReason
+from fleetsim.bridge.directory import DeviceDirectory
+from fleetsim.bridge.inflight import Tracker
+from fleetsim.bridge.kafka_sink import KafkaSink
+from fleetsim.bridge.metrics import BridgeCollector, State, Stats, serve
+from fleetsim.bridge.mqtt_fast import FastClient
+from fleetsim.bridge.pipeline import DeadLetter, Processor
+from fleetsim.bridge.routing import Router, build_routes
+from fleetsim.kernel.config import FleetsimConfig
+from fleetsim.kernel.contract import KafkaHeader, RejectReason
 
 log = logging.getLogger("fleetsim.bridge")
 
@@ -112,7 +112,7 @@ class Bridge:
         log.info("waiting for Kafka topics %s, %s", self.telemetry_topic, self.deadletter_topic)
         if not self.sink.wait_ready([self.telemetry_topic, self.deadletter_topic], self._stop):
             return
-        from fleetsim.clients import mqtt_connect
+        from fleetsim.kernel.clients import mqtt_connect
 
         with self._life_lock:
             if self._stop.is_set():
@@ -125,7 +125,7 @@ class Bridge:
             self._client.loop_start()
 
     def _make_client(self) -> Any:
-        from fleetsim.clients import mqtt_client
+        from fleetsim.kernel.clients import mqtt_client
 
         c = mqtt_client(
             self.cfg,

@@ -16,16 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge.engine import Simulation
-from edge.fleet import DeviceSpec, load_fleet, parse_shard, scale_fleet, shard_fleet
-from edge.ledger import Ledger
-from edge.metrics import SimMetrics
-from edge.physics import start_instant
-from edge.publisher import Publisher
-from edge.replay import load_replay, replay_process
-from edge.runner import Runner, RunReport, parse_duration, parse_speed
-from fleetsim.config import FleetsimConfig
-from fleetsim.errors import SimulationError
+from fleetsim.edge.engine import Simulation
+from fleetsim.edge.ledger import Ledger
+from fleetsim.edge.metrics import SimMetrics
+from fleetsim.edge.physics import start_instant
+from fleetsim.edge.publisher import Publisher
+from fleetsim.edge.replay import load_replay, replay_process
+from fleetsim.edge.runner import Runner, RunReport, parse_duration, parse_speed
+from fleetsim.kernel.config import FleetsimConfig
+from fleetsim.kernel.errors import SimulationError
+from fleetsim.kernel.fleetfile import DeviceSpec, load_fleet, parse_shard, scale_fleet, shard_fleet
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def run_simulation(
         duration = (readings[-1].ts - readings[0].ts).total_seconds() + 1.0
     mqtt = None
     if publisher is None:
-        from edge.mqtt import MqttPublisher
+        from fleetsim.edge.mqtt import MqttPublisher
 
         mqtt = MqttPublisher(
             cfg,

@@ -12,9 +12,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fleetsim.config import FleetsimConfig
-from fleetsim.contract import CONTROL_ALL_TOPIC, ControlAction, ControlCommand, FaultKind, control_topic
-from fleetsim.errors import SimulationError
+from fleetsim.kernel.config import FleetsimConfig
+from fleetsim.kernel.contract import (
+    CONTROL_ALL_TOPIC,
+    ControlAction,
+    ControlCommand,
+    FaultKind,
+    control_topic,
+)
+from fleetsim.kernel.errors import SimulationError
 
 _SIM_FLAGS = {
     "devices": "simulation.devices_file",
@@ -84,7 +90,7 @@ def sim_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_sim(args: argparse.Namespace, cfg: FleetsimConfig) -> int:
-    from edge.app import SimOptions, run_simulation
+    from fleetsim.edge.app import SimOptions, run_simulation
 
     opts = SimOptions(replay=args.replay, replay_shift=args.replay_shift, tls=args.tls)
     report, totals = run_simulation(cfg, opts)
@@ -101,7 +107,7 @@ def run_sim(args: argparse.Namespace, cfg: FleetsimConfig) -> int:
 
 # ----------------------------------------------------------------------------------- fault
 def _duration(raw: str | None) -> float | None:
-    from edge.runner import parse_duration
+    from fleetsim.edge.runner import parse_duration
 
     if raw is None:
         return None
@@ -174,7 +180,7 @@ def build_command(args: argparse.Namespace) -> tuple[str, ControlCommand]:
         within=_within(args.within),
     )
     if fault is not None:
-        from edge.faults import merge_params
+        from fleetsim.kernel.faultcatalog import merge_params
 
         try:
             merge_params(fault, cmd.params)
@@ -185,7 +191,7 @@ def build_command(args: argparse.Namespace) -> tuple[str, ControlCommand]:
 
 def publish_control(cfg: FleetsimConfig, target: str, cmd: ControlCommand, timeout_s: float = 10.0) -> None:
     """Publish one control command (QoS 1) with the tool identity and wait for the broker."""
-    from fleetsim.clients import mqtt_client, mqtt_connect
+    from fleetsim.kernel.clients import mqtt_client, mqtt_connect
 
     client = mqtt_client(cfg, "tool", f"fleetsim-fault-{time.time_ns() % 10**9}")
     try:

@@ -17,9 +17,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 import simpy
 
-from edge.fleet import DeviceSpec
-from edge.ledger import Ledger, SeqLog
-from edge.physics import (
+from fleetsim.edge.ledger import Ledger, SeqLog
+from fleetsim.edge.physics import (
     CO2_TAU_S,
     OCCUPANCY_PEAK_PPM,
     OUTDOOR_CO2_PPM,
@@ -29,11 +28,12 @@ from edge.physics import (
     magnus_rh,
     station_pressure,
 )
-from edge.publisher import Publisher
-from fleetsim.contract import FaultKind, encode_reading, format_ts, format_ts_ms, telemetry_topic
+from fleetsim.edge.publisher import Publisher
+from fleetsim.kernel.contract import FaultKind, encode_reading, format_ts, format_ts_ms, telemetry_topic
+from fleetsim.kernel.fleetfile import DeviceSpec
 
 if TYPE_CHECKING:
-    from edge.faults import ActiveFault
+    from fleetsim.edge.faults import ActiveFault
 
 BATTERY_WARNING_PCT: Final = 15.0
 """Below this charge (%) a device reports status WARNING."""

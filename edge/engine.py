@@ -17,13 +17,13 @@ from typing import Any
 
 import simpy
 
-from edge.device import Device, SimContext
-from edge.faults import FaultInjector
-from edge.fleet import DeviceSpec, haversine_km
-from edge.ledger import Ledger
-from edge.physics import Climate
-from edge.publisher import Publisher
-from fleetsim.contract import ControlAction, ControlCommand
+from fleetsim.edge.device import Device, SimContext
+from fleetsim.edge.faults import FaultInjector
+from fleetsim.edge.ledger import Ledger
+from fleetsim.edge.physics import Climate
+from fleetsim.edge.publisher import Publisher
+from fleetsim.kernel.contract import ControlAction, ControlCommand
+from fleetsim.kernel.fleetfile import DeviceSpec, haversine_km
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
-from edge.engine import Simulation
-from edge.runner import RunReport
+from fleetsim.edge.engine import Simulation
+from fleetsim.edge.runner import RunReport
 
 
 class SimMetrics:

@@ -40,10 +40,10 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 
-from fleetsim.clients import mqtt_client, mqtt_connect
-from fleetsim.config import FleetsimConfig
-from fleetsim.contract import CONTROL_FILTER, ContractError, ControlCommand, DeviceState, status_topic
-from fleetsim.errors import SimulationError
+from fleetsim.kernel.clients import mqtt_client, mqtt_connect
+from fleetsim.kernel.config import FleetsimConfig
+from fleetsim.kernel.contract import CONTROL_FILTER, ContractError, ControlCommand, DeviceState, status_topic
+from fleetsim.kernel.errors import SimulationError
 
 log = logging.getLogger(__name__)
 

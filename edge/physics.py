@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Final
 from zoneinfo import ZoneInfo
 
-from edge.fleet import haversine_km
+from fleetsim.kernel.fleetfile import haversine_km
 
 TWO_PI: Final = 2 * math.pi
 DAY_S: Final = 86_400.0

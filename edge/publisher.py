@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from fleetsim.contract import DeviceState, status_topic
+from fleetsim.kernel.contract import DeviceState, status_topic
 
 
 class Publisher(Protocol):

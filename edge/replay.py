@@ -17,8 +17,8 @@ from typing import Any
 
 import simpy
 
-from edge.engine import Simulation
-from fleetsim.contract import (
+from fleetsim.edge.engine import Simulation
+from fleetsim.kernel.contract import (
     FIELDS,
     Reading,
     Rejected,
@@ -27,7 +27,7 @@ from fleetsim.contract import (
     reading_from_obj,
     telemetry_topic,
 )
-from fleetsim.errors import FleetFileError
+from fleetsim.kernel.errors import FleetFileError
 
 _NUMERIC = {f.name for f in FIELDS if f.type in ("number", "integer")}
 _NAMES = {f.name for f in FIELDS}

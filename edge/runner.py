@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
-from edge.engine import Simulation
+from fleetsim.edge.engine import Simulation
 
 SNAPSHOT_EVERY_S: Final = 30.0
 """Wall seconds between two ``sent`` snapshots in the ledger."""

@@ -16,17 +16,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fleetsim.config import FleetsimConfig, load_config
-from fleetsim.errors import FleetsimError
+from fleetsim.kernel.config import FleetsimConfig, load_config
+from fleetsim.kernel.errors import FleetsimError
 
 COMMAND_MODULES: tuple[str, ...] = (
     "fleetsim.stack.cli",  # up, down, status, logs, psql, tap, config, setup-check
     "fleetsim.stack.compose_support",  # compose-init (one-shot set-up of docker-compose.yml)
     "fleetsim.registry.cli",  # device add/list/show/disable/rotate-credentials
-    "edge.cli",  # sim, fault
-    "bridge.cli",  # bridge
-    "cloud.streaming.cli",  # stream
-    "cloud.dashboard.cli",  # dashboard
+    "fleetsim.edge.cli",  # sim, fault
+    "fleetsim.bridge.cli",  # bridge
+    "fleetsim.cloud.streaming.cli",  # stream
+    "fleetsim.cloud.dashboard.cli",  # dashboard
     "fleetsim.experiments.cli",  # experiment
     "fleetsim.bench.cli",  # bench
 )

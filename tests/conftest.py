@@ -25,8 +25,8 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-from fleetsim.config import FleetsimConfig, load_config
-from fleetsim.errors import MissingDependencyError
+from fleetsim.kernel.config import FleetsimConfig, load_config
+from fleetsim.kernel.errors import MissingDependencyError
 from fleetsim.stack import Kafka, Mosquitto, Postgres, isolated_config
 from fleetsim.stack.base import Service
 from fleetsim.stack.kafka import ensure_topics

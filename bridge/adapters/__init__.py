@@ -7,10 +7,10 @@ register it in :func:`build_adapter`, and add the name to ``AdapterRoute.format`
 
 from __future__ import annotations
 
-from bridge.adapters.base import Adapted, Adapter
-from bridge.adapters.native import NativeAdapter
-from bridge.adapters.senml import SenmlAdapter
-from bridge.adapters.tasmota import TasmotaAdapter
+from fleetsim.bridge.adapters.base import Adapted, Adapter
+from fleetsim.bridge.adapters.native import NativeAdapter
+from fleetsim.bridge.adapters.senml import SenmlAdapter
+from fleetsim.bridge.adapters.tasmota import TasmotaAdapter
 
 FORMATS: tuple[str, ...] = ("native", "senml", "tasmota")
 

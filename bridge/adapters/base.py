@@ -1,7 +1,7 @@
 """What every payload adapter provides, and the helpers they share.
 
 An adapter turns one MQTT payload into zero or more contract readings, each already encoded
-with the contract. It raises :class:`fleetsim.contract.Rejected` for anything it refuses and
+with the contract. It raises :class:`fleetsim.kernel.contract.Rejected` for anything it refuses and
 nothing else (a property test holds every adapter to that).
 """
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from fleetsim.contract import (
+from fleetsim.kernel.contract import (
     EARLIEST_TS,
     MAX_SEQ,
     Reading,

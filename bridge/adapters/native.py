@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from bridge.adapters.base import Adapted
-from fleetsim.contract import MAX_PAYLOAD_BYTES, decode
+from fleetsim.bridge.adapters.base import Adapted
+from fleetsim.kernel.contract import MAX_PAYLOAD_BYTES, decode
 
 
 class NativeAdapter:

@@ -39,8 +39,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from bridge.adapters.base import Adapted, build_reading, finite_number, ms_from_seconds, parse_json
-from fleetsim.contract import Rejected, RejectReason
+from fleetsim.bridge.adapters.base import Adapted, build_reading, finite_number, ms_from_seconds, parse_json
+from fleetsim.kernel.contract import Rejected, RejectReason
 
 RELATIVE_TIME_LIMIT = 2**28
 """RFC 8428 §4.5.3: resolved times below this many seconds are relative to the current time."""

@@ -28,8 +28,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from bridge.adapters.base import Adapted, build_reading, epoch_ms, finite_number, parse_json
-from fleetsim.contract import Rejected, RejectReason
+from fleetsim.bridge.adapters.base import Adapted, build_reading, epoch_ms, finite_number, parse_json
+from fleetsim.kernel.contract import Rejected, RejectReason
 
 PRIORITY: tuple[str, ...] = (
     "SHT3X",

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from cloud.dashboard.registry import available_pages
-from cloud.dashboard.ui import context
+from fleetsim.cloud.dashboard.registry import available_pages
+from fleetsim.cloud.dashboard.ui import context
 
 st.set_page_config(page_title="Fleetsim", page_icon="🛰️", layout="wide")
 _ctx = context()  # loads and validates the config once, before any page runs

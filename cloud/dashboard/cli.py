@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fleetsim.config import FleetsimConfig, find_config_file
-from fleetsim.errors import DashboardError
+from fleetsim.kernel.config import FleetsimConfig, find_config_file
+from fleetsim.kernel.errors import DashboardError
 
 APP_SCRIPT = Path(__file__).resolve().parent / "app.py"
 
@@ -50,7 +50,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace, cfg: FleetsimConfig) -> int:
-    from cloud.dashboard.settings import app_args
+    from fleetsim.cloud.dashboard.settings import app_args
 
     config_file = find_config_file(args.config)
     sets = list(args.overrides) + [f"{k}={v}" for k, v in _overrides(args).items()]

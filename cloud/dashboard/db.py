@@ -14,9 +14,9 @@ from typing import Any, TypeVar
 import psycopg2
 import psycopg2.pool
 
-from fleetsim.clients import pg_dsn_kwargs
-from fleetsim.config import FleetsimConfig
-from fleetsim.errors import ConfigError, DashboardError
+from fleetsim.kernel.clients import pg_dsn_kwargs
+from fleetsim.kernel.config import FleetsimConfig
+from fleetsim.kernel.errors import ConfigError, DashboardError
 
 T = TypeVar("T")
 

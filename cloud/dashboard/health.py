@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from fleetsim.config import FleetsimConfig
+from fleetsim.kernel.config import FleetsimConfig
 
 COMPONENTS: tuple[str, ...] = ("mosquitto", "kafka", "postgres", "stream", "bridge", "sim", "dashboard")
 

@@ -16,7 +16,7 @@ import pandas as pd
 import pydeck as pdk
 from pydeck.bindings.json_tools import default_serialize
 
-from cloud.dashboard.logic import REAL_OUTLINE, STATE_COLORS, fmt_age
+from fleetsim.cloud.dashboard.logic import REAL_OUTLINE, STATE_COLORS, fmt_age
 
 DEVICE_LAYER_ID = "devices"
 TRACK_LAYER_ID = "tracks"

@@ -3,8 +3,8 @@
 Entries marked ``optional`` are shown only when their script exists, so a page another area adds
 later (Experiments) needs no change here. The page script is a thin file:
 
-    from cloud.dashboard.ui import context
-    from cloud.dashboard.views.my_page import render
+    from fleetsim.cloud.dashboard.ui import context
+    from fleetsim.cloud.dashboard.views.my_page import render
     render(context())
 """
 

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from fleetsim.config import FleetsimConfig, load_config
+from fleetsim.kernel.config import FleetsimConfig, load_config
 
 _injected: FleetsimConfig | None = None
 

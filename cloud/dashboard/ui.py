@@ -12,11 +12,11 @@ from typing import Any, Literal
 import pandas as pd
 import streamlit as st
 
-from cloud.dashboard.db import DatabaseUnavailable, QueryFailed, ReaderPool, pool_key
-from cloud.dashboard.queries._sql import fetch_df
-from cloud.dashboard.settings import app_config
-from fleetsim.config import FleetsimConfig
-from fleetsim.errors import DashboardError
+from fleetsim.cloud.dashboard.db import DatabaseUnavailable, QueryFailed, ReaderPool, pool_key
+from fleetsim.cloud.dashboard.queries._sql import fetch_df
+from fleetsim.cloud.dashboard.settings import app_config
+from fleetsim.kernel.config import FleetsimConfig
+from fleetsim.kernel.errors import DashboardError
 
 Freshness = Literal["live", "slow"]
 

@@ -8,7 +8,7 @@ import signal
 import threading
 from typing import Any
 
-from fleetsim.config import FleetsimConfig
+from fleetsim.kernel.config import FleetsimConfig
 
 log = logging.getLogger("fleetsim.stream")
 
@@ -26,7 +26,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace, cfg: FleetsimConfig) -> int:
-    from cloud.streaming.job import StreamJob
+    from fleetsim.cloud.streaming.job import StreamJob
 
     # py4j logs every gateway command at DEBUG (thousands a second): -vv is for our loggers.
     logging.getLogger("py4j").setLevel(max(logging.INFO, logging.getLogger().level))

@@ -14,13 +14,19 @@ from typing import Final
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from cloud.streaming.lines import CSV_OPTIONS, copy_lines
-from cloud.streaming.parse import deadletters, deduplicate, parse_telemetry, reject_columns, valid_readings
-from cloud.streaming.pgsink import DEADLETTER_COPY_COLUMNS, RAW_COPY_COLUMNS
-from cloud.streaming.rules import alert_array, with_alert_count
-from cloud.streaming.windows import AGG_COLUMNS, attach_site, window_aggregates
-from fleetsim.config import AlertsConfig, SparkConfig
-from fleetsim.contract import DEFAULT_MAX_FUTURE
+from fleetsim.cloud.streaming.lines import CSV_OPTIONS, copy_lines
+from fleetsim.cloud.streaming.parse import (
+    deadletters,
+    deduplicate,
+    parse_telemetry,
+    reject_columns,
+    valid_readings,
+)
+from fleetsim.cloud.streaming.pgsink import DEADLETTER_COPY_COLUMNS, RAW_COPY_COLUMNS
+from fleetsim.cloud.streaming.rules import alert_array, with_alert_count
+from fleetsim.cloud.streaming.windows import AGG_COLUMNS, attach_site, window_aggregates
+from fleetsim.kernel.config import AlertsConfig, SparkConfig
+from fleetsim.kernel.contract import DEFAULT_MAX_FUTURE
 
 KIND_READING: Final = 0
 KIND_ALERT: Final = 1

@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from psycopg2 import sql
 
-from fleetsim.config import AlertsConfig
+from fleetsim.kernel.config import AlertsConfig
 
 STUCK_MEASUREMENTS: Final = ("temperature", "humidity", "co2", "pressure")
 """Battery is left out: a slowly draining battery legitimately repeats the same value."""

@@ -20,15 +20,15 @@ from typing import Any
 
 import pyarrow.compute as pc
 
-from cloud.streaming import flows
-from cloud.streaming.lines import string_array_bytes
-from cloud.streaming.listener import MetricsListener
-from cloud.streaming.metrics import StreamMetrics
-from cloud.streaming.pgsink import PgSink, RawBatch
-from cloud.streaming.session import build_session
-from fleetsim.clients import pg_dsn_kwargs, spark_kafka_options
-from fleetsim.config import FleetsimConfig
-from fleetsim.errors import KafkaDataLossError, StreamingError
+from fleetsim.cloud.streaming import flows
+from fleetsim.cloud.streaming.lines import string_array_bytes
+from fleetsim.cloud.streaming.listener import MetricsListener
+from fleetsim.cloud.streaming.metrics import StreamMetrics
+from fleetsim.cloud.streaming.pgsink import PgSink, RawBatch
+from fleetsim.cloud.streaming.session import build_session
+from fleetsim.kernel.clients import pg_dsn_kwargs, spark_kafka_options
+from fleetsim.kernel.config import FleetsimConfig
+from fleetsim.kernel.errors import KafkaDataLossError, StreamingError
 
 log = logging.getLogger("fleetsim.stream")
 

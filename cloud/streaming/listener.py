@@ -14,8 +14,8 @@ from typing import Any
 
 from pyspark.sql.streaming import StreamingQueryListener
 
-from cloud.streaming.metrics import StreamMetrics
-from cloud.streaming.pgsink import PgSink
+from fleetsim.cloud.streaming.metrics import StreamMetrics
+from fleetsim.cloud.streaming.pgsink import PgSink
 
 log = logging.getLogger("fleetsim.stream.listener")
 

@@ -1,6 +1,6 @@
 """Kafka records -> typed readings or rejects with a reason (pure DataFrame -> DataFrame).
 
-Validation mirrors :func:`fleetsim.contract.reading_from_obj` with Spark expressions only (no
+Validation mirrors :func:`fleetsim.kernel.contract.reading_from_obj` with Spark expressions only (no
 Python UDF): every rule reads its ranges, patterns and enums from the contract. A record that fails
 keeps its Kafka coordinates and raw payload and gets ``reject_reason`` (``<RejectReason>: detail``);
 it is never turned into a row of nulls.
@@ -15,8 +15,8 @@ from typing import Final
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from cloud.streaming.schema import CORRUPT_COLUMN, MEASUREMENT_NAMES, REQUIRED_FIELDS, payload_schema
-from fleetsim.contract import (
+from fleetsim.cloud.streaming.schema import CORRUPT_COLUMN, MEASUREMENT_NAMES, REQUIRED_FIELDS, payload_schema
+from fleetsim.kernel.contract import (
     DEFAULT_MAX_FUTURE,
     DEVICE_ID_PATTERN,
     EARLIEST_TS,

@@ -17,13 +17,13 @@ from typing import Any, Final
 
 from psycopg2 import sql
 
-from cloud.streaming import history_sql
-from cloud.streaming.parse import READING_COLUMNS
-from cloud.streaming.rules import ALERT_COLUMNS
-from cloud.streaming.windows import AGG_COLUMNS
-from fleetsim.clients import pg_connect
-from fleetsim.config import FleetsimConfig
-from fleetsim.errors import SinkError
+from fleetsim.cloud.streaming import history_sql
+from fleetsim.cloud.streaming.parse import READING_COLUMNS
+from fleetsim.cloud.streaming.rules import ALERT_COLUMNS
+from fleetsim.cloud.streaming.windows import AGG_COLUMNS
+from fleetsim.kernel.clients import pg_connect
+from fleetsim.kernel.config import FleetsimConfig
+from fleetsim.kernel.errors import SinkError
 
 log = logging.getLogger("fleetsim.stream.sink")
 

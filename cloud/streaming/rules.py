@@ -13,9 +13,9 @@ from typing import Final
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from cloud.streaming.schema import MEASUREMENT_NAMES
-from fleetsim.config import AlertsConfig
-from fleetsim.contract import Status
+from fleetsim.cloud.streaming.schema import MEASUREMENT_NAMES
+from fleetsim.kernel.config import AlertsConfig
+from fleetsim.kernel.contract import Status
 
 ALERT_COLUMNS: Final[tuple[str, ...]] = (
     "device_id", "kind", "measurement", "severity", "value", "threshold", "event_ts", "seq", "fault",

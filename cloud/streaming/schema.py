@@ -1,4 +1,4 @@
-"""Spark schemas derived from the wire contract (``fleetsim.contract.FIELDS``): one source of truth."""
+"""Spark schemas derived from the wire contract (``fleetsim.kernel.contract.FIELDS``): one source of truth."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Final
 
 from pyspark.sql.types import DataType, DoubleType, LongType, StringType, StructField, StructType
 
-from fleetsim.contract import FIELDS, MEASUREMENTS, FieldSpec
+from fleetsim.kernel.contract import FIELDS, MEASUREMENTS, FieldSpec
 
 _SPARK_TYPES: Final[dict[str, DataType]] = {
     "string": StringType(),

@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from fleetsim.config import FleetsimConfig
-from fleetsim.errors import MissingDependencyError
+from fleetsim.kernel.config import FleetsimConfig
+from fleetsim.kernel.errors import MissingDependencyError
 
 CONNECTOR_JAR_GLOB = "spark-sql-kafka-0-10_*.jar"
 

@@ -11,8 +11,8 @@ from typing import Final
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from cloud.streaming.schema import MEASUREMENT_NAMES
-from fleetsim.contract import Status
+from fleetsim.cloud.streaming.schema import MEASUREMENT_NAMES
+from fleetsim.kernel.contract import Status
 
 FLEET_KEY: Final = "fleet"
 """``sensor_data_agg.key`` of the fleet-wide scope."""

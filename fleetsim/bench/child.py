@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from fleetsim.config import load_config
+from fleetsim.kernel.config import load_config
 
 
 def main(argv: list[str] | None = None) -> int:

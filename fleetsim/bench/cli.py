@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from fleetsim.bench import harness, report
-from fleetsim.config import FleetsimConfig
+from fleetsim.kernel.config import FleetsimConfig
 
 ENGINES = ("mosquitto", "kafka", "postgres")
 DEFAULT_TIMEOUT_S = 900.0

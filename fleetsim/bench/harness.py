@@ -27,8 +27,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from fleetsim.config import FleetsimConfig, config_to_env
-from fleetsim.errors import FleetsimError
+from fleetsim.kernel.config import FleetsimConfig, config_to_env
+from fleetsim.kernel.errors import FleetsimError
 
 BENCH_RE = re.compile(r"^bench_([a-z0-9_]+)\.py$")
 

@@ -10,8 +10,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from fleetsim.config import FleetsimConfig
-from fleetsim.errors import ExperimentError
+from fleetsim.kernel.config import FleetsimConfig
+from fleetsim.kernel.errors import ExperimentError
 
 
 def register(subparsers: Any) -> None:
@@ -85,7 +85,7 @@ def cmd_run(args: argparse.Namespace, cfg: FleetsimConfig) -> int:
 def _bring_up(args: argparse.Namespace, cfg: FleetsimConfig) -> FleetsimConfig:
     """Start the stack's missing components through the stack's own lifecycle (the experiment runs
     its own simulator, so ``sim`` is left out)."""
-    from fleetsim.config import ENV_DELIMITER, ENV_PREFIX
+    from fleetsim.kernel.config import ENV_DELIMITER, ENV_PREFIX
     from fleetsim.stack import lifecycle
 
     argv: list[str] = []
@@ -140,9 +140,9 @@ def cmd_show(args: argparse.Namespace, cfg: FleetsimConfig) -> int:
 
 
 def cmd_validate(args: argparse.Namespace, cfg: FleetsimConfig) -> int:
-    from edge.fleet import load_fleet
     from fleetsim.experiments.scenario import load_scenario
     from fleetsim.experiments.targets import prepare_fleet
+    from fleetsim.kernel.fleetfile import load_fleet
 
     for path in args.scenarios:
         sc = load_scenario(path)

@@ -16,12 +16,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from fleetsim.clients import kafka_python_kwargs, pg_connect
-from fleetsim.config import FleetsimConfig
-from fleetsim.contract import parse_ts
-from fleetsim.errors import ExperimentError
 from fleetsim.experiments.detection import AlertRow, FaultInstance
 from fleetsim.experiments.integrity import SentLog, StageSeqs
+from fleetsim.kernel.clients import kafka_python_kwargs, pg_connect
+from fleetsim.kernel.config import FleetsimConfig
+from fleetsim.kernel.contract import parse_ts
+from fleetsim.kernel.errors import ExperimentError
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def parse_ledger(records: Sequence[dict[str, Any]]) -> Ledger:
 
 
 def read_ledger_file(path: Path) -> Ledger:
-    from edge.ledger import read_ledger
+    from fleetsim.edge.ledger import read_ledger
 
     try:
         return parse_ledger(read_ledger(path))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from fleetsim.contract import FaultKind
+from fleetsim.kernel.contract import FaultKind
 
 
 @dataclass(frozen=True, slots=True)

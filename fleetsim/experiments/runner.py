@@ -19,8 +19,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from fleetsim.config import FleetsimConfig
-from fleetsim.errors import ExperimentError
 from fleetsim.experiments import collect, store
 from fleetsim.experiments.detection import score_detection
 from fleetsim.experiments.integrity import score_integrity
@@ -28,6 +26,8 @@ from fleetsim.experiments.report import RunInfo, build_report, write_report
 from fleetsim.experiments.scenario import Scenario
 from fleetsim.experiments.stats import hop_latencies
 from fleetsim.experiments.targets import prepare_fleet, write_fleet_csv
+from fleetsim.kernel.config import FleetsimConfig
+from fleetsim.kernel.errors import ExperimentError
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def experiments_dir(cfg: FleetsimConfig) -> Path:
 
 
 def _sim_start(cfg: FleetsimConfig, scenario: Scenario, now: datetime) -> datetime:
-    from edge.physics import start_instant
+    from fleetsim.edge.physics import start_instant
 
     if scenario.start:
         return start_instant(scenario.start)
@@ -88,10 +88,10 @@ def simulate(
     stop: threading.Event,
 ) -> dict[str, Any]:
     """Run the simulator over MQTT until the scenario's duration; returns its ledger totals."""
-    from edge.engine import Simulation
-    from edge.ledger import Ledger
-    from edge.mqtt import MqttPublisher
-    from edge.runner import Runner, parse_speed
+    from fleetsim.edge.engine import Simulation
+    from fleetsim.edge.ledger import Ledger
+    from fleetsim.edge.mqtt import MqttPublisher
+    from fleetsim.edge.runner import Runner, parse_speed
 
     publisher = MqttPublisher(cfg, device_ids=[s.device_id for s in specs], stop=stop)
     publisher.start()
@@ -214,7 +214,7 @@ def run_experiment(
     """Run, score and report one scenario. Returns the report dict and its folder."""
     import psycopg2
 
-    from edge.fleet import load_fleet
+    from fleetsim.kernel.fleetfile import load_fleet
 
     opts = opts or RunOptions()
     stop = stop or threading.Event()

@@ -22,8 +22,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
-from fleetsim.contract import LAT_RANGE, LON_RANGE, FaultKind, is_valid_device_id
-from fleetsim.errors import ExperimentError
+from fleetsim.kernel.contract import LAT_RANGE, LON_RANGE, FaultKind, is_valid_device_id
+from fleetsim.kernel.errors import ExperimentError
+from fleetsim.kernel.faultcatalog import merge_params
 
 SECTIONS: Final[dict[str, tuple[str, ...]]] = {
     "scenario": ("name", "description"),
@@ -87,7 +88,7 @@ class FaultSpec:
     duration_s: float
     """How long it lasts, simulated seconds."""
     params: dict[str, float]
-    """Fault parameters (keys per kind: ``edge.faults.DEFAULT_PARAMS``)."""
+    """Fault parameters (keys per kind: ``fleetsim.kernel.faultcatalog.DEFAULT_PARAMS``)."""
     target: Target
     """The devices it hits."""
     line: int
@@ -121,7 +122,7 @@ class Scenario:
     fleet_file: Path
     """``devices.csv`` to run (relative paths resolve against the scenario's directory)."""
     scale: int
-    """Fleet copies (``edge.fleet.scale_fleet``)."""
+    """Fleet copies (``fleetsim.kernel.fleetfile.scale_fleet``)."""
     interval_s: float | None
     """Sampling interval override for every device in seconds; None keeps the fleet's."""
     buffer_size: int | None
@@ -266,7 +267,6 @@ def _target(c: _Ctx, i: int, f: dict[str, Any]) -> Target:
 
 
 def _fault(c: _Ctx, i: int, f: Any) -> FaultSpec:
-    from edge.faults import merge_params  # the simulator owns the parameters and their defaults
 
     head = c.loc.table("fault", i)
     if not isinstance(f, dict):

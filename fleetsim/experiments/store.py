@@ -7,10 +7,10 @@ import json
 from datetime import datetime
 from typing import Any
 
-from fleetsim.clients import pg_connect
-from fleetsim.config import FleetsimConfig
-from fleetsim.errors import ExperimentError
 from fleetsim.experiments.scenario import Scenario
+from fleetsim.kernel.clients import pg_connect
+from fleetsim.kernel.config import FleetsimConfig
+from fleetsim.kernel.errors import ExperimentError
 
 RUN_COLUMNS = (
     "run_id", "scenario", "status", "wall_start", "wall_end", "sim_start", "sim_end", "seed", "speed",

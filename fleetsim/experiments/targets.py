@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from edge.fleet import COLUMNS, DeviceSpec, haversine_km, scale_fleet
-from fleetsim.errors import ExperimentError
 from fleetsim.experiments.scenario import FaultSpec, Scenario, Target
+from fleetsim.kernel.errors import ExperimentError
+from fleetsim.kernel.fleetfile import COLUMNS, DeviceSpec, haversine_km, scale_fleet
 
 
 @dataclass(frozen=True, slots=True)

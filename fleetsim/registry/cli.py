@@ -8,7 +8,7 @@ import json
 import sys
 from typing import Any
 
-from fleetsim.config import FleetsimConfig
+from fleetsim.kernel.config import FleetsimConfig
 from fleetsim.registry import service
 from fleetsim.registry.model import (
     FORMATS,

@@ -26,9 +26,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from bridge.directory import DeviceStatus
-from fleetsim.config import FleetsimConfig
-from fleetsim.errors import RegistryError
+from fleetsim.bridge.directory import DeviceStatus
+from fleetsim.kernel.config import FleetsimConfig
+from fleetsim.kernel.errors import RegistryError
 from fleetsim.registry.store import NOTIFY_CHANNEL
 
 log = logging.getLogger("fleetsim.registry.directory")
@@ -243,7 +243,7 @@ class DeviceDirectory:
         if self._conn is None or self._conn.closed:
             from psycopg2.extensions import ISOLATION_LEVEL_AUTOCOMMIT
 
-            from fleetsim.clients import pg_connect
+            from fleetsim.kernel.clients import pg_connect
 
             conn = pg_connect(self._cfg, "reader", application_name="fleetsim-bridge-directory")
             conn.set_isolation_level(ISOLATION_LEVEL_AUTOCOMMIT)
@@ -265,7 +265,7 @@ class DeviceDirectory:
         return snapshot_from_rows(directory_rows(self._connection()))
 
     def _register_in_db(self, ids: list[str]) -> int:
-        from fleetsim.clients import pg_connect
+        from fleetsim.kernel.clients import pg_connect
         from fleetsim.registry.store import register_unplaced
 
         conn = pg_connect(self._cfg, "writer", application_name="fleetsim-bridge-directory")

@@ -12,15 +12,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Final, Literal
 
-from fleetsim.config import FleetsimConfig
-from fleetsim.contract import (
+from fleetsim.kernel.config import FleetsimConfig
+from fleetsim.kernel.contract import (
     DEVICE_ID_PATTERN,
     LAT_RANGE,
     LON_RANGE,
     is_valid_device_id,
     telemetry_topic,
 )
-from fleetsim.errors import RegistryError
+from fleetsim.kernel.errors import RegistryError
 
 PayloadFormat = Literal["native", "senml", "tasmota"]
 FORMATS: Final[tuple[PayloadFormat, ...]] = ("native", "senml", "tasmota")

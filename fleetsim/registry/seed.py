@@ -8,9 +8,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from fleetsim.clients import pg_connect
-from fleetsim.config import FleetsimConfig
-from fleetsim.errors import RegistryError
+from fleetsim.kernel.clients import pg_connect
+from fleetsim.kernel.config import FleetsimConfig
+from fleetsim.kernel.errors import RegistryError
 from fleetsim.registry import store
 from fleetsim.registry.model import Device
 
@@ -32,7 +32,7 @@ class SeedResult:
 def simulated_devices(cfg: FleetsimConfig, path: Path | None = None) -> list[Device]:
     """The fleet file as registry rows, scaled like the simulator scales it (``simulation.scale``),
     so every id the simulator publishes is known to the registry."""
-    from edge.fleet import load_fleet, scale_fleet
+    from fleetsim.kernel.fleetfile import load_fleet, scale_fleet
 
     specs = load_fleet(path or cfg.simulation.devices_file)
     specs = scale_fleet(specs, cfg.simulation.scale, cfg.simulation.seed)

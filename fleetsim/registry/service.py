@@ -13,8 +13,8 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
-from fleetsim.config import FleetsimConfig
-from fleetsim.errors import RegistryError
+from fleetsim.kernel.config import FleetsimConfig
+from fleetsim.kernel.errors import RegistryError
 from fleetsim.registry import identity, store
 from fleetsim.registry.model import Device, Endpoint
 
@@ -36,7 +36,7 @@ class Onboarded:
 @contextmanager
 def connect(cfg: FleetsimConfig) -> Iterator[Any]:
     """A writer connection; one transaction committed on success, rolled back on error."""
-    from fleetsim.clients import pg_connect
+    from fleetsim.kernel.clients import pg_connect
 
     try:
         conn = pg_connect(cfg, "writer")

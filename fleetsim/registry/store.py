@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from fleetsim.errors import RegistryError
+from fleetsim.kernel.errors import RegistryError
 from fleetsim.registry.model import Device
 
 AUTO_NAME = "auto-registered"

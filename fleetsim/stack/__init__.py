@@ -6,7 +6,7 @@ separate, throw-away instance with its own ports and run dir (see :mod:`fleetsim
 
 from __future__ import annotations
 
-from fleetsim.config import FleetsimConfig
+from fleetsim.kernel.config import FleetsimConfig
 from fleetsim.stack.base import Service, ServiceStatus
 from fleetsim.stack.isolated import dedicated, isolated_config
 from fleetsim.stack.kafka import Kafka

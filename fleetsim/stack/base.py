@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fleetsim.config import FleetsimConfig
-from fleetsim.errors import MissingDependencyError, StackError
+from fleetsim.kernel.config import FleetsimConfig
+from fleetsim.kernel.errors import MissingDependencyError, StackError
 from fleetsim.stack import process
 
 log = logging.getLogger("fleetsim.stack")

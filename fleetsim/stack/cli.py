@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fleetsim.config import ENV_DELIMITER, ENV_PREFIX, FleetsimConfig, secret
-from fleetsim.errors import FleetsimError, MissingDependencyError, StackError
+from fleetsim.kernel.config import ENV_DELIMITER, ENV_PREFIX, FleetsimConfig, secret
+from fleetsim.kernel.errors import FleetsimError, MissingDependencyError, StackError
 from fleetsim.stack import lifecycle
 from fleetsim.stack.components import APPS
 
@@ -67,7 +67,7 @@ def run_down(_args: argparse.Namespace, cfg: FleetsimConfig) -> int:
 
 
 def _urls(cfg: FleetsimConfig) -> dict[str, str]:
-    from fleetsim.clients import pg_url
+    from fleetsim.kernel.clients import pg_url
 
     return {
         "mqtt": f"mqtt://{cfg.mqtt.tool_user}@{cfg.mqtt.host}:{cfg.mqtt.port}",

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fleetsim.config import FleetsimConfig
-from fleetsim.errors import StackError
+from fleetsim.kernel.config import FleetsimConfig
+from fleetsim.kernel.errors import StackError
 from fleetsim.stack import process
 from fleetsim.stack.base import ServiceStatus, logs_dir, pids_dir
 

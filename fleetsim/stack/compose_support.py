@@ -24,8 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from fleetsim.config import FleetsimConfig
-from fleetsim.errors import ConfigError, StackError
+from fleetsim.kernel.config import FleetsimConfig
+from fleetsim.kernel.errors import ConfigError, StackError
 from fleetsim.stack.kafka import ensure_topics
 from fleetsim.stack.migrations import apply_migrations
 from fleetsim.stack.mosquitto import MAX_INFLIGHT, Mosquitto

@@ -18,8 +18,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from fleetsim.config import FleetsimConfig, secret
-from fleetsim.errors import MissingDependencyError, StackError
+from fleetsim.kernel.config import FleetsimConfig, secret
+from fleetsim.kernel.errors import MissingDependencyError, StackError
 from fleetsim.stack import process
 from fleetsim.stack.base import Service, logs_dir, require_binary
 
@@ -201,7 +201,7 @@ class Kafka(Service):
     def ready(self) -> bool:
         from kafka.admin import KafkaAdminClient
 
-        from fleetsim.clients import kafka_python_kwargs
+        from fleetsim.kernel.clients import kafka_python_kwargs
 
         admin = KafkaAdminClient(
             **kafka_python_kwargs(self.cfg, "admin"), request_timeout_ms=5000, bootstrap_timeout_ms=5000
@@ -227,7 +227,7 @@ def ensure_topics(cfg: FleetsimConfig) -> None:
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
-    from fleetsim.clients import kafka_python_kwargs
+    from fleetsim.kernel.clients import kafka_python_kwargs
 
     k = cfg.kafka
     admin = KafkaAdminClient(**kafka_python_kwargs(cfg, "admin"), request_timeout_ms=15000)
@@ -316,7 +316,7 @@ def end_offsets(cfg: FleetsimConfig) -> dict[str, int]:
     """Records currently stored per topic (sum of end offsets minus start offsets)."""
     from kafka import KafkaConsumer, TopicPartition
 
-    from fleetsim.clients import kafka_python_kwargs
+    from fleetsim.kernel.clients import kafka_python_kwargs
 
     consumer = KafkaConsumer(**kafka_python_kwargs(cfg, "admin"), request_timeout_ms=10000)
     try:

@@ -8,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from typing import Any
 
-from fleetsim.config import FleetsimConfig
-from fleetsim.errors import FleetsimError
+from fleetsim.kernel.config import FleetsimConfig
+from fleetsim.kernel.errors import FleetsimError
 from fleetsim.registry.seed import seed_at_startup
 from fleetsim.stack.base import Service, ServiceStatus
 from fleetsim.stack.components import APPS, AppComponent

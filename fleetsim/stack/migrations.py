@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fleetsim.config import FleetsimConfig
-from fleetsim.errors import MigrationError
+from fleetsim.kernel.config import FleetsimConfig
+from fleetsim.kernel.errors import MigrationError
 
 log = logging.getLogger("fleetsim.stack.migrations")
 
@@ -75,7 +75,7 @@ def applied(conn: Any) -> dict[int, str]:
 
 def apply_migrations(cfg: FleetsimConfig, directory: Path = MIGRATIONS_DIR) -> list[int]:
     """Apply the pending migrations as the admin role; return the versions applied now."""
-    from fleetsim.clients import pg_connect
+    from fleetsim.kernel.clients import pg_connect
 
     migrations = discover(directory)
     conn = pg_connect(cfg, "admin")

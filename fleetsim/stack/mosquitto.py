@@ -21,9 +21,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from fleetsim.config import FleetsimConfig, secret
-from fleetsim.contract import is_valid_device_id
-from fleetsim.errors import StackError
+from fleetsim.kernel.config import FleetsimConfig, secret
+from fleetsim.kernel.contract import is_valid_device_id
+from fleetsim.kernel.errors import StackError
 from fleetsim.stack import process, tls
 from fleetsim.stack.base import Service, require_binary
 
@@ -222,7 +222,7 @@ class Mosquitto(Service):
 
     def live(self) -> tuple[str, dict[str, Any]]:
         """Subscribe (tool identity) to the broker's ``$SYS`` counters and read them."""
-        from fleetsim.clients import mqtt_client, mqtt_connect
+        from fleetsim.kernel.clients import mqtt_client, mqtt_connect
 
         wanted = {
             "$SYS/broker/clients/connected": "clients_connected",
@@ -269,7 +269,7 @@ def connack_ok(
     timeout_s: float = 5.0,
 ) -> bool:
     """True when an MQTT CONNECT with these credentials gets a successful CONNACK."""
-    from fleetsim.clients import mqtt_client, mqtt_connect
+    from fleetsim.kernel.clients import mqtt_client, mqtt_connect
 
     result: list[bool] = []
     event = threading.Event()

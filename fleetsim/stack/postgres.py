@@ -16,8 +16,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from fleetsim.config import FleetsimConfig, secret
-from fleetsim.errors import StackError
+from fleetsim.kernel.config import FleetsimConfig, secret
+from fleetsim.kernel.errors import StackError
 from fleetsim.stack import process
 from fleetsim.stack.base import Service, require_binary
 from fleetsim.stack.migrations import apply_migrations
@@ -60,7 +60,7 @@ class Postgres(Service):
         return self.home / "socket"
 
     def url(self) -> str:
-        from fleetsim.clients import pg_url
+        from fleetsim.kernel.clients import pg_url
 
         return pg_url(self.cfg, "admin")
 
@@ -225,7 +225,7 @@ class Postgres(Service):
         apply_migrations(self.cfg)
 
     def live(self) -> tuple[str, dict[str, Any]]:
-        from fleetsim.clients import pg_connect
+        from fleetsim.kernel.clients import pg_connect
 
         conn = pg_connect(self.cfg, "admin")
         try:

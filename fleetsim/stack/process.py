@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 
-from fleetsim.errors import PortInUseError, StackError
+from fleetsim.kernel.errors import PortInUseError, StackError
 
 
 def is_root() -> bool:

@@ -1,7 +1,7 @@
 """Generated credentials: one strong random password per ``*_password`` key left unset.
 
 They live in ``<run_dir>/secrets.env`` (``FLEETSIM_<SECTION>__<KEY>=...`` lines, mode 0600), are
-reused on every later run, and are read back by :func:`fleetsim.config.load_config`, so every
+reused on every later run, and are read back by :func:`fleetsim.kernel.config.load_config`, so every
 component and script sees the same values without them ever appearing in ``fleetsim.toml``.
 """
 
@@ -11,7 +11,7 @@ import os
 import secrets as _secrets
 from pathlib import Path
 
-from fleetsim.config import (
+from fleetsim.kernel.config import (
     ENV_DELIMITER,
     ENV_PREFIX,
     FleetsimConfig,

@@ -26,7 +26,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from fleetsim.errors import MissingDependencyError, StackError
+from fleetsim.kernel.errors import MissingDependencyError, StackError
 from fleetsim.stack import process
 from fleetsim.stack.base import require_binary
 

@@ -9,9 +9,9 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from fleetsim.clients import kafka_python_kwargs, mqtt_client, mqtt_connect
-from fleetsim.config import FleetsimConfig
-from fleetsim.errors import StackError
+from fleetsim.kernel.clients import kafka_python_kwargs, mqtt_client, mqtt_connect
+from fleetsim.kernel.config import FleetsimConfig
+from fleetsim.kernel.errors import StackError
 
 Printer = Callable[[str], None]
 

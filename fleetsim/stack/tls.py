@@ -23,8 +23,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from fleetsim.config import FleetsimConfig
-from fleetsim.errors import StackError
+from fleetsim.kernel.config import FleetsimConfig
+from fleetsim.kernel.errors import StackError
 from fleetsim.stack import process
 from fleetsim.stack.base import require_binary
 

@@ -8,8 +8,8 @@ import dashboard_seed as seeding
 import pytest
 import streamlit as st
 
-from cloud.dashboard import settings
-from fleetsim.config import FleetsimConfig
+from fleetsim.cloud.dashboard import settings
+from fleetsim.kernel.config import FleetsimConfig
 
 
 @pytest.fixture

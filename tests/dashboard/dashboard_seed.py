@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from fleetsim.clients import pg_connect
-from fleetsim.config import FleetsimConfig
+from fleetsim.kernel.clients import pg_connect
+from fleetsim.kernel.config import FleetsimConfig
 
 TABLES = (
     "sensor_data",

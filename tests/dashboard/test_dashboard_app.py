@@ -11,8 +11,8 @@ import pytest
 from dashboard_seed import SeedFacts
 from streamlit.testing.v1 import AppTest
 
-from fleetsim.clients import pg_connect
-from fleetsim.config import FleetsimConfig
+from fleetsim.kernel.clients import pg_connect
+from fleetsim.kernel.config import FleetsimConfig
 
 pytestmark = pytest.mark.integration
 
@@ -220,7 +220,7 @@ def _free_port() -> int:
 def test_unreachable_database_shows_message(fleet_cfg: FleetsimConfig, page: str | None) -> None:
     import streamlit as st
 
-    from cloud.dashboard import settings
+    from fleetsim.cloud.dashboard import settings
 
     st.cache_data.clear()
     settings.inject(fleet_cfg.with_overrides({"postgres.port": _free_port()}))

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from dashboard_seed import SeedFacts
 
-from fleetsim.config import FleetsimConfig
+from fleetsim.kernel.config import FleetsimConfig
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 

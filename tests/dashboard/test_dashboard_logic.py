@@ -10,10 +10,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cloud.dashboard import health, logic, mapview, registry, settings
-from cloud.dashboard.cli import streamlit_command
-from cloud.dashboard.queries._sql import check_scope, like_pattern, measurement_column
-from fleetsim.config import load_config
+from fleetsim.cloud.dashboard import health, logic, mapview, registry, settings
+from fleetsim.cloud.dashboard.cli import streamlit_command
+from fleetsim.cloud.dashboard.queries._sql import check_scope, like_pattern, measurement_column
+from fleetsim.kernel.config import load_config
 
 NOW = datetime(2026, 3, 1, 12, 30, 45, tzinfo=UTC)
 

@@ -9,9 +9,9 @@ import psycopg2
 import pytest
 from dashboard_seed import SeedFacts
 
-from cloud.dashboard.db import ReaderPool, reader_connect_kwargs
-from cloud.dashboard.queries import live
-from fleetsim.config import FleetsimConfig
+from fleetsim.cloud.dashboard.db import ReaderPool, reader_connect_kwargs
+from fleetsim.cloud.dashboard.queries import live
+from fleetsim.kernel.config import FleetsimConfig
 
 pytestmark = pytest.mark.integration
 
@@ -25,7 +25,7 @@ FORBIDDEN = [
 
 
 def _count(cfg: FleetsimConfig, table: str) -> int:
-    from fleetsim.clients import pg_connect
+    from fleetsim.kernel.clients import pg_connect
 
     conn = pg_connect(cfg, "admin")
     try:
@@ -82,7 +82,7 @@ def test_pool_reads_as_reader(seeded: SeedFacts, app_cfg: FleetsimConfig) -> Non
 def test_pool_survives_a_killed_connection_and_reports_timeouts(
     seeded: SeedFacts, app_cfg: FleetsimConfig
 ) -> None:
-    from cloud.dashboard.db import QueryFailed
+    from fleetsim.cloud.dashboard.db import QueryFailed
 
     pool = ReaderPool(app_cfg)
     try:

@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from fleetsim.cli import build_parser
-from fleetsim.config import FleetsimConfig, KafkaConfig, load_config, parse_env
+from fleetsim.kernel.config import FleetsimConfig, KafkaConfig, load_config, parse_env
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yml"
@@ -224,7 +224,7 @@ def test_clients_point_at_the_services_that_serve_them() -> None:
 
 def test_stream_session_honours_the_driver_address() -> None:
     """The job's Spark settings must use spark.driver_host/bind_address, or executors cannot connect."""
-    from cloud.streaming import session
+    from fleetsim.cloud.streaming import session
 
     cfg = service_config("stream").with_overrides({"stack.jvm_dir": str(REPO / ".cache" / "jvm")})
     conf = session.session_conf(cfg, "spark://spark-master:7077")

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from fleetsim.config import FleetsimConfig, load_config
-from fleetsim.errors import ConfigError
+from fleetsim.kernel.config import FleetsimConfig, load_config
+from fleetsim.kernel.errors import ConfigError
 from fleetsim.stack import process
 from fleetsim.stack.base import require_binary
 from fleetsim.stack.compose_support import PLACEHOLDER, refuse_placeholders, write_mqtt_files
@@ -139,7 +139,7 @@ def test_postgres_step_creates_least_privilege_roles_and_migrates_once(
 ) -> None:
     import psycopg2
 
-    from fleetsim.clients import pg_connect
+    from fleetsim.kernel.clients import pg_connect
     from fleetsim.stack.compose_support import setup_postgres
     from fleetsim.stack.migrations import discover
 
@@ -186,7 +186,7 @@ def test_managed_postgres_recipe_in_the_docs_works(pg_server: tuple[FleetsimConf
     """Run the guide's SQL as a CREATEROLE/CREATEDB non-superuser, then `compose-init migrate`."""
     import psycopg2
 
-    from fleetsim.clients import pg_connect
+    from fleetsim.kernel.clients import pg_connect
     from fleetsim.stack.compose_support import retry
     from fleetsim.stack.migrations import apply_migrations, discover
 

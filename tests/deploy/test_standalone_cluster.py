@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from fleetsim.clients import kafka_python_kwargs, pg_connect
-from fleetsim.config import FleetsimConfig, config_to_env
-from fleetsim.contract import KafkaHeader, Reading, telemetry_topic
+from fleetsim.kernel.clients import kafka_python_kwargs, pg_connect
+from fleetsim.kernel.config import FleetsimConfig, config_to_env
+from fleetsim.kernel.contract import KafkaHeader, Reading, telemetry_topic
 from fleetsim.stack import process
 from fleetsim.stack.spark_standalone import SparkStandalone
 

@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 import streamlit as st
 
-from fleetsim.config import FleetsimConfig
+from fleetsim.kernel.config import FleetsimConfig
 
 
 @pytest.fixture
 def app_cfg(postgres: FleetsimConfig) -> Iterator[FleetsimConfig]:
     """The shared database's config injected into the in-process dashboard, caches emptied."""
-    from cloud.dashboard import settings
+    from fleetsim.cloud.dashboard import settings
 
     st.cache_data.clear()
     settings.inject(postgres)
@@ -34,7 +34,7 @@ def app_cfg(postgres: FleetsimConfig) -> Iterator[FleetsimConfig]:
 def _env(cfg: FleetsimConfig) -> dict[str, str]:
     import os
 
-    from fleetsim.config import config_to_env
+    from fleetsim.kernel.config import config_to_env
 
     # Only this config: a developer's FLEETSIM_* variables must not leak into the children.
     return {k: v for k, v in os.environ.items() if not k.startswith("FLEETSIM_")} | config_to_env(cfg)

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from fleetsim.contract import FaultKind
-from fleetsim.errors import ExperimentError
 from fleetsim.experiments.scenario import load_scenario, parse_duration, parse_scenario
+from fleetsim.kernel.contract import FaultKind
+from fleetsim.kernel.errors import ExperimentError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -127,8 +127,8 @@ def test_shortened_divides_every_time() -> None:
 
 
 def test_every_shipped_scenario_is_valid_and_hits_devices() -> None:
-    from edge.fleet import load_fleet
     from fleetsim.experiments.targets import prepare_fleet
+    from fleetsim.kernel.fleetfile import load_fleet
 
     paths = sorted((REPO / "scenarios").glob("*.toml"))
     assert len(paths) >= 4

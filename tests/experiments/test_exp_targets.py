@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edge.faults import parse_schedule
-from edge.fleet import DeviceSpec, load_fleet, offset_point
-from fleetsim.contract import FaultKind
 from fleetsim.experiments.scenario import Target, Within, parse_scenario
 from fleetsim.experiments.targets import prepare_fleet, select, write_fleet_csv
+from fleetsim.kernel.contract import FaultKind
+from fleetsim.kernel.faultcatalog import parse_schedule
+from fleetsim.kernel.fleetfile import DeviceSpec, load_fleet, offset_point
 
 LAT, LON = 45.76, 4.85
 

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from edge.fleet import DeviceSpec
-from fleetsim.config import FleetsimConfig
 from fleetsim.experiments import store
 from fleetsim.experiments.collect import read_ledger_file
 from fleetsim.experiments.runner import RunOptions, run_experiment
 from fleetsim.experiments.scenario import load_scenario
 from fleetsim.experiments.targets import write_fleet_csv
+from fleetsim.kernel.config import FleetsimConfig
+from fleetsim.kernel.fleetfile import DeviceSpec
 
 # The first test also pays for the session pipeline (Spark start: minutes on a loaded machine).
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]

@@ -9,9 +9,9 @@ import pytest
 from streamlit.testing.v1 import AppTest
 from test_exp_report import synthetic_report
 
-from fleetsim.config import FleetsimConfig
 from fleetsim.experiments import store
 from fleetsim.experiments.scenario import parse_scenario
+from fleetsim.kernel.config import FleetsimConfig
 
 pytestmark = pytest.mark.integration
 
@@ -56,7 +56,7 @@ def test_runs_are_recorded_listed_and_shown(app_cfg: FleetsimConfig) -> None:
 def test_reader_role_cannot_write_runs(postgres: FleetsimConfig) -> None:
     import psycopg2
 
-    from fleetsim.clients import pg_connect
+    from fleetsim.kernel.clients import pg_connect
 
     conn = pg_connect(postgres, "reader")
     try:

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from fleetsim.config import FleetsimConfig
 from fleetsim.experiments.collect import read_ledger_file
 from fleetsim.experiments.runner import RunOptions, run_experiment
 from fleetsim.experiments.scenario import load_scenario
+from fleetsim.kernel.config import FleetsimConfig
 
 # The first test also pays for the session pipeline (Spark start: minutes on a loaded machine).
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1200)]

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fleetsim.clients import kafka_python_kwargs, mqtt_client, mqtt_connect
-from fleetsim.config import FleetsimConfig, config_to_env
-from fleetsim.contract import encode_reading, format_ts_ms
+from fleetsim.kernel.clients import kafka_python_kwargs, mqtt_client, mqtt_connect
+from fleetsim.kernel.config import FleetsimConfig, config_to_env
+from fleetsim.kernel.contract import encode_reading, format_ts_ms
 
 REPO = Path(__file__).resolve().parents[2]
 T0_MS = 1768471200000  # 2026-01-15T10:00:00Z: fixed, valid event times

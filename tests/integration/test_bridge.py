@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from bridge_support import Publisher, consume, reading, scrape, seqs_by_device, wait_for
 
-from bridge.runtime import Bridge
-from fleetsim.config import FleetsimConfig
-from fleetsim.contract import KafkaHeader, Reading, decode
+from fleetsim.bridge.runtime import Bridge
+from fleetsim.kernel.config import FleetsimConfig
+from fleetsim.kernel.contract import KafkaHeader, Reading, decode
 from fleetsim.stack.process import free_ports
 
 pytestmark = pytest.mark.integration

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 from bridge_support import BridgeProcess, Publisher, consume, reading, seqs_by_device, wait_for
 
-from bridge.metrics import State
-from bridge.runtime import Bridge
-from fleetsim.config import FleetsimConfig
+from fleetsim.bridge.metrics import State
+from fleetsim.bridge.runtime import Bridge
+from fleetsim.kernel.config import FleetsimConfig
 from fleetsim.stack import dedicated
 from fleetsim.stack.kafka import end_offsets
 

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from edge.app import SimOptions, run_simulation
-from edge.cli import publish_control
-from edge.ledger import last_sent, read_ledger
-from fleetsim.clients import mqtt_client, mqtt_connect
-from fleetsim.config import FleetsimConfig
-from fleetsim.contract import ControlAction, ControlCommand, FaultKind, Reading, decode
+from fleetsim.edge.app import SimOptions, run_simulation
+from fleetsim.edge.cli import publish_control
+from fleetsim.edge.ledger import last_sent, read_ledger
+from fleetsim.kernel.clients import mqtt_client, mqtt_connect
+from fleetsim.kernel.config import FleetsimConfig
+from fleetsim.kernel.contract import ControlAction, ControlCommand, FaultKind, Reading, decode
 
 pytestmark = pytest.mark.integration
 HEADER = "device_id,type,site,indoor,lat,lon,interval_s,occupancy,battery_mah"

@@ -9,8 +9,8 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError, TopicAuthorizationFailedError
 
-from fleetsim.clients import kafka_python_kwargs
-from fleetsim.config import FleetsimConfig
+from fleetsim.kernel.clients import kafka_python_kwargs
+from fleetsim.kernel.config import FleetsimConfig
 from fleetsim.stack.kafka import Kafka, end_offsets
 
 pytestmark = pytest.mark.integration

@@ -15,9 +15,9 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from fleetsim.cli import main
-from fleetsim.clients import kafka_python_kwargs, pg_connect
-from fleetsim.config import FleetsimConfig, load_config
-from fleetsim.errors import PortInUseError
+from fleetsim.kernel.clients import kafka_python_kwargs, pg_connect
+from fleetsim.kernel.config import FleetsimConfig, load_config
+from fleetsim.kernel.errors import PortInUseError
 from fleetsim.stack import Mosquitto, process
 
 pytestmark = pytest.mark.integration

@@ -15,9 +15,9 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 
-from fleetsim import contract
-from fleetsim.clients import mqtt_client, mqtt_connect
-from fleetsim.config import FleetsimConfig
+from fleetsim.kernel import contract
+from fleetsim.kernel.clients import mqtt_client, mqtt_connect
+from fleetsim.kernel.config import FleetsimConfig
 from fleetsim.stack import process
 from fleetsim.stack.mosquitto import (
     Mosquitto,

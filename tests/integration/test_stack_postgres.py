@@ -5,8 +5,8 @@ from __future__ import annotations
 import psycopg2
 import pytest
 
-from fleetsim.clients import pg_connect
-from fleetsim.config import FleetsimConfig
+from fleetsim.kernel.clients import pg_connect
+from fleetsim.kernel.config import FleetsimConfig
 from fleetsim.stack.migrations import apply_migrations, discover
 from fleetsim.stack.postgres import Postgres, cluster_user
 

@@ -9,8 +9,8 @@ from collections.abc import Callable
 import pytest
 from kafka import KafkaProducer
 
-from fleetsim.clients import kafka_python_kwargs, mqtt_client, mqtt_connect
-from fleetsim.config import FleetsimConfig
+from fleetsim.kernel.clients import kafka_python_kwargs, mqtt_client, mqtt_connect
+from fleetsim.kernel.config import FleetsimConfig
 from fleetsim.stack import process
 from fleetsim.stack.tap import tap_kafka, tap_mqtt
 

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from bridge.directory import DeviceStatus
-from fleetsim.clients import pg_connect
-from fleetsim.config import FleetsimConfig
-from fleetsim.errors import RegistryError
+from fleetsim.bridge.directory import DeviceStatus
+from fleetsim.kernel.clients import pg_connect
+from fleetsim.kernel.config import FleetsimConfig
+from fleetsim.kernel.errors import RegistryError
 from fleetsim.registry import seed, service, store
 from fleetsim.registry.directory import DeviceDirectory
 from fleetsim.registry.model import validate_new_device

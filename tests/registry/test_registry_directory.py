@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from bridge.directory import DeviceStatus
-from fleetsim.config import FleetsimConfig
-from fleetsim.errors import RegistryError
+from fleetsim.bridge.directory import DeviceStatus
+from fleetsim.kernel.config import FleetsimConfig
+from fleetsim.kernel.errors import RegistryError
 from fleetsim.registry.directory import DeviceDirectory, DeviceInfo, snapshot_from_rows
 
 CFG = FleetsimConfig()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fleetsim.config import FleetsimConfig
+from fleetsim.kernel.config import FleetsimConfig
 from fleetsim.registry import identity
 from fleetsim.stack import tls
 from fleetsim.stack.mosquitto import Mosquitto, hash_password, read_device_passwd

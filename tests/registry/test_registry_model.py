@@ -7,8 +7,8 @@ import shlex
 
 import pytest
 
-from fleetsim.config import FleetsimConfig
-from fleetsim.errors import RegistryError
+from fleetsim.kernel.config import FleetsimConfig
+from fleetsim.kernel.errors import RegistryError
 from fleetsim.registry.model import (
     Device,
     Endpoint,
@@ -78,7 +78,7 @@ def test_example_payloads_are_json(fmt: str) -> None:
 
 
 def test_native_example_payload_passes_the_contract() -> None:
-    from fleetsim.contract import decode
+    from fleetsim.kernel.contract import decode
 
     reading = decode(example_payload("d1", "native").encode(), topic_device_id="d1")
     assert reading.device_id == "d1"

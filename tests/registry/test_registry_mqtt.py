@@ -19,8 +19,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 
-from fleetsim.clients import mqtt_client, mqtt_connect
-from fleetsim.config import FleetsimConfig, config_to_env
+from fleetsim.kernel.clients import mqtt_client, mqtt_connect
+from fleetsim.kernel.config import FleetsimConfig, config_to_env
 from fleetsim.stack import Mosquitto, process
 from fleetsim.stack.mosquitto import connack_ok
 

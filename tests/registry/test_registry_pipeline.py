@@ -21,8 +21,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 
-from fleetsim.clients import kafka_python_kwargs, mqtt_client, mqtt_connect, pg_connect
-from fleetsim.config import FleetsimConfig, config_to_env
+from fleetsim.kernel.clients import kafka_python_kwargs, mqtt_client, mqtt_connect, pg_connect
+from fleetsim.kernel.config import FleetsimConfig, config_to_env
 from fleetsim.registry import service
 from fleetsim.registry.model import device_topic, validate_new_device
 from fleetsim.stack import process

@@ -20,7 +20,7 @@ import pytest
 from link_proxy import LinkProxy
 from reliability_support import Pipeline, pipeline
 
-from fleetsim.config import FleetsimConfig
+from fleetsim.kernel.config import FleetsimConfig
 from fleetsim.stack.kafka import kafka_port
 
 log = logging.getLogger(__name__)

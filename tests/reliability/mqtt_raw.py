@@ -10,8 +10,8 @@ from __future__ import annotations
 import socket
 import time
 
-from fleetsim.clients import mqtt_credentials
-from fleetsim.config import FleetsimConfig
+from fleetsim.kernel.clients import mqtt_credentials
+from fleetsim.kernel.config import FleetsimConfig
 
 PACKET_TOO_LARGE = 0x95
 NOT_AUTHORIZED = 0x87

@@ -28,9 +28,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from fleetsim.clients import mqtt_client, mqtt_connect, pg_connect
-from fleetsim.config import FleetsimConfig, config_to_env
-from fleetsim.contract import encode_reading, format_ts_ms
+from fleetsim.kernel.clients import mqtt_client, mqtt_connect, pg_connect
+from fleetsim.kernel.config import FleetsimConfig, config_to_env
+from fleetsim.kernel.contract import encode_reading, format_ts_ms
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -27,7 +27,7 @@ import pytest
 from link_proxy import LinkProxy
 from reliability_support import Pipeline, TruthPublisher, check, drain, report, stored_counts, wait_for
 
-from fleetsim.clients import confluent_kafka_config
+from fleetsim.kernel.clients import confluent_kafka_config
 from fleetsim.stack import process
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark]

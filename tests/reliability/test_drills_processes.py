@@ -14,8 +14,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from reliability_support import Pipeline, TruthPublisher, drain, report, wait_for
 
-from fleetsim.clients import mqtt_client, mqtt_connect, pg_connect
-from fleetsim.contract import encode_reading, format_ts_ms
+from fleetsim.kernel.clients import mqtt_client, mqtt_connect, pg_connect
+from fleetsim.kernel.contract import encode_reading, format_ts_ms
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark]
 

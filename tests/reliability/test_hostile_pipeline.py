@@ -30,9 +30,9 @@ import mqtt_raw
 import pytest
 from reliability_support import REPO, Pipeline, TruthPublisher, drain, query, wait_for
 
-from fleetsim.clients import confluent_kafka_config, mqtt_client, mqtt_connect
-from fleetsim.config import FleetsimConfig
-from fleetsim.contract import RejectReason, encode_reading, format_ts, format_ts_ms
+from fleetsim.kernel.clients import confluent_kafka_config, mqtt_client, mqtt_connect
+from fleetsim.kernel.config import FleetsimConfig
+from fleetsim.kernel.contract import RejectReason, encode_reading, format_ts, format_ts_ms
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark]
 

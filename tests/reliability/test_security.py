@@ -31,9 +31,9 @@ import psycopg2
 import pytest
 from reliability_support import Pipeline, query, wait_for
 
-from fleetsim.clients import pg_connect
-from fleetsim.config import DashboardConfig, FleetsimConfig, config_to_env
-from fleetsim.contract import encode_reading, format_ts_ms
+from fleetsim.kernel.clients import pg_connect
+from fleetsim.kernel.config import DashboardConfig, FleetsimConfig, config_to_env
+from fleetsim.kernel.contract import encode_reading, format_ts_ms
 from fleetsim.stack import Mosquitto
 from fleetsim.stack.mosquitto import MAX_INFLIGHT, reload_identities, set_device_identity
 from fleetsim.stack.process import free_ports

@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from fleetsim.clients import kafka_python_kwargs, pg_connect
-from fleetsim.config import AlertsConfig, FleetsimConfig, config_to_env
+from fleetsim.kernel.clients import kafka_python_kwargs, pg_connect
+from fleetsim.kernel.config import AlertsConfig, FleetsimConfig, config_to_env
 from fleetsim.stack.process import free_ports
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark]

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from stream_data import kafka_df, reading
 
-from cloud.streaming.parse import deadletters, deduplicate, parse_telemetry, rejects, valid_readings
-from cloud.streaming.schema import payload_schema
-from fleetsim.contract import FIELDS
+from fleetsim.cloud.streaming.parse import deadletters, deduplicate, parse_telemetry, rejects, valid_readings
+from fleetsim.cloud.streaming.schema import payload_schema
+from fleetsim.kernel.contract import FIELDS
 
 pytestmark = pytest.mark.spark
 

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 from stream_data import kafka_df, reading
 
-from cloud.streaming.parse import parse_telemetry, rejects, valid_readings
-from fleetsim.contract import RejectReason
+from fleetsim.cloud.streaming.parse import parse_telemetry, rejects, valid_readings
+from fleetsim.kernel.contract import RejectReason
 
 pytestmark = pytest.mark.spark
 

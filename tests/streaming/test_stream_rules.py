@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 from stream_data import kafka_df, reading
 
-from cloud.streaming.parse import parse_telemetry, valid_readings
-from cloud.streaming.rules import ALERT_COLUMNS, row_alerts, with_alert_count
-from fleetsim.config import AlertsConfig
+from fleetsim.cloud.streaming.parse import parse_telemetry, valid_readings
+from fleetsim.cloud.streaming.rules import ALERT_COLUMNS, row_alerts, with_alert_count
+from fleetsim.kernel.config import AlertsConfig
 
 pytestmark = pytest.mark.spark
 

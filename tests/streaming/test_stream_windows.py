@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 from stream_data import reading
 
-from cloud.streaming.flows import windowed
-from cloud.streaming.parse import parse_telemetry, valid_readings
-from cloud.streaming.rules import with_alert_count
-from cloud.streaming.windows import attach_site, window_aggregates
-from fleetsim.config import AlertsConfig, SparkConfig
+from fleetsim.cloud.streaming.flows import windowed
+from fleetsim.cloud.streaming.parse import parse_telemetry, valid_readings
+from fleetsim.cloud.streaming.rules import with_alert_count
+from fleetsim.cloud.streaming.windows import attach_site, window_aggregates
+from fleetsim.kernel.config import AlertsConfig, SparkConfig
 
 pytestmark = pytest.mark.spark
 

@@ -76,7 +76,7 @@ def test_discover_and_select(tmp_path: Path) -> None:
 
 
 def test_child_gets_the_whole_config_through_env() -> None:
-    from fleetsim.config import config_to_env, load_config, parse_env
+    from fleetsim.kernel.config import config_to_env, load_config, parse_env
 
     cfg = load_config(None, environ={}, overrides={"mqtt.port": 1999, "kafka.admin_password": "s3cret"})
     env = config_to_env(cfg)

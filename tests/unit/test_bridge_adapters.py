@@ -11,13 +11,13 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from bridge.adapters import NativeAdapter, SenmlAdapter, TasmotaAdapter
-from bridge.adapters.senml import device_from_name
-from bridge.directory import StaticDirectory
-from bridge.pipeline import DeadLetter, Forward, Processor
-from bridge.routing import Router, build_routes
-from fleetsim.config import FleetsimConfig
-from fleetsim.contract import Rejected, RejectReason, decode, encode_reading, format_ts_ms
+from fleetsim.bridge.adapters import NativeAdapter, SenmlAdapter, TasmotaAdapter
+from fleetsim.bridge.adapters.senml import device_from_name
+from fleetsim.bridge.directory import StaticDirectory
+from fleetsim.bridge.pipeline import DeadLetter, Forward, Processor
+from fleetsim.bridge.routing import Router, build_routes
+from fleetsim.kernel.config import FleetsimConfig
+from fleetsim.kernel.contract import Rejected, RejectReason, decode, encode_reading, format_ts_ms
 
 HOSTILE = Path(__file__).resolve().parents[1] / "data" / "hostile"
 NOW_MS = int(datetime(2026, 11, 29, 5, 0, tzinfo=UTC).timestamp() * 1000)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bridge.inflight import Send, Tracker
+from fleetsim.bridge.inflight import Send, Tracker
 
 
 def _msgs(tracker: Tracker, n: int, records: int = 1) -> list[Send]:

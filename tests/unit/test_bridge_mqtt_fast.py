@@ -12,7 +12,7 @@ from paho.mqtt._packet import decode_publish
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from bridge.mqtt_fast import FastClient, fast_path_supported, parse_publish, puback_packet
+from fleetsim.bridge.mqtt_fast import FastClient, fast_path_supported, parse_publish, puback_packet
 
 
 def _varint(n: int) -> bytes:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.routing import Router, build_routes, topic_matches, validate_filter
-from fleetsim.config import AdapterRoute
+from fleetsim.bridge.routing import Router, build_routes, topic_matches, validate_filter
+from fleetsim.kernel.config import AdapterRoute
 
 
 @pytest.mark.parametrize(

@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from bridge.inflight import Send
-from bridge.metrics import State
-from bridge.runtime import Bridge
-from fleetsim.config import FleetsimConfig
-from fleetsim.contract import KafkaHeader, encode_reading, format_ts_ms
+from fleetsim.bridge.inflight import Send
+from fleetsim.bridge.metrics import State
+from fleetsim.bridge.runtime import Bridge
+from fleetsim.kernel.config import FleetsimConfig
+from fleetsim.kernel.contract import KafkaHeader, encode_reading, format_ts_ms
 
 T0_MS = 1768471200000
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from fleetsim.config import FleetsimConfig, load_config, secret
-from fleetsim.errors import ConfigError
+from fleetsim.kernel.config import FleetsimConfig, load_config, secret
+from fleetsim.kernel.errors import ConfigError
 from fleetsim.stack.secrets import ensure_secrets, password_keys
 
 

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fleetsim import contract as c
-from fleetsim.errors import ContractError
+from fleetsim.kernel import contract as c
+from fleetsim.kernel.errors import ContractError
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_FILE = ROOT / "schemas" / "telemetry-v1.schema.json"

@@ -19,11 +19,11 @@ from typing import Any
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from bridge.adapters import NativeAdapter, SenmlAdapter, TasmotaAdapter
-from bridge.pipeline import DeadLetter, Forward, Processor
-from bridge.routing import Router, build_routes
-from fleetsim.config import FleetsimConfig
-from fleetsim.contract import (
+from fleetsim.bridge.adapters import NativeAdapter, SenmlAdapter, TasmotaAdapter
+from fleetsim.bridge.pipeline import DeadLetter, Forward, Processor
+from fleetsim.bridge.routing import Router, build_routes
+from fleetsim.kernel.config import FleetsimConfig
+from fleetsim.kernel.contract import (
     LAT_RANGE,
     LON_RANGE,
     MEASUREMENTS,

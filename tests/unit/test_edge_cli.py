@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from edge.cli import build_command, sim_overrides
-from edge.engine import Simulation
-from edge.ledger import Ledger
-from edge.publisher import MemoryPublisher
-from edge.replay import load_replay, replay_process
-from edge.runner import Runner, parse_duration, parse_speed
 from fleetsim.cli import build_parser
-from fleetsim.contract import ControlAction, FaultKind, decode
-from fleetsim.errors import FleetFileError, SimulationError
+from fleetsim.edge.cli import build_command, sim_overrides
+from fleetsim.edge.engine import Simulation
+from fleetsim.edge.ledger import Ledger
+from fleetsim.edge.publisher import MemoryPublisher
+from fleetsim.edge.replay import load_replay, replay_process
+from fleetsim.edge.runner import Runner, parse_duration, parse_speed
+from fleetsim.kernel.contract import ControlAction, FaultKind, decode
+from fleetsim.kernel.errors import FleetFileError, SimulationError
 
 
 def parse(*argv: str):

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fleetsim.contract import (
+from fleetsim.kernel.contract import (
     ControlAction,
     ControlCommand,
     FaultKind,
@@ -20,7 +20,7 @@ from fleetsim.contract import (
     format_ts,
     format_ts_ms,
 )
-from fleetsim.errors import ContractError
+from fleetsim.kernel.errors import ContractError
 
 _values = st.one_of(
     st.none(),

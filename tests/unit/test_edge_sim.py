@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from edge.engine import Simulation
-from edge.fleet import COLUMNS, DeviceSpec, haversine_km, load_fleet, scale_fleet, shard_fleet
-from edge.ledger import Ledger
-from edge.publisher import MemoryPublisher
-from edge.runner import Runner
-from fleetsim.contract import ControlAction, ControlCommand, FaultKind, Reading, Status, decode
+from fleetsim.edge.engine import Simulation
+from fleetsim.edge.ledger import Ledger
+from fleetsim.edge.publisher import MemoryPublisher
+from fleetsim.edge.runner import Runner
+from fleetsim.kernel.contract import ControlAction, ControlCommand, FaultKind, Reading, Status, decode
+from fleetsim.kernel.fleetfile import COLUMNS, DeviceSpec, haversine_km, load_fleet, scale_fleet, shard_fleet
 
 START = datetime(2026, 7, 15, 0, 0, tzinfo=UTC)  # a Wednesday in summer
 ROOT = Path(__file__).resolve().parents[2]
@@ -93,7 +93,7 @@ def test_default_fleet_loads_and_is_one_city():
     ],
 )
 def test_fleet_errors_name_row_and_column(tmp_path, line, column):
-    from fleetsim.errors import FleetFileError
+    from fleetsim.kernel.errors import FleetFileError
 
     header = ",".join(COLUMNS)
     ok = "d0,fixed,s,true,45,4,,60,,,,,,,"
@@ -106,7 +106,7 @@ def test_fleet_errors_name_row_and_column(tmp_path, line, column):
 
 
 def test_duplicate_ids_and_unknown_columns_are_refused(tmp_path):
-    from fleetsim.errors import FleetFileError
+    from fleetsim.kernel.errors import FleetFileError
 
     path = tmp_path / "devices.csv"
     path.write_text("device_id,type,site,lat,lon,interval_s\nd1,fixed,s,45,4,60\nd1,fixed,s,45,4,60\n")

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from fleetsim.config import FleetsimConfig
-from fleetsim.errors import ConfigError, MigrationError, PortInUseError
+from fleetsim.kernel.config import FleetsimConfig
+from fleetsim.kernel.errors import ConfigError, MigrationError, PortInUseError
 from fleetsim.stack import process
 from fleetsim.stack.kafka import server_properties
 from fleetsim.stack.migrations import discover
@@ -118,7 +118,7 @@ def test_port_probe_and_port_in_use_message() -> None:
 
 
 def test_missing_kafka_jars_say_run_make_setup_and_start_nothing(tmp_path: Path) -> None:
-    from fleetsim.errors import MissingDependencyError
+    from fleetsim.kernel.errors import MissingDependencyError
     from fleetsim.stack import Kafka
 
     cfg = CFG.with_overrides(
@@ -131,7 +131,7 @@ def test_missing_kafka_jars_say_run_make_setup_and_start_nothing(tmp_path: Path)
 
 
 def test_missing_java_says_run_make_setup(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from fleetsim.errors import MissingDependencyError
+    from fleetsim.kernel.errors import MissingDependencyError
     from fleetsim.stack import Kafka
 
     monkeypatch.setenv("PATH", str(tmp_path))  # nothing on PATH

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cloud.streaming.job import data_loss_detail
+from fleetsim.cloud.streaming.job import data_loss_detail
 
 SPARK_TEXT = (
     "[STREAM_FAILED] Query [id = 1f, runId = 2e] terminated with exception: Job aborted due to stage "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cloud.streaming.job import MAX_BACKOFF_S, restart_delay_s
+from fleetsim.cloud.streaming.job import MAX_BACKOFF_S, restart_delay_s
 
 
 def test_back_off_doubles_per_recent_failure_and_is_capped() -> None:
@@ -27,8 +27,8 @@ def test_a_restart_that_fails_is_retried_instead_of_ending_the_job(monkeypatch) 
     # while PostgreSQL is still down, that restart raised out of run_until and ended the job.
     import threading
 
-    import cloud.streaming.job as job_mod
-    from fleetsim.config import load_config
+    import fleetsim.cloud.streaming.job as job_mod
+    from fleetsim.kernel.config import load_config
 
     monkeypatch.setattr(job_mod, "restart_delay_s", lambda n: 0.0)
     job = job_mod.StreamJob(load_config(None))

@@ -1,4 +1,4 @@
-from cloud.dashboard.ui import context
-from cloud.dashboard.views.devices import render
+from fleetsim.cloud.dashboard.ui import context
+from fleetsim.cloud.dashboard.views.devices import render
 
 render(context())

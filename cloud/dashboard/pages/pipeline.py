@@ -1,4 +1,4 @@
-from cloud.dashboard.ui import context
-from cloud.dashboard.views.pipeline import render
+from fleetsim.cloud.dashboard.ui import context
+from fleetsim.cloud.dashboard.views.pipeline import render
 
 render(context())

@@ -4,6 +4,6 @@ They know nothing about Streamlit, so tests and the benchmark call them directly
 user can choose (a measurement column) go through a whitelist and ``psycopg2.sql.Identifier``.
 """
 
-from cloud.dashboard.queries._sql import MEASUREMENT_COLUMNS, fetch_df, measurement_column
+from fleetsim.cloud.dashboard.queries._sql import MEASUREMENT_COLUMNS, fetch_df, measurement_column
 
 __all__ = ["MEASUREMENT_COLUMNS", "fetch_df", "measurement_column"]

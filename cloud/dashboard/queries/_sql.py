@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 from psycopg2 import sql
 
-from fleetsim.contract import MEASUREMENTS
+from fleetsim.kernel.contract import MEASUREMENTS
 
 MEASUREMENT_COLUMNS: tuple[str, ...] = tuple(m.name for m in MEASUREMENTS)
 """Measurement columns of sensor_data and device_latest (``<name>_mean`` etc. in sensor_data_agg)."""

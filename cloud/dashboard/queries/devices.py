@@ -6,7 +6,7 @@ from typing import Any
 
 import pandas as pd
 
-from cloud.dashboard.queries._sql import fetch_df, like_pattern
+from fleetsim.cloud.dashboard.queries._sql import fetch_df, like_pattern
 
 _LIST = """
 SELECT coalesce(d.device_id, l.device_id) AS device_id,

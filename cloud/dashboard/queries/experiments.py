@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from cloud.dashboard.queries._sql import fetch_df
+from fleetsim.cloud.dashboard.queries._sql import fetch_df
 
 
 def runs(conn: Any, *, limit: int = 200) -> pd.DataFrame:

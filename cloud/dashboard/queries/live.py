@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 from psycopg2 import sql
 
-from cloud.dashboard.queries._sql import fetch_df
+from fleetsim.cloud.dashboard.queries._sql import fetch_df
 
 # One row per known device: the registry (placed or not) joined with the latest reading (devices
 # that report without being registered show up too).

@@ -6,7 +6,7 @@ from typing import Any
 
 import pandas as pd
 
-from cloud.dashboard.queries._sql import fetch_df
+from fleetsim.cloud.dashboard.queries._sql import fetch_df
 
 _BATCHES = """
 SELECT query_name,

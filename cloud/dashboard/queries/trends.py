@@ -13,7 +13,12 @@ from typing import Any
 import pandas as pd
 from psycopg2 import sql
 
-from cloud.dashboard.queries._sql import MEASUREMENT_COLUMNS, check_scope, fetch_df, measurement_column
+from fleetsim.cloud.dashboard.queries._sql import (
+    MEASUREMENT_COLUMNS,
+    check_scope,
+    fetch_df,
+    measurement_column,
+)
 
 _SERIES = """
 SELECT key, window_start, window_end, n_messages, n_alerts,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from cloud.dashboard import logic
-from cloud.dashboard.queries import devices as qdev
-from cloud.dashboard.ui import Context, empty_fleet_message
+from fleetsim.cloud.dashboard import logic
+from fleetsim.cloud.dashboard.queries import devices as qdev
+from fleetsim.cloud.dashboard.ui import Context, empty_fleet_message
 
 ALL = "(all)"
 KINDS = [ALL, "simulated", "real", "unregistered"]

@@ -8,8 +8,8 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from cloud.dashboard.queries import experiments as qx
-from cloud.dashboard.ui import Context
+from fleetsim.cloud.dashboard.queries import experiments as qx
+from fleetsim.cloud.dashboard.ui import Context
 
 
 def _pct(v: object) -> str:

@@ -11,11 +11,11 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from cloud.dashboard import logic, mapview
-from cloud.dashboard.queries import MEASUREMENT_COLUMNS
-from cloud.dashboard.queries import devices as qdev
-from cloud.dashboard.queries import live as qlive
-from cloud.dashboard.ui import Context, empty_fleet_message
+from fleetsim.cloud.dashboard import logic, mapview
+from fleetsim.cloud.dashboard.queries import MEASUREMENT_COLUMNS
+from fleetsim.cloud.dashboard.queries import devices as qdev
+from fleetsim.cloud.dashboard.queries import live as qlive
+from fleetsim.cloud.dashboard.ui import Context, empty_fleet_message
 
 SERIES_WINDOWS = {"Last 5 minutes": 300, "Last 15 minutes": 900, "Last hour": 3600, "Last 6 hours": 21600}
 TRACK_WINDOW_S = 1800.0

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from cloud.dashboard import health, logic
-from cloud.dashboard.queries import pipeline as qpipe
-from cloud.dashboard.ui import Context
+from fleetsim.cloud.dashboard import health, logic
+from fleetsim.cloud.dashboard.queries import pipeline as qpipe
+from fleetsim.cloud.dashboard.ui import Context
 
 WINDOWS = {"Last 15 minutes": 900, "Last hour": 3600, "Last 6 hours": 21600, "Last 24 hours": 86400}
 

@@ -8,11 +8,11 @@ from datetime import timedelta
 
 import streamlit as st
 
-from cloud.dashboard import logic
-from cloud.dashboard.queries import MEASUREMENT_COLUMNS
-from cloud.dashboard.queries import devices as qdev
-from cloud.dashboard.queries import trends as qtr
-from cloud.dashboard.ui import Context
+from fleetsim.cloud.dashboard import logic
+from fleetsim.cloud.dashboard.queries import MEASUREMENT_COLUMNS
+from fleetsim.cloud.dashboard.queries import devices as qdev
+from fleetsim.cloud.dashboard.queries import trends as qtr
+from fleetsim.cloud.dashboard.ui import Context
 
 SCOPES = {"Site": "site", "Device": "device", "Fleet": "fleet"}
 

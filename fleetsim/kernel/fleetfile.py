@@ -16,8 +16,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final
 
-from fleetsim.contract import LAT_RANGE, LON_RANGE, is_valid_device_id
-from fleetsim.errors import FleetFileError
+from fleetsim.kernel.contract import LAT_RANGE, LON_RANGE, is_valid_device_id
+from fleetsim.kernel.errors import FleetFileError
+from fleetsim.kernel.faultcatalog import validate_profile
 
 COLUMNS: Final = (
     "device_id",
@@ -75,7 +76,7 @@ class DeviceSpec:
     route: tuple[tuple[float, float], ...] = ()
     """Waypoints ``(lat, lon)`` in degrees of a mobile unit; travelled back and forth."""
     fault_profile: str = "none"
-    """Named profile (see ``edge.faults.PROFILES``) or an explicit schedule ``kind@start+dur|...``."""
+    """Named profile (``fleetsim.kernel.faultcatalog.PROFILES``) or a schedule ``kind@start+dur|...``."""
 
 
 def _err(path: Path, row: int, column: str, message: str) -> FleetFileError:
@@ -124,8 +125,6 @@ def _bool(path: Path, row: int, col: str, raw: str) -> bool:
 
 def parse_row(path: Path, row: int, rec: dict[str, str]) -> DeviceSpec:
     """Validate one csv record (``row`` is its 1-based line number) into a :class:`DeviceSpec`."""
-    from edge.faults import validate_profile  # lazy: faults -> device -> fleet
-
     get = {k: (rec.get(k) or "").strip() for k in COLUMNS}
     device_id = get["device_id"]
     if not is_valid_device_id(device_id):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ssl
 from typing import Any, Literal
 
-from fleetsim.config import FleetsimConfig, secret
+from fleetsim.kernel.config import FleetsimConfig, secret
 
 MqttIdentity = Literal["bridge", "sim", "tool"]
 KafkaIdentity = Literal["bridge", "stream", "admin"]

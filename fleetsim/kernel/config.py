@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
-from fleetsim.errors import ConfigError
+from fleetsim.kernel.errors import ConfigError
 
 ENV_PREFIX = "FLEETSIM_"
 ENV_DELIMITER = "__"

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Final
 
-from fleetsim.errors import ContractError
+from fleetsim.kernel.errors import ContractError
 
 CONTRACT_VERSION: Final = 1
 MAX_PAYLOAD_BYTES: Final = 4096
