@@ -45,9 +45,10 @@ test-unit: ## Tests that start no engine (not marked integration)
 test-integration: ## Integration tests only (real engines on free ports, torn down at the end)
 	@$(BIN)/pytest -q -m integration tests
 
-lint: ## ruff lint + format check
+lint: ## ruff lint + format check + layer contracts (import-linter, pyproject.toml)
 	@$(BIN)/ruff check .
 	@$(BIN)/ruff format --check .
+	@$(BIN)/lint-imports --no-cache
 
 format: ## Apply ruff formatting and safe fixes
 	@$(BIN)/ruff format .

@@ -46,12 +46,12 @@ def _payloads(n: int, devices: list[str], with_position: bool) -> list[tuple[str
 
 def _bridge_rates(n: int, devices: list[str]) -> dict[str, Any]:
     from fleetsim.bridge.adapters.native import NativeAdapter
+    from fleetsim.bridge.registry_directory import DeviceInfo, RegistryDirectory
     from fleetsim.kernel.contract import encode_reading, format_ts
-    from fleetsim.registry.directory import DeviceDirectory, DeviceInfo
 
     cfg = FleetsimConfig()
     snap = {d: DeviceInfo(True, "site-1", 45.0, 4.0) for d in devices}
-    directory = DeviceDirectory(cfg, loader=lambda: dict(snap))
+    directory = RegistryDirectory(cfg, loader=lambda: dict(snap))
     directory.refresh()
     adapter = NativeAdapter()
     now_ms = int(time.time() * 1000)
@@ -225,7 +225,7 @@ def run(cfg: FleetsimConfig, quick: bool) -> dict[str, Any]:
         "title": "Registry enrichment: bridge vs streaming sink",
         "method": (
             f"Bridge: {n_msgs} native payloads through bridge.adapters.native.NativeAdapter, alone and "
-            "followed by a DeviceDirectory.location() look-up plus contract.encode_reading of the "
+            "followed by a RegistryDirectory.location() look-up plus contract.encode_reading of the "
             "enriched record (readings without a position) — the cheapest bridge enrichment possible. "
             f"Sink: {n_rows} staged rows (half without position, {n_devices} registered devices) "
             "merged by the sink's INSERT_RAW, variants alternating order, rolled back after each. "

@@ -63,7 +63,7 @@ def run(args: argparse.Namespace, cfg: FleetsimConfig) -> int:
     from fleetsim.bridge.runtime import Bridge
 
     client_id, group, port = identity(args, cfg)
-    from fleetsim.registry.directory import for_bridge
+    from fleetsim.bridge.registry_directory import for_bridge
 
     directory = for_bridge(cfg)  # device registry hook (None when bridge.use_registry is off)
     bridge = Bridge(cfg, client_id=client_id, shared_group=group, metrics_port=port, directory=directory)

@@ -1,9 +1,11 @@
-"""Device registry: the ``devices`` table, per-device MQTT identities and the bridge's directory.
+"""Device registry: the ``devices`` table and per-device MQTT identities.
 
 - :mod:`fleetsim.registry.model`: the :class:`Device` record, validation, topics, connection text.
 - :mod:`fleetsim.registry.store`: SQL on the ``devices`` table (parameterized, writer/reader roles).
 - :mod:`fleetsim.registry.seed`: ``devices.csv`` -> registry (idempotent upsert at start-up).
 - :mod:`fleetsim.registry.identity`: per-device MQTT credentials (hashes only) and broker reloads.
 - :mod:`fleetsim.registry.service`: the operations behind ``fleetsim device ...``.
-- :mod:`fleetsim.registry.directory`: the bridge-side, periodically refreshed copy of the registry.
+
+The bridge's in-memory copy of the table (:mod:`fleetsim.bridge.registry_directory`) belongs to the
+bridge runtime, which imports only the kernel.
 """

@@ -12,10 +12,7 @@ from typing import Any
 from fleetsim.kernel.errors import RegistryError
 from fleetsim.registry.model import Device
 
-AUTO_NAME = "auto-registered"
 """``name`` of rows created by :func:`register_unplaced`."""
-NOTIFY_CHANNEL = "fleetsim_devices"
-"""``LISTEN`` channel notified (by the V003 trigger) after every change to ``devices``."""
 
 
 def _row_to_device(row: Sequence[Any]) -> Device:
@@ -161,26 +158,3 @@ def upsert_simulated(conn: Any, rows: Iterable[Device]) -> int:
             fetch=True,
         )
     return len(result)
-
-
-def register_unplaced(conn: Any, device_ids: Iterable[str]) -> int:
-    """Auto-register unknown ids (``unknown_device = accept``): kind real, ``placed = false``.
-    Existing ids are left alone. Returns how many rows were created."""
-    ids = sorted(set(device_ids))
-    if not ids:
-        return 0
-    with conn.cursor() as cur:
-        cur.execute(
-            """INSERT INTO devices (device_id, kind, placed, name)
-               SELECT id, 'real', false, %s FROM unnest(%s::text[]) AS t(id)
-               ON CONFLICT (device_id) DO NOTHING""",
-            (AUTO_NAME, ids),
-        )
-        return int(cur.rowcount)
-
-
-def directory_rows(conn: Any) -> list[tuple[str, bool, str | None, float | None, float | None]]:
-    """``(device_id, enabled, site, lat, lon)`` of every device, for the bridge's directory."""
-    with conn.cursor() as cur:
-        cur.execute("SELECT device_id, enabled, site, lat, lon FROM devices")
-        return list(cur.fetchall())

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from typing import Any
 
 from fleetsim.kernel.config import FleetsimConfig
 from fleetsim.kernel.errors import FleetsimError
-from fleetsim.registry.seed import seed_at_startup
-from fleetsim.stack.base import Service, ServiceStatus
+from fleetsim.stack.base import Service
 from fleetsim.stack.components import APPS, AppComponent
 from fleetsim.stack.kafka import Kafka
 from fleetsim.stack.mosquitto import Mosquitto
@@ -23,18 +22,7 @@ log = logging.getLogger("fleetsim.stack")
 ENGINES: dict[str, type[Service]] = {"mosquitto": Mosquitto, "kafka": Kafka, "postgres": Postgres}
 Component = Service | AppComponent
 Report = Callable[[str], None]
-
-
-def installed_commands() -> set[str]:
-    """Sub-commands registered in this installation (an app whose command is absent is not installed)."""
-    from fleetsim.cli import build_parser
-
-    parser = build_parser()
-    for action in parser._actions:  # argparse offers no public accessor for sub-parsers
-        choices = getattr(action, "choices", None)
-        if isinstance(choices, dict):
-            return set(choices)
-    return set()
+AfterStart = Callable[[FleetsimConfig, Report], object]
 
 
 def component(name: str, cfg: FleetsimConfig, global_args: Sequence[str] = ()) -> Component:
@@ -49,28 +37,28 @@ def up(
     global_args: Sequence[str] = (),
     child_env: dict[str, str] | None = None,
     report: Report = print,
+    after_start: Mapping[str, AfterStart] | None = None,
 ) -> FleetsimConfig:
     """Start ``cfg.stack.components`` in order, each passing its readiness check.
 
     Already-running components are left alone. If one fails, the components started by THIS call
     are stopped again (reverse order) and the error is re-raised: nothing is left half-started.
-    Returns the config with the generated secrets filled in.
+    Returns the config with the generated secrets filled in. ``after_start[name]`` runs once
+    component ``name`` is up, whether this call started it or it was running already (the
+    operations layer passes the device-registry seeding for ``postgres`` this way).
     """
     cfg = ensure_secrets(cfg)
-    available = installed_commands()
+    hooks = after_start or {}
     started: list[Component] = []
     try:
         for name in cfg.stack.components:
-            if name in APPS and APPS[name].command not in available:
-                report(f"  {name:<10} not installed (no `fleetsim {APPS[name].command}` command)")
-                continue
             comp = component(name, cfg, global_args)
             if comp.is_running():
                 if isinstance(comp, Service):
                     comp.start()  # idempotent: re-applies topics/roles/migrations only
                 report(f"  {name:<10} already running (pid {comp.pid()})")
-                if name == "postgres":
-                    seed_at_startup(cfg, report)  # device registry from devices.csv (idempotent)
+                if name in hooks:
+                    hooks[name](cfg, report)
                 continue
             report(f"  {name:<10} starting ...")
             if isinstance(comp, AppComponent):
@@ -79,8 +67,8 @@ def up(
                 comp.start()
             started.append(comp)
             report(f"  {name:<10} up (pid {comp.pid()}, port {comp.port})")
-            if name == "postgres":
-                seed_at_startup(cfg, report)  # device registry from devices.csv (idempotent)
+            if name in hooks:
+                hooks[name](cfg, report)
     except (FleetsimError, OSError):
         for comp in reversed(started):
             try:
@@ -107,15 +95,10 @@ def down(cfg: FleetsimConfig, report: Report = print) -> None:
 
 
 def status(cfg: FleetsimConfig) -> list[dict[str, Any]]:
-    """One row per configured component (measured in parallel); ``state`` up/down/not installed."""
-    available = installed_commands()
+    """One row per configured component (measured in parallel); ``state`` up, down or unhealthy."""
     names = list(cfg.stack.components)
 
     def one(name: str) -> dict[str, Any]:
-        if name in APPS and APPS[name].command not in available:
-            row = asdict(ServiceStatus(name, False, None, None, "not installed"))
-            row["state"] = "not installed"
-            return row
         st = component(name, cfg).status()
         row = asdict(st)
         row["state"] = "up" if st.up else ("unhealthy" if st.pid else "down")

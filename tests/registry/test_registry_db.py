@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 
 from fleetsim.bridge.directory import DeviceStatus
+from fleetsim.bridge.registry_directory import RegistryDirectory
 from fleetsim.kernel.clients import pg_connect
 from fleetsim.kernel.config import FleetsimConfig
 from fleetsim.kernel.errors import RegistryError
 from fleetsim.registry import seed, service, store
-from fleetsim.registry.directory import DeviceDirectory
 from fleetsim.registry.model import validate_new_device
 
 pytestmark = pytest.mark.integration
@@ -112,7 +112,7 @@ def test_disable_enable_rotate_and_place(postgres: FleetsimConfig) -> None:
 
 
 def test_directory_sees_changes_through_notify_long_before_its_refresh(postgres: FleetsimConfig) -> None:
-    directory = DeviceDirectory(postgres, refresh_s=3600)  # backstop far away: only NOTIFY can help
+    directory = RegistryDirectory(postgres, refresh_s=3600)  # backstop far away: only NOTIFY can help
     directory.start(timeout_s=20)
     try:
         dev = _uid("notify")

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from fleetsim.bridge.directory import DeviceStatus
+from fleetsim.bridge.registry_directory import DeviceInfo, RegistryDirectory, snapshot_from_rows
 from fleetsim.kernel.config import FleetsimConfig
 from fleetsim.kernel.errors import RegistryError
-from fleetsim.registry.directory import DeviceDirectory, DeviceInfo, snapshot_from_rows
 
 CFG = FleetsimConfig()
 
@@ -44,8 +44,8 @@ class FakeRegistry:
             return len(new)
 
 
-def _directory(reg: FakeRegistry, refresh_s: float = 60.0) -> DeviceDirectory:
-    return DeviceDirectory(CFG, refresh_s=refresh_s, loader=reg.load, registrar=reg.register)
+def _directory(reg: FakeRegistry, refresh_s: float = 60.0) -> RegistryDirectory:
+    return RegistryDirectory(CFG, refresh_s=refresh_s, loader=reg.load, registrar=reg.register)
 
 
 def _wait(pred: Callable[[], bool], timeout: float = 5.0) -> bool:
@@ -143,7 +143,7 @@ def test_stop_flushes_pending_registrations() -> None:
 
 
 def test_for_bridge_respects_use_registry_and_the_unknown_device_mode(tmp_path: Path) -> None:
-    from fleetsim.registry.directory import for_bridge
+    from fleetsim.bridge.registry_directory import for_bridge
     from fleetsim.stack import process
     from fleetsim.stack.secrets import ensure_secrets
 

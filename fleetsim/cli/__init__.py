@@ -1,7 +1,8 @@
 """``fleetsim`` command line: a thin dispatcher.
 
 Each runtime registers its own sub-commands through a ``register(subparsers)`` function in its
-``cli`` module (listed in :data:`COMMAND_MODULES`), so this file never grows with the features.
+thin ``cli`` module; the operations commands (stack, devices, experiments, bench) live beside this
+file. :data:`COMMANDS` lists them all, imported here so the import graph shows every entry point.
 A registered command sets ``func(args, cfg) -> int`` with ``parser.set_defaults(func=...)``.
 The configuration is loaded and validated here, once, then passed down.
 """
@@ -9,27 +10,34 @@ The configuration is loaded and validated here, once, then passed down.
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from fleetsim.bridge import cli as bridge_cli
+from fleetsim.cli import bench, devices, experiments
+from fleetsim.cli import stack as cli_stack
+from fleetsim.cloud.dashboard import cli as dashboard_cli
+from fleetsim.cloud.streaming import cli as stream_cli
+from fleetsim.edge import cli as edge_cli
 from fleetsim.kernel.config import FleetsimConfig, load_config
 from fleetsim.kernel.errors import FleetsimError
+from fleetsim.stack import compose_support
 
-COMMAND_MODULES: tuple[str, ...] = (
-    "fleetsim.stack.cli",  # up, down, status, logs, psql, tap, config, setup-check
-    "fleetsim.stack.compose_support",  # compose-init (one-shot set-up of docker-compose.yml)
-    "fleetsim.registry.cli",  # device add/list/show/disable/rotate-credentials
-    "fleetsim.edge.cli",  # sim, fault
-    "fleetsim.bridge.cli",  # bridge
-    "fleetsim.cloud.streaming.cli",  # stream
-    "fleetsim.cloud.dashboard.cli",  # dashboard
-    "fleetsim.experiments.cli",  # experiment
-    "fleetsim.bench.cli",  # bench
+COMMANDS = (
+    cli_stack,  # up, down, status, logs, psql, tap, config, setup-check
+    compose_support,  # compose-init (one-shot set-up of docker-compose.yml)
+    devices,  # device add/list/show/disable/rotate-credentials
+    edge_cli,  # sim, fault
+    bridge_cli,  # bridge
+    stream_cli,  # stream
+    dashboard_cli,  # dashboard
+    experiments,  # experiment
+    bench,  # bench
 )
+"""Modules that register sub-commands, in ``--help`` order."""
 
 log = logging.getLogger("fleetsim")
 
@@ -60,14 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            # Only skip modules that are not written yet; a missing third-party import is a bug.
-            if exc.name is not None and name.startswith(exc.name):
-                continue
-            raise
+    for module in COMMANDS:
         module.register(sub)
     return parser
 

@@ -1,7 +1,7 @@
 """The bridge's view of the registry: which ids may publish, refreshed in the background.
 
-Implements the bridge's ``bridge.directory.DeviceDirectory`` hook: the bridge asks
-:meth:`DeviceDirectory.status` once per message, on its hot path: a dict look-up, no I/O.
+Implements the bridge's :class:`fleetsim.bridge.directory.DeviceDirectory` hook: the bridge asks
+:meth:`RegistryDirectory.status` once per message, on its hot path: a dict look-up, no I/O.
 A background thread keeps the copy current: it ``LISTEN``s on the ``fleetsim_devices`` channel
 (the V003 trigger notifies after every change to ``devices``) and reloads at once, and reloads
 every ``bridge.registry_refresh_s`` seconds anyway as a backstop. With
@@ -29,9 +29,14 @@ from typing import Any
 from fleetsim.bridge.directory import DeviceStatus
 from fleetsim.kernel.config import FleetsimConfig
 from fleetsim.kernel.errors import RegistryError
-from fleetsim.registry.store import NOTIFY_CHANNEL
 
-log = logging.getLogger("fleetsim.registry.directory")
+log = logging.getLogger("fleetsim.bridge.registry_directory")
+
+AUTO_NAME = "auto-registered"
+"""``name`` of a device row the bridge registered itself (the registry's seeding prunes only those)."""
+
+NOTIFY_CHANNEL = "fleetsim_devices"
+"""``LISTEN`` channel notified (migration V003's trigger) after every change to ``devices``."""
 
 MAX_BACKOFF_S = 30.0
 """Longest wait between reconnection attempts after the registry became unreachable."""
@@ -60,7 +65,7 @@ def snapshot_from_rows(rows: Iterable[tuple[str, bool, str | None, float | None,
     return {r[0]: DeviceInfo(bool(r[1]), r[2], r[3], r[4]) for r in rows}
 
 
-class DeviceDirectory:
+class RegistryDirectory:
     """Periodically refreshed set of registered ids (see the module docstring)."""
 
     def __init__(
@@ -97,7 +102,7 @@ class DeviceDirectory:
 
     # ------------------------------------------------------------------ hot path (no I/O)
     def status(self, device_id: str) -> DeviceStatus:
-        """Enabled, disabled or unknown, from memory (the bridge's ``DeviceDirectory`` hook)."""
+        """Enabled, disabled or unknown, from memory (the bridge's ``RegistryDirectory`` hook)."""
         info = self._snapshot.get(device_id)
         if info is None:
             return DeviceStatus.UNKNOWN
@@ -260,13 +265,11 @@ class DeviceDirectory:
             self._conn = None
 
     def _load_from_db(self) -> Snapshot:
-        from fleetsim.registry.store import directory_rows
 
         return snapshot_from_rows(directory_rows(self._connection()))
 
     def _register_in_db(self, ids: list[str]) -> int:
         from fleetsim.kernel.clients import pg_connect
-        from fleetsim.registry.store import register_unplaced
 
         conn = pg_connect(self._cfg, "writer", application_name="fleetsim-bridge-directory")
         try:
@@ -276,12 +279,12 @@ class DeviceDirectory:
             conn.close()
 
 
-def for_bridge(cfg: FleetsimConfig) -> DeviceDirectory | None:
+def for_bridge(cfg: FleetsimConfig) -> RegistryDirectory | None:
     """The started directory ``fleetsim bridge`` plugs into its hook (None: ``use_registry`` off)."""
     if not cfg.bridge.use_registry:
         log.info("bridge.use_registry is off: every device id is accepted")
         return None
-    directory = DeviceDirectory(cfg)
+    directory = RegistryDirectory(cfg)
     strict = cfg.bridge.unknown_device == "deadletter"
     # Accept mode can forward without the registry: do not hold the bridge back for long.
     directory.start(
@@ -307,3 +310,26 @@ class _Metrics:
         self.auto_registered = Counter(
             "fleetsim_registry_auto_registered", "Unknown ids registered as unplaced", registry=registry
         )
+
+
+def directory_rows(conn: Any) -> list[tuple[str, bool, str | None, float | None, float | None]]:
+    """``(device_id, enabled, site, lat, lon)`` of every device, for the bridge's directory."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT device_id, enabled, site, lat, lon FROM devices")
+        return list(cur.fetchall())
+
+
+def register_unplaced(conn: Any, device_ids: Iterable[str]) -> int:
+    """Auto-register unknown ids (``unknown_device = accept``): kind real, ``placed = false``.
+    Existing ids are left alone. Returns how many rows were created."""
+    ids = sorted(set(device_ids))
+    if not ids:
+        return 0
+    with conn.cursor() as cur:
+        cur.execute(
+            """INSERT INTO devices (device_id, kind, placed, name)
+               SELECT id, 'real', false, %s FROM unnest(%s::text[]) AS t(id)
+               ON CONFLICT (device_id) DO NOTHING""",
+            (AUTO_NAME, ids),
+        )
+        return int(cur.rowcount)

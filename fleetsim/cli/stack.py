@@ -12,11 +12,13 @@ import logging
 import os
 import shutil
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from fleetsim.kernel.config import ENV_DELIMITER, ENV_PREFIX, FleetsimConfig, secret
 from fleetsim.kernel.errors import FleetsimError, MissingDependencyError, StackError
+from fleetsim.registry.seed import seed_at_startup
 from fleetsim.stack import lifecycle
 from fleetsim.stack.components import APPS
 
@@ -29,7 +31,7 @@ def _quiet_kafka_client() -> None:
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
 
 
-def _child_args(args: argparse.Namespace, cfg: FleetsimConfig) -> tuple[list[str], dict[str, str]]:
+def child_args(args: argparse.Namespace, cfg: FleetsimConfig) -> tuple[list[str], dict[str, str]]:
     """Global flags and environment so the app components load exactly this configuration."""
     argv: list[str] = []
     if getattr(args, "config", None):
@@ -41,12 +43,29 @@ def _child_args(args: argparse.Namespace, cfg: FleetsimConfig) -> tuple[list[str
     return argv, env
 
 
+def start_stack(
+    cfg: FleetsimConfig,
+    *,
+    global_args: Sequence[str] = (),
+    child_env: dict[str, str] | None = None,
+    report: lifecycle.Report = print,
+) -> FleetsimConfig:
+    """:func:`lifecycle.up` with the device registry seeded from the fleet file once PostgreSQL is up."""
+    return lifecycle.up(
+        cfg,
+        global_args=global_args,
+        child_env=child_env,
+        report=report,
+        after_start={"postgres": seed_at_startup},
+    )
+
+
 # ------------------------------------------------------------------------------------ commands
 def run_up(args: argparse.Namespace, cfg: FleetsimConfig) -> int:
     _quiet_kafka_client()
-    global_args, env = _child_args(args, cfg)
+    global_args, env = child_args(args, cfg)
     print(f"fleetsim up: {', '.join(cfg.stack.components)} (run dir {cfg.run_dir})")
-    cfg = lifecycle.up(cfg, global_args=global_args, child_env=env)
+    cfg = start_stack(cfg, global_args=global_args, child_env=env)
     print(f"secrets: {cfg.secrets_file} (mode 0600)")
     from fleetsim.stack import tls
 

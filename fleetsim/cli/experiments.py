@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from fleetsim.cli.stack import child_args, start_stack
 from fleetsim.kernel.config import FleetsimConfig
 from fleetsim.kernel.errors import ExperimentError
 
@@ -85,18 +86,10 @@ def cmd_run(args: argparse.Namespace, cfg: FleetsimConfig) -> int:
 def _bring_up(args: argparse.Namespace, cfg: FleetsimConfig) -> FleetsimConfig:
     """Start the stack's missing components through the stack's own lifecycle (the experiment runs
     its own simulator, so ``sim`` is left out)."""
-    from fleetsim.kernel.config import ENV_DELIMITER, ENV_PREFIX
-    from fleetsim.stack import lifecycle
-
-    argv: list[str] = []
-    if getattr(args, "config", None):
-        argv += ["--config", str(Path(args.config).resolve())]
-    for item in getattr(args, "overrides", []) or []:
-        argv += ["--set", item]
-    env = {f"{ENV_PREFIX}STACK{ENV_DELIMITER}RUN_DIR": str(cfg.run_dir.resolve())}
+    argv, env = child_args(args, cfg)
     wanted = [c for c in cfg.stack.components if c not in ("sim", "dashboard")]
     up_cfg = cfg.with_overrides({"stack.components": wanted})
-    up_cfg = lifecycle.up(up_cfg, global_args=argv, child_env=env, report=_progress)
+    up_cfg = start_stack(up_cfg, global_args=argv, child_env=env, report=_progress)
     return up_cfg.with_overrides({"stack.components": list(cfg.stack.components)})
 
 
