@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
+from fleetsim.kernel.components import COMPONENT_NAMES, ComponentName
 from fleetsim.kernel.errors import ConfigError
 
 ENV_PREFIX = "FLEETSIM_"
@@ -37,15 +38,7 @@ class StackConfig(_Section):
     """Directory for every generated file: data, logs, pids, secrets, checkpoints."""
     jvm_dir: Path = Path(".cache/jvm")
     """Directory of the resolved JVM jars (Kafka broker, Spark Kafka connector)."""
-    components: list[Literal["mosquitto", "kafka", "postgres", "stream", "bridge", "sim", "dashboard"]] = [
-        "mosquitto",
-        "kafka",
-        "postgres",
-        "stream",
-        "bridge",
-        "sim",
-        "dashboard",
-    ]
+    components: list[ComponentName] = list(COMPONENT_NAMES)
     """Components ``fleetsim up`` starts, in dependency order."""
     start_timeout_s: float = Field(90.0, gt=0)
     """Seconds each component may take to pass its readiness check."""
