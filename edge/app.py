@@ -1,6 +1,7 @@
 """Wiring of one simulator process: fleet -> publisher -> simulation -> runner -> metrics -> ledger.
 
-Used by ``fleetsim sim`` and the benchmark. Handles SIGTERM/SIGINT gracefully when asked to:
+The one assembly of the simulator, used by ``fleetsim sim``, experiments and the benchmark: each
+gets the same seq base, MQTT pump, metrics and GC set-up. Handles SIGTERM/SIGINT gracefully when asked to:
 the current step ends, active faults are closed (``truncated``) in the ledger, buffers are
 forwarded, every device is marked offline, in-flight QoS 1 messages are awaited, the ledger is
 closed.
@@ -12,6 +13,7 @@ import gc
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,15 +21,18 @@ from typing import Any
 from fleetsim.edge.engine import Simulation
 from fleetsim.edge.ledger import Ledger
 from fleetsim.edge.metrics import SimMetrics
-from fleetsim.edge.physics import start_instant
+from fleetsim.edge.mqtt import MqttPublisher
 from fleetsim.edge.publisher import Publisher
 from fleetsim.edge.replay import load_replay, replay_process
-from fleetsim.edge.runner import Runner, RunReport, parse_duration, parse_speed
+from fleetsim.edge.runner import Runner, RunReport
 from fleetsim.kernel.config import FleetsimConfig
 from fleetsim.kernel.errors import SimulationError
 from fleetsim.kernel.fleetfile import DeviceSpec, load_fleet, parse_shard, scale_fleet, shard_fleet
+from fleetsim.kernel.timespec import parse_start
 
 log = logging.getLogger(__name__)
+
+Tick = Callable[[Simulation, RunReport, float], None]
 
 
 @dataclass(slots=True)
@@ -44,6 +49,14 @@ class SimOptions:
     """Outstanding-message window (default: 10 x simulation.max_inflight)."""
     handle_signals: bool = True
     stop: threading.Event = field(default_factory=threading.Event)
+    specs: list[DeviceSpec] | None = None
+    """The fleet to simulate (default: :func:`build_fleet` from the config)."""
+    ledger_file: Path | None = None
+    """Ground-truth ledger (default: ``cfg.ledger_file``)."""
+    on_tick: Tick | None = None
+    """Called after each runner tick with (simulation, report so far, lag in seconds)."""
+    drain_timeout_s: float = 30.0
+    """How long the end of the run waits for the broker to acknowledge what was published."""
 
 
 def build_fleet(cfg: FleetsimConfig) -> list[DeviceSpec]:
@@ -60,20 +73,17 @@ def run_simulation(
     """Run one simulator process to its duration (or until stopped). Returns (report, totals)."""
     opts = opts or SimOptions()
     sc = cfg.simulation
-    try:
-        speed = parse_speed(sc.speed)
-        duration = parse_duration(sc.duration) if sc.duration else None
-        start = start_instant(sc.start)
-    except ValueError as exc:
-        raise SimulationError(str(exc)) from exc
-    specs = [] if opts.replay else build_fleet(cfg)
+    # speed, duration and start were validated with the config: these cannot fail here.
+    speed, duration = sc.speed_factor, sc.duration_s
+    start = parse_start(sc.start)
+    specs: list[DeviceSpec] = []  # a replay republishes readings; it simulates no device
+    if not opts.replay:
+        specs = opts.specs if opts.specs is not None else build_fleet(cfg)
     readings = load_replay(opts.replay) if opts.replay else []
     if opts.replay and duration is None:
         duration = (readings[-1].ts - readings[0].ts).total_seconds() + 1.0
     mqtt = None
     if publisher is None:
-        from fleetsim.edge.mqtt import MqttPublisher
-
         mqtt = MqttPublisher(
             cfg,
             device_ids=[s.device_id for s in specs],
@@ -85,7 +95,7 @@ def run_simulation(
         )
         mqtt.start()
         publisher = mqtt
-    ledger = Ledger(cfg.ledger_file)
+    ledger = Ledger(opts.ledger_file or cfg.ledger_file)
     metrics = SimMetrics()
     previous: dict[signal.Signals, Any] = {}
     try:
@@ -118,6 +128,8 @@ def run_simulation(
 
         def tick(s: Simulation, report: RunReport, lag: float) -> None:
             metrics.update(s, report, lag, mqtt.outstanding if mqtt is not None else 0)
+            if opts.on_tick is not None:
+                opts.on_tick(s, report, lag)
 
         log.info(
             "simulating %d devices from %s, speed %s, duration %s",
@@ -140,7 +152,7 @@ def run_simulation(
         def settle() -> dict[str, Any]:
             if mqtt is None:
                 return {}
-            if not mqtt.drain(30.0):
+            if mqtt.fatal is None and not mqtt.drain(opts.drain_timeout_s):
                 log.warning("%d messages not acknowledged by the broker at shutdown", mqtt.outstanding)
             return {
                 "unacknowledged_at_end": mqtt.outstanding,
@@ -150,6 +162,8 @@ def run_simulation(
 
         totals = sim.finish(settle)
         metrics.update(sim, report, 0.0, mqtt.outstanding if mqtt is not None else 0)
+        if mqtt is not None and mqtt.fatal is not None:
+            raise SimulationError(f"{mqtt.fatal}; the ledger has what was sent before")
         return report, totals
     finally:
         for sig, handler in previous.items():

@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fleetsim.edge.app import SimOptions, run_simulation
+from fleetsim.kernel.clients import mqtt_client, mqtt_connect
 from fleetsim.kernel.config import FleetsimConfig
 from fleetsim.kernel.contract import (
     CONTROL_ALL_TOPIC,
@@ -21,6 +23,8 @@ from fleetsim.kernel.contract import (
     control_topic,
 )
 from fleetsim.kernel.errors import SimulationError
+from fleetsim.kernel.faultcatalog import merge_params
+from fleetsim.kernel.timespec import parse_duration
 
 _SIM_FLAGS = {
     "devices": "simulation.devices_file",
@@ -90,8 +94,6 @@ def sim_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_sim(args: argparse.Namespace, cfg: FleetsimConfig) -> int:
-    from fleetsim.edge.app import SimOptions, run_simulation
-
     opts = SimOptions(replay=args.replay, replay_shift=args.replay_shift, tls=args.tls)
     report, totals = run_simulation(cfg, opts)
     rate = report.published / report.wall_seconds if report.wall_seconds else 0.0
@@ -107,8 +109,6 @@ def run_sim(args: argparse.Namespace, cfg: FleetsimConfig) -> int:
 
 # ----------------------------------------------------------------------------------- fault
 def _duration(raw: str | None) -> float | None:
-    from fleetsim.edge.runner import parse_duration
-
     if raw is None:
         return None
     try:
@@ -180,8 +180,6 @@ def build_command(args: argparse.Namespace) -> tuple[str, ControlCommand]:
         within=_within(args.within),
     )
     if fault is not None:
-        from fleetsim.kernel.faultcatalog import merge_params
-
         try:
             merge_params(fault, cmd.params)
         except ValueError as exc:
@@ -191,8 +189,6 @@ def build_command(args: argparse.Namespace) -> tuple[str, ControlCommand]:
 
 def publish_control(cfg: FleetsimConfig, target: str, cmd: ControlCommand, timeout_s: float = 10.0) -> None:
     """Publish one control command (QoS 1) with the tool identity and wait for the broker."""
-    from fleetsim.kernel.clients import mqtt_client, mqtt_connect
-
     client = mqtt_client(cfg, "tool", f"fleetsim-fault-{time.time_ns() % 10**9}")
     try:
         mqtt_connect(client)

@@ -13,10 +13,12 @@ from collections import deque
 from collections.abc import Generator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import simpy
 
+from fleetsim.edge.fault_effects import NO_FAULT_RNG, Values, apply_faults
+from fleetsim.edge.faults import ActiveFault
 from fleetsim.edge.ledger import Ledger, SeqLog
 from fleetsim.edge.physics import (
     CO2_TAU_S,
@@ -32,18 +34,11 @@ from fleetsim.edge.publisher import Publisher
 from fleetsim.kernel.contract import FaultKind, encode_reading, format_ts, format_ts_ms, telemetry_topic
 from fleetsim.kernel.fleetfile import DeviceSpec
 
-if TYPE_CHECKING:
-    from fleetsim.edge.faults import ActiveFault
-
 BATTERY_WARNING_PCT: Final = 15.0
 """Below this charge (%) a device reports status WARNING."""
 GPS_SIGMA_DEG: Final = 3.0 / 111_320.0
 """GPS noise of mobile units (about 3 m), in degrees."""
-_STUCK, _DRIFT, _SPIKE, _NOISE = FaultKind.STUCK, FaultKind.DRIFT, FaultKind.SPIKE, FaultKind.NOISE
-_DROPOUT, _FAILURE, _SKEW = FaultKind.DROPOUT, FaultKind.SENSOR_FAILURE, FaultKind.CLOCK_SKEW
-_DUP, _DRAIN, _HEAT = FaultKind.DUPLICATE, FaultKind.BATTERY_DRAIN, FaultKind.HEATWAVE
-NO_FAULT_RNG: Final = random.Random(0)
-"""Placeholder until a device's first fault; never drawn from (the injector swaps it first)."""
+_DROPOUT, _DUP, _DRAIN = FaultKind.DROPOUT, FaultKind.DUPLICATE, FaultKind.BATTERY_DRAIN
 
 
 @dataclass(slots=True)
@@ -76,10 +71,10 @@ class SimContext:
     buffer_size: int
     """Store-and-forward capacity per device, in readings."""
     seed: int = 0
+    """The run's seed (fault RNGs are derived from it lazily)."""
     seq_base: int = 0
     """First seq of every device in this run (``edge.app`` uses the start instant in epoch ms, so
     seqs keep increasing across simulator restarts without any state on disk)."""
-    """The run's seed (fault RNGs are derived from it lazily)."""
     stats: Stats = field(default_factory=Stats)
     start_ms: int = 0
 
@@ -204,38 +199,11 @@ class Device:
         fault = None
         skew_ms = 0
         dropout = duplicate = False
-        values: tuple[float | None, float | None, float | None, float | None] = (temp, hum, co2, pressure)
+        values: Values = (temp, hum, co2, pressure)
         if self.faults:
-            # Effects compose in injection order; the reading carries the newest fault's code.
-            frng = self.frng
-            for kind, af in self.faults.items():
-                fault = kind.value
-                p = af.params
-                if kind is _STUCK:
-                    if af.state is None:
-                        af.state = values
-                    values = af.state
-                elif kind is _DRIFT:
-                    temp_v = values[0]
-                    if temp_v is not None:
-                        values = (temp_v + p["rate"] * (t - af.start) / 60.0, *values[1:])
-                elif kind is _SPIKE:
-                    if frng.random() < p["prob"]:
-                        values = _spike(values, p["magnitude"] * (1 if frng.random() < 0.5 else -1))
-                        af.counters["spikes"] = af.counters.get("spikes", 0) + 1
-                elif kind is _NOISE:
-                    values = _noisy(values, p["sigma"], frng)
-                elif kind is _HEAT:
-                    values = _heat(values, p["delta"] * (0.3 if spec.indoor else 1.0))
-                elif kind is _FAILURE:
-                    values = (None, None, None, None)
-                    status = "FAILURE"
-                elif kind is _SKEW:
-                    skew_ms = int(p["offset_s"] * 1000)
-                elif kind is _DROPOUT:
-                    dropout = dropout or frng.random() < p["prob"]
-                elif kind is _DUP:
-                    duplicate = duplicate or frng.random() < p["prob"]
+            fx = apply_faults(self.faults, values, t, spec.indoor, self.frng)
+            values, status, fault = fx.values, fx.status, fx.fault
+            skew_ms, dropout, duplicate = fx.skew_ms, fx.dropout, fx.duplicate
         if battery is not None:
             if battery < BATTERY_WARNING_PCT:
                 if status == "OK":
@@ -379,37 +347,6 @@ class Device:
         ctx.ledger.write(
             {"record": "event", "device": self.device_id, "event": name, "ts": ctx.iso(ctx.env.now)}
         )
-
-
-# ------------------------------------------------------------------------------ fault effects
-_Values = tuple[float | None, float | None, float | None, float | None]
-
-
-def _spike(v: _Values, magnitude: float) -> _Values:
-    t, h, c, p = v
-    return (
-        None if t is None else min(150.0, max(-80.0, t + magnitude)),
-        h,
-        None if c is None else min(40_000.0, max(0.0, c + 40.0 * abs(magnitude))),
-        p,
-    )
-
-
-def _noisy(v: _Values, sigma: float, rng: random.Random) -> _Values:
-    t, h, c, p = v
-    g = rng.gauss
-    return (
-        None if t is None else t + g(0.0, sigma),
-        None if h is None else h + g(0.0, 2.0 * sigma),
-        None if c is None else max(0.0, c + g(0.0, 40.0 * sigma)),
-        None if p is None else p + g(0.0, sigma),
-    )
-
-
-def _heat(v: _Values, delta: float) -> _Values:
-    t, h, c, p = v
-    # Same moisture, warmer air: relative humidity falls about 6 % per °C.
-    return (None if t is None else t + delta, None if h is None else h * math.exp(-0.06 * delta), c, p)
 
 
 def _indoor_setpoint(kind: str, hour: float, weekday: int, outdoor_c: float) -> float:

@@ -3,8 +3,8 @@
 A fault is an :class:`ActiveFault` held in a device's ``faults`` dict (so several compose:
 a drifting sensor can also lose its network). Its life is a SimPy process: injected now or by a
 schedule, ended by its duration, a ``clear`` or the end of the run, and written to the ledger
-when it ends. The per-reading effects live in ``edge.device`` (they are on the hot path); the
-start/end side effects (crash, outage) live here.
+when it ends. The per-reading effects live in :mod:`fleetsim.edge.fault_effects`; the start/end
+side effects (crash, outage) live here.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from fleetsim.edge.device import NO_FAULT_RNG
+from fleetsim.edge.fault_effects import NO_FAULT_RNG
 from fleetsim.kernel.contract import FaultKind
 from fleetsim.kernel.faultcatalog import (
     PROFILES,

@@ -6,9 +6,16 @@ Two modes:
   retained messages the simulator publishes itself: ``offline`` when a device crashes, runs out
   of battery or loses its network, ``online`` when it comes back. A connection's Last Will can
   only cover one topic, so the shared connection's will is the *fleet* status
-  ``sensors/fleetsim-sim-<i>of<n>/status`` (``online``/``offline``, retained): if the simulator
-  process dies, that one topic says so, and the cloud's ``offline_after_s`` rule flags every
-  device of the shard as their readings stop.
+  ``sensors/fleetsim-sim-<instance>-<i>of<n>/status`` (``online``/``offline``, retained): if the
+  simulator process dies, that one topic says so, and the cloud's ``offline_after_s`` rule flags
+  every device of the shard as their readings stop.
+
+Client ids: ``<instance>`` (``simulation.instance``, default a random name per process) makes
+every simulator process's client ids its own, so a second ``fleetsim sim`` or an experiment beside
+the demo simulator never takes over the demo's connection. The sessions are clean (a simulator
+keeps its unsent readings in the devices' own buffers, not in a broker session), so a new name per
+process loses nothing. If the broker still hands the session to another client (two processes
+given the same ``instance``), the simulator stops at once with a :class:`SimulationError`.
 - ``per-device`` (realistic): one connection per device, each with its own Last Will on
   ``sensors/<id>/status``. A crash or an empty battery disconnects with MQTT v5 reason code 4
   ("disconnect with will message"), so the *broker* publishes the device's ``offline``. With
@@ -35,10 +42,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, Final
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
 
 from fleetsim.kernel.clients import mqtt_client, mqtt_connect
 from fleetsim.kernel.config import FleetsimConfig
@@ -51,6 +63,12 @@ MAX_PER_DEVICE_CONNECTIONS: Final = 2000
 """Per-device mode opens a socket and a thread per device; beyond this, use shared mode."""
 DEFAULT_WINDOW_PER_INFLIGHT: Final = 10
 """Outstanding messages allowed per in-flight slot before :meth:`publish` waits."""
+SESSION_TAKEN_OVER: Final = 142
+"""MQTT 5 DISCONNECT reason code: another client connected with this client id."""
+TAKEOVER_WINDOW_S: Final = 2.0
+TAKEOVER_REPEATS: Final = 3
+"""Connections lost this many times in a row within TAKEOVER_WINDOW_S of connecting count as a
+takeover (MQTT 3.1.1 gives no reason)."""
 
 OnControl = Callable[[str, ControlCommand, str], None]
 
@@ -69,8 +87,6 @@ class MqttPublisher:
         window: int | None = None,
         stop: threading.Event | None = None,
     ) -> None:
-        import paho.mqtt.client as mqtt
-
         self._mqtt = mqtt
         self.cfg = cfg
         self.qos = int(cfg.mqtt.qos)
@@ -80,7 +96,12 @@ class MqttPublisher:
         self.window = window or cfg.simulation.max_inflight * DEFAULT_WINDOW_PER_INFLIGHT
         self.on_control: OnControl | None = None
         self.control_rejected = 0
-        self.fleet_id = f"fleetsim-sim-{shard[0]}of{shard[1]}"
+        self.instance = cfg.simulation.instance or secrets.token_hex(3)
+        self.fleet_id = f"fleetsim-sim-{self.instance}-{shard[0]}of{shard[1]}"
+        self.fatal: str | None = None
+        """Why the simulator must stop (the broker gave its session to another client)."""
+        self._short_sessions = 0  # connections lost within TAKEOVER_WINDOW_S of their CONNACK
+        self._connected_at = 0.0
         self._sent = 0  # written by the simulation thread only
         self._done = 0  # written by paho's network thread only
         self._wakeup = threading.Event()
@@ -104,7 +125,9 @@ class MqttPublisher:
                     f"per process (got {len(ids)}); use --shard or shared mode"
                 )
             for device_id in ids:
-                self.clients[device_id] = self._make_client(f"sim-{device_id}", status_topic(device_id))
+                self.clients[device_id] = self._make_client(
+                    f"sim-{self.instance}-{device_id}", status_topic(device_id)
+                )
         elif mode != "shared":
             raise SimulationError(f"connections {mode!r}; allowed: shared, per-device")
 
@@ -157,6 +180,7 @@ class MqttPublisher:
         client.publish(status_topic(self.fleet_id), DeviceState.ONLINE.value, qos=1, retain=True)
         client.subscribe(CONTROL_FILTER, qos=1)
         self._connected = True
+        self._connected_at = time.monotonic()
         self._retry_delay = 1.0
         self._generation += 1
         self._wakeup.set()
@@ -168,10 +192,30 @@ class MqttPublisher:
         self._generation += 1
 
     def _on_disconnect_main(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
-        if self._connected and not self._closing:
+        if not self._closing:
+            self._check_takeover(reason)
+        if self._connected and not self._closing and self.fatal is None:
             log.warning("MQTT connection lost (%s); devices buffer until it is back", reason)
         self._connected = False
         self._wakeup.set()
+
+    def _check_takeover(self, reason: Any) -> None:
+        """Stop the run when another client holds this client id: MQTT 5 says so (reason 142,
+        session taken over); with 3.1.1 the broker only closes the socket, so connections that
+        keep dying right after their CONNACK are taken as the same thing."""
+        if self._connected and time.monotonic() - self._connected_at < TAKEOVER_WINDOW_S:
+            self._short_sessions += 1
+        elif self._connected:
+            self._short_sessions = 0
+        taken = getattr(reason, "value", None) == SESSION_TAKEN_OVER
+        if taken or self._short_sessions >= TAKEOVER_REPEATS:
+            self.fatal = (
+                f"the MQTT broker gave client id {self.fleet_id!r} to another client "
+                f"({'session taken over' if taken else 'connection closed right after connecting'} "
+                f"{max(1, self._short_sessions)} time(s)); every simulator process needs its own "
+                "simulation.instance (leave it empty for a random one)"
+            )
+            self.stop.set()
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, reason: Any, props: Any) -> None:
         self._done += 1
@@ -244,9 +288,6 @@ class MqttPublisher:
             client.publish(status_topic(device_id), state, qos=1, retain=True)
             return
         if abrupt and client.protocol == self._mqtt.MQTTv5:
-            from paho.mqtt.packettypes import PacketTypes
-            from paho.mqtt.reasoncodes import ReasonCode
-
             # Reason 4: the broker publishes this client's Last Will, as after a real crash.
             client.disconnect(reasoncode=ReasonCode(PacketTypes.DISCONNECT, identifier=4))
         else:
@@ -305,12 +346,15 @@ class MqttPublisher:
                 status_topic(self.fleet_id), DeviceState.OFFLINE.value, qos=1, retain=True
             )
             deadline = time.monotonic() + 5
-            while self.inline and not info.is_published() and time.monotonic() < deadline:
-                self.main.loop(0.01)
+            # paho raises ValueError from is_published()/wait_for_publish() when the message was
+            # never queued (its outgoing queue was full): the broker's Last Will still says offline
+            # once we disconnect, so this is a warning, never a crash at shutdown.
             try:
+                while self.inline and not info.is_published() and time.monotonic() < deadline:
+                    self.main.loop(0.01)
                 info.wait_for_publish(timeout=max(0.0, deadline - time.monotonic()))
-            except (RuntimeError, ValueError):
-                log.warning("fleet offline status not confirmed before disconnect")
+            except (RuntimeError, ValueError) as exc:
+                log.warning("fleet offline status not confirmed before disconnect (%s)", exc)
         for client in clients:
             client.disconnect()
             if self.inline and client is self.main:

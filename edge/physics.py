@@ -14,7 +14,7 @@ import itertools
 import math
 import random
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Final
 from zoneinfo import ZoneInfo
 
@@ -230,15 +230,3 @@ class Battery:
 
     def replace(self) -> None:
         self.remaining_mah = self.capacity_mah
-
-
-def start_instant(raw: str, now: datetime | None = None) -> datetime:
-    """``--start`` value (RFC 3339, or empty for now), as aware UTC truncated to milliseconds."""
-    if not raw:
-        base = now or datetime.now(UTC)
-    else:
-        base = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-        if base.tzinfo is None:
-            raise ValueError(f"start {raw!r} needs an explicit UTC offset (e.g. 2026-06-01T08:00:00Z)")
-    base = base.astimezone(UTC)
-    return base - timedelta(microseconds=base.microsecond % 1000)

@@ -9,7 +9,6 @@ processed as soon as its due instant has passed, and its lag behind the wall clo
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections import Counter
@@ -23,26 +22,6 @@ SNAPSHOT_EVERY_S: Final = 30.0
 """Wall seconds between two ``sent`` snapshots in the ledger."""
 MAX_SLEEP_S: Final = 0.05
 """Longest sleep between steps, so control commands and SIGTERM are handled promptly."""
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-
-
-def parse_duration(raw: str) -> float:
-    """``90``, ``90s``, ``10m``, ``1.5h``, ``2d`` -> seconds; raises ValueError."""
-    m = _DURATION_RE.match(raw)
-    if not m:
-        raise ValueError(f"duration {raw!r} is not a number with an optional unit (ms, s, m, h, d)")
-    return float(m.group(1)) * _UNIT_S[m.group(2)]
-
-
-def parse_speed(raw: str) -> float | None:
-    """``1``, ``60``, ``max`` -> factor (None = as fast as possible); raises ValueError."""
-    if raw.strip().lower() == "max":
-        return None
-    value = float(raw)
-    if not value > 0:
-        raise ValueError(f"speed {raw!r} must be > 0 or 'max'")
-    return value
 
 
 @dataclass(slots=True)

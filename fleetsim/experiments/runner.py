@@ -19,6 +19,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import psycopg2
+
+from fleetsim.edge.app import SimOptions, run_simulation
+from fleetsim.edge.engine import Simulation
+from fleetsim.edge.runner import RunReport
 from fleetsim.experiments import collect, store
 from fleetsim.experiments.detection import score_detection
 from fleetsim.experiments.integrity import score_integrity
@@ -28,6 +33,8 @@ from fleetsim.experiments.stats import hop_latencies
 from fleetsim.experiments.targets import prepare_fleet, write_fleet_csv
 from fleetsim.kernel.config import FleetsimConfig
 from fleetsim.kernel.errors import ExperimentError
+from fleetsim.kernel.fleetfile import DeviceSpec, load_fleet
+from fleetsim.kernel.timespec import parse_start
 
 log = logging.getLogger(__name__)
 
@@ -53,22 +60,25 @@ def new_run_id(scenario: Scenario, now: datetime) -> str:
     return f"{scenario.name}-{now.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(2)}"
 
 
+def run_tag(run_id: str) -> str:
+    """The run's simulator instance name (MQTT client ids): ``exp-`` and the id's random suffix."""
+    return f"exp-{run_id.rsplit('-', 1)[-1]}"
+
+
 def experiments_dir(cfg: FleetsimConfig) -> Path:
     return cfg.run_dir / "experiments"
 
 
 def _sim_start(cfg: FleetsimConfig, scenario: Scenario, now: datetime) -> datetime:
-    from fleetsim.edge.physics import start_instant
-
     if scenario.start:
-        return start_instant(scenario.start)
+        return parse_start(scenario.start)
     # Accelerated runs stamp readings ahead of the wall clock; starting after the newest stored
     # reading keeps this run's event times apart from earlier runs (and ahead of the watermark).
     latest = collect.latest_event_ts(cfg)
     # + the largest clock skew: skewed readings must not reach back into the previous run.
     gap = timedelta(seconds=60 + _max_skew_s(scenario))
     base = now if latest is None else max(now, latest + gap)
-    return start_instant("", now=base)
+    return parse_start("", now=base)
 
 
 def _max_skew_s(scenario: Scenario) -> float:
@@ -81,46 +91,48 @@ def _max_skew_s(scenario: Scenario) -> float:
 def simulate(
     cfg: FleetsimConfig,
     scenario: Scenario,
-    specs: list[Any],
+    specs: list[DeviceSpec],
     ledger_path: Path,
     sim_start: datetime,
     progress: Progress,
     stop: threading.Event,
+    instance: str,
 ) -> dict[str, Any]:
-    """Run the simulator over MQTT until the scenario's duration; returns its ledger totals."""
-    from fleetsim.edge.engine import Simulation
-    from fleetsim.edge.ledger import Ledger
-    from fleetsim.edge.mqtt import MqttPublisher
-    from fleetsim.edge.runner import Runner, parse_speed
+    """Run the simulator over MQTT until the scenario's duration; returns its ledger totals.
 
-    publisher = MqttPublisher(cfg, device_ids=[s.device_id for s in specs], stop=stop)
-    publisher.start()
-    ledger = Ledger(ledger_path)
-    try:
-        buffer = scenario.buffer_size if scenario.buffer_size is not None else cfg.simulation.buffer_size
-        sim = Simulation(
-            specs, publisher, seed=scenario.seed, start=sim_start, ledger=ledger, buffer_size=buffer
+    Through the simulator's one assembly (:func:`fleetsim.edge.app.run_simulation`), under its own
+    MQTT client ids (``instance``) so it runs beside a demo simulator, with a seq base taken from
+    its start instant so its readings never reuse an earlier run's ``(device_id, seq)``."""
+    buffer = scenario.buffer_size if scenario.buffer_size is not None else cfg.simulation.buffer_size
+    sim_cfg = cfg.with_overrides(
+        {
+            "simulation.seed": scenario.seed,
+            "simulation.speed": scenario.speed,
+            "simulation.duration": f"{scenario.duration_s}s",
+            "simulation.start": sim_start.isoformat(),
+            "simulation.buffer_size": buffer,
+            "simulation.instance": instance,
+            # The demo simulator may hold the configured port; nobody scrapes an experiment's.
+            "simulation.metrics_port": 0,
+        }
+    )
+
+    def tick(s: Simulation, rep: RunReport, lag: float) -> None:
+        pct = 100.0 * s.env.now / scenario.duration_s
+        progress(
+            f"simulating {pct:5.1f} %  t={s.env.now:7.0f} s  published={s.stats.published}  lag={lag:.2f} s"
         )
 
-        def tick(s: Any, rep: Any, lag: float) -> None:
-            pct = 100.0 * s.env.now / scenario.duration_s
-            progress(
-                f"simulating {pct:5.1f} %  t={s.env.now:7.0f} s  published={s.stats.published}"
-                f"  lag={lag:.2f} s"
-            )
-
-        runner = Runner(
-            sim, speed=parse_speed(scenario.speed), duration_s=scenario.duration_s, stop=stop,
-            on_tick=tick, generation=lambda: publisher.generation,
-        )  # fmt: skip
-        runner.run()
-        totals = sim.finish()
-        if not publisher.drain(timeout_s=60):
-            log.warning("the MQTT broker did not acknowledge every reading within 60 s")
-        return totals
-    finally:
-        publisher.close()
-        ledger.close()
+    opts = SimOptions(
+        specs=specs,
+        ledger_file=ledger_path,
+        stop=stop,
+        handle_signals=False,
+        on_tick=tick,
+        drain_timeout_s=60.0,
+    )
+    _report, totals = run_simulation(sim_cfg, opts)
+    return totals
 
 
 def wait_drained(
@@ -212,10 +224,6 @@ def run_experiment(
     stop: threading.Event | None = None,
 ) -> tuple[dict[str, Any], Path]:
     """Run, score and report one scenario. Returns the report dict and its folder."""
-    import psycopg2
-
-    from fleetsim.kernel.fleetfile import load_fleet
-
     opts = opts or RunOptions()
     stop = stop or threading.Event()
     try:
@@ -245,7 +253,7 @@ def run_experiment(
         store.record_start(cfg, run_id, scenario, wall_start, len(devices), sim_start)
     try:
         ledger_path = out_dir / "ledger.jsonl"
-        totals = simulate(cfg, scenario, specs, ledger_path, sim_start, say, stop)
+        totals = simulate(cfg, scenario, specs, ledger_path, sim_start, say, stop, run_tag(run_id))
         if stop.is_set():
             raise ExperimentError("interrupted")
         ledger = collect.read_ledger_file(ledger_path)

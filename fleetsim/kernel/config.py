@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from fleetsim.kernel import timespec
 from fleetsim.kernel.components import COMPONENT_NAMES, ComponentName
 from fleetsim.kernel.errors import ConfigError
 
@@ -209,6 +211,9 @@ class SimulationConfig(_Section):
     """Simulated duration (e.g. ``10m``); empty runs until stopped."""
     start: str = ""
     """Simulated start instant (RFC 3339); empty means now."""
+    instance: str = ""
+    """Name of this simulator process in its MQTT client id and fleet status topic. Empty: a new
+    random name per process, so any number of simulators and experiments share one broker."""
     scale: int = Field(1, ge=1)
     shard: str = "0/1"
     """``i/n``: run the i-th of n slices of the fleet (0-based)."""
@@ -221,6 +226,42 @@ class SimulationConfig(_Section):
     """Ground-truth fault ledger (JSON lines); default ``<run_dir>/ledger.jsonl``."""
     metrics_port: int = Field(9101, ge=0, le=65535)
     """Prometheus metrics port (0 disables)."""
+
+    @field_validator("speed")
+    @classmethod
+    def _speed(cls, v: str) -> str:
+        timespec.parse_speed(v)
+        return v
+
+    @field_validator("duration")
+    @classmethod
+    def _duration(cls, v: str) -> str:
+        if v:
+            timespec.parse_duration(v)
+        return v
+
+    @field_validator("start")
+    @classmethod
+    def _start(cls, v: str) -> str:
+        timespec.parse_start(v)
+        return v
+
+    @field_validator("instance")
+    @classmethod
+    def _instance(cls, v: str) -> str:
+        if v and not re.fullmatch(r"[A-Za-z0-9_.-]{1,40}", v):
+            raise ValueError(f"instance {v!r} is not allowed; allowed: 1-40 of A-Z a-z 0-9 _ . -")
+        return v
+
+    @property
+    def speed_factor(self) -> float | None:
+        """Simulated seconds per wall second; None: as fast as possible."""
+        return timespec.parse_speed(self.speed)
+
+    @property
+    def duration_s(self) -> float | None:
+        """Simulated duration in seconds; None: until stopped."""
+        return timespec.parse_duration(self.duration) if self.duration else None
 
 
 class AdapterRoute(_Section):

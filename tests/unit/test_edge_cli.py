@@ -13,7 +13,8 @@ from fleetsim.edge.engine import Simulation
 from fleetsim.edge.ledger import Ledger
 from fleetsim.edge.publisher import MemoryPublisher
 from fleetsim.edge.replay import load_replay, replay_process
-from fleetsim.edge.runner import Runner, parse_duration, parse_speed
+from fleetsim.edge.runner import Runner
+from fleetsim.kernel.timespec import parse_duration, parse_speed
 from fleetsim.kernel.contract import ControlAction, FaultKind, decode
 from fleetsim.kernel.errors import FleetFileError, SimulationError
 
