@@ -2,6 +2,6 @@
 
 Layout: ``queries/`` holds pure functions (connection + parameters -> DataFrame), ``logic`` and
 ``mapview`` hold pure presentation logic, ``views/`` render one page each, ``pages/`` are the thin
-page scripts Streamlit runs, ``registry`` lists them, ``app`` is the entry script and ``cli`` the
+page scripts Streamlit runs, ``navigation`` lists them, ``app`` is the entry script and ``cli`` the
 ``fleetsim dashboard`` command.
 """

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import streamlit as st
 
-from fleetsim.cloud.dashboard.registry import available_pages
+from fleetsim.cloud.dashboard.navigation import page_specs
 from fleetsim.cloud.dashboard.ui import context
 
 st.set_page_config(page_title="Fleetsim", page_icon="🛰️", layout="wide")
 _ctx = context()  # loads and validates the config once, before any page runs
 pages = [
     st.Page(spec.script, title=spec.title, icon=spec.icon, url_path=spec.url_path, default=spec.default)
-    for spec in available_pages()
+    for spec in page_specs()
 ]
 st.navigation(pages).run()

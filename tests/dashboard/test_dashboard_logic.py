@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from fleetsim.cloud.dashboard import health, logic, mapview, registry, settings
+from fleetsim.cloud.dashboard import health, logic, mapview, navigation, settings
 from fleetsim.cloud.dashboard.cli import streamlit_command
 from fleetsim.cloud.dashboard.queries._sql import check_scope, like_pattern, measurement_column
 from fleetsim.kernel.config import load_config
@@ -181,19 +181,16 @@ def test_database_health_and_merge_never_invent_running() -> None:
 
 
 # ----------------------------------------------------------------------------- pages and launch
-def test_pages_registry(tmp_path: Path) -> None:
-    titles = [p.title for p in registry.available_pages()]
-    assert titles[:4] == ["Live", "Trends", "Pipeline", "Devices"]
+def test_navigation_lists_every_page_and_a_missing_script_is_an_error(tmp_path: Path) -> None:
+    titles = [p.title for p in navigation.page_specs()]
+    assert titles == ["Live", "Trends", "Pipeline", "Devices", "Experiments"]
     (tmp_path / "pages").mkdir()
-    for spec in registry.PAGES:
-        if not spec.optional:
-            (tmp_path / spec.script).write_text("", encoding="utf-8")
-    assert "Experiments" not in [p.title for p in registry.available_pages(tmp_path)]
-    (tmp_path / "pages" / "experiments.py").write_text("", encoding="utf-8")
-    assert "Experiments" in [p.title for p in registry.available_pages(tmp_path)]
-    (tmp_path / "pages" / "live.py").unlink()
+    for spec in navigation.PAGES:
+        (tmp_path / spec.script).write_text("", encoding="utf-8")
+    assert [p.title for p in navigation.page_specs(tmp_path)] == titles
+    (tmp_path / "pages" / "experiments.py").unlink()
     with pytest.raises(FileNotFoundError):
-        registry.available_pages(tmp_path)
+        navigation.page_specs(tmp_path)
 
 
 def test_streamlit_command_binds_configured_address_headless_without_stats() -> None:

@@ -1,7 +1,6 @@
 """The dashboard's pages. Adding a page = one page script under ``pages/`` plus one entry here.
 
-Entries marked ``optional`` are shown only when their script exists, so a page another area adds
-later (Experiments) needs no change here. The page script is a thin file:
+The page script is a thin file:
 
     from fleetsim.cloud.dashboard.ui import context
     from fleetsim.cloud.dashboard.views.my_page import render
@@ -30,8 +29,6 @@ class PageSpec:
     """URL segment of the page."""
     default: bool = False
     """The page shown at the root URL."""
-    optional: bool = False
-    """Skip silently when the script does not exist (pages owned by later work)."""
 
 
 PAGES: tuple[PageSpec, ...] = (
@@ -39,16 +36,13 @@ PAGES: tuple[PageSpec, ...] = (
     PageSpec("Trends", "pages/trends.py", ":material/monitoring:", "trends"),
     PageSpec("Pipeline", "pages/pipeline.py", ":material/lan:", "pipeline"),
     PageSpec("Devices", "pages/devices.py", ":material/sensors:", "devices"),
-    PageSpec("Experiments", "pages/experiments.py", ":material/science:", "experiments", optional=True),
+    PageSpec("Experiments", "pages/experiments.py", ":material/science:", "experiments"),
 )
 
 
-def available_pages(app_dir: Path = APP_DIR) -> list[PageSpec]:
-    """The pages whose scripts exist (a missing non-optional page is a packaging bug: raise)."""
-    out = []
+def page_specs(app_dir: Path = APP_DIR) -> list[PageSpec]:
+    """Every page; a missing page script is a packaging bug: raise ``FileNotFoundError``."""
     for spec in PAGES:
-        if (app_dir / spec.script).is_file():
-            out.append(spec)
-        elif not spec.optional:
+        if not (app_dir / spec.script).is_file():
             raise FileNotFoundError(f"dashboard page script missing: {app_dir / spec.script}")
-    return out
+    return list(PAGES)
