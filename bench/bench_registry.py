@@ -25,14 +25,19 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from fleetsim.kernel.config import FleetsimConfig
+from fleetsim.bridge.adapters.native import NativeAdapter
+from fleetsim.bridge.registry_directory import DeviceInfo, RegistryDirectory
+from fleetsim.cloud.streaming import pgsink
+from fleetsim.kernel.clients import pg_connect
+from fleetsim.kernel.config import FleetsimConfig, load_config
+from fleetsim.kernel.contract import encode_reading, format_ts, format_ts_ms
+from fleetsim.registry import store
+from fleetsim.registry.model import DeviceRecord
 
 RUNS = 7
 
 
 def _payloads(n: int, devices: list[str], with_position: bool) -> list[tuple[str, bytes]]:
-    from fleetsim.kernel.contract import encode_reading, format_ts_ms
-
     base = int(datetime.now(UTC).timestamp() * 1000) - 3_600_000
     out = []
     for i in range(n):
@@ -45,10 +50,6 @@ def _payloads(n: int, devices: list[str], with_position: bool) -> list[tuple[str
 
 
 def _bridge_rates(n: int, devices: list[str]) -> dict[str, Any]:
-    from fleetsim.bridge.adapters.native import NativeAdapter
-    from fleetsim.bridge.registry_directory import DeviceInfo, RegistryDirectory
-    from fleetsim.kernel.contract import encode_reading, format_ts
-
     cfg = FleetsimConfig()
     snap = {d: DeviceInfo(True, "site-1", 45.0, 4.0) for d in devices}
     directory = RegistryDirectory(cfg, loader=lambda: dict(snap))
@@ -91,8 +92,6 @@ _NO_JOIN_SELECT = "FROM stage_raw s LEFT JOIN devices d ON d.device_id = s.devic
 
 
 def _sink_variants() -> dict[str, str]:
-    from fleetsim.cloud.streaming import pgsink
-
     current = pgsink.INSERT_RAW
     if _NO_JOIN_SELECT not in current:
         raise RuntimeError("the sink's INSERT_RAW changed shape: update bench_registry")
@@ -117,11 +116,6 @@ def _stage_csv(n: int, devices: list[str], day: datetime) -> bytes:
 
 
 def _sink_times(cfg: FleetsimConfig, n: int, devices: list[str]) -> dict[str, list[float]]:
-    from fleetsim.cloud.streaming import pgsink
-    from fleetsim.kernel.clients import pg_connect
-    from fleetsim.registry import store
-    from fleetsim.registry.model import Device
-
     day = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     conn = pg_connect(cfg, "writer", application_name="fleetsim-bench-registry")
     try:
@@ -133,7 +127,7 @@ def _sink_times(cfg: FleetsimConfig, n: int, devices: list[str]) -> dict[str, li
         store.upsert_simulated(
             conn,
             [
-                Device(d, kind="simulated", site=f"site-{i % 20}", lat=45.0, lon=4.0)
+                DeviceRecord(d, kind="simulated", site=f"site-{i % 20}", lat=45.0, lon=4.0)
                 for i, d in enumerate(devices)
             ],
         )
@@ -244,6 +238,4 @@ def run(cfg: FleetsimConfig, quick: bool) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    from fleetsim.kernel.config import load_config
-
     print(json.dumps(run(load_config(), quick="--quick" in sys.argv), indent=2))

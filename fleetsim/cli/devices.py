@@ -9,15 +9,16 @@ import sys
 from typing import Any
 
 from fleetsim.kernel.config import FleetsimConfig
+from fleetsim.kernel.contract import PAYLOAD_FORMATS
 from fleetsim.registry import service
 from fleetsim.registry.model import (
-    FORMATS,
-    Device,
+    DeviceRecord,
     connection_text,
     describe,
     device_topic,
     validate_new_device,
 )
+from fleetsim.registry.seed import seed_from_csv
 
 
 def register(subparsers: Any) -> None:
@@ -29,7 +30,9 @@ def register(subparsers: Any) -> None:
     a.add_argument("--site", required=True, help="site name (per-site views and aggregates)")
     a.add_argument("--lat", type=float, required=True, help="latitude in degrees (WGS84)")
     a.add_argument("--lon", type=float, required=True, help="longitude in degrees (WGS84)")
-    a.add_argument("--format", choices=FORMATS, default="native", help="payload format (default native)")
+    a.add_argument(
+        "--format", choices=PAYLOAD_FORMATS, default="native", help="payload format (default native)"
+    )
     a.add_argument("--name", default=None, help="free-text label")
     a.add_argument("--interval", type=float, default=None, help="expected reporting interval, seconds")
     a.set_defaults(func=run_add)
@@ -87,7 +90,7 @@ def run_add(args: argparse.Namespace, cfg: FleetsimConfig) -> int:
     return 0
 
 
-def _device_json(d: Device) -> dict[str, Any]:
+def _device_json(d: DeviceRecord) -> dict[str, Any]:
     return {k: v for k, v in describe(d)} | {
         "lat": d.lat,
         "lon": d.lon,
@@ -169,8 +172,6 @@ def run_place(args: argparse.Namespace, cfg: FleetsimConfig) -> int:
 
 
 def run_seed(args: argparse.Namespace, cfg: FleetsimConfig) -> int:
-    from fleetsim.registry.seed import seed_from_csv
-
     result = seed_from_csv(cfg)
     if result.path is None:
         print(f"No fleet file at {cfg.simulation.devices_file}: nothing seeded.")

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from fleetsim.kernel import timespec
 from fleetsim.kernel.components import COMPONENT_NAMES, ComponentName
+from fleetsim.kernel.contract import PayloadFormat
 from fleetsim.kernel.errors import ConfigError
 
 ENV_PREFIX = "FLEETSIM_"
@@ -268,7 +269,7 @@ class AdapterRoute(_Section):
     """Maps an MQTT topic filter to a payload adapter."""
 
     filter: str
-    format: Literal["native", "senml", "tasmota"]
+    format: PayloadFormat
 
 
 class BridgeConfig(_Section):

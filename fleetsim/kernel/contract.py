@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any, Final
+from typing import Any, Final, Literal, get_args
 
 from fleetsim.kernel.errors import ContractError
 
@@ -417,6 +417,15 @@ def decode(
     return reading_from_obj(obj, topic_device_id=topic_device_id, now=now, max_future=max_future)
 
 
+# ----------------------------------------------------------------------------- payload formats
+PayloadFormat = Literal["native", "senml", "tasmota"]
+"""Name of a payload adapter: the ``format`` of a bridge route and of a registered device, and the
+Kafka ``format`` header. The one list of formats; ``fleetsim.bridge.adapters`` checks at import
+that its adapters match it exactly (the ``devices`` table's CHECK constraint repeats it in SQL)."""
+PAYLOAD_FORMATS: Final[tuple[PayloadFormat, ...]] = get_args(PayloadFormat)
+"""The :data:`PayloadFormat` names, in order."""
+
+
 # ---------------------------------------------------------------------------------- kafka side
 class KafkaHeader(StrEnum):
     """Header names on Kafka records written by the bridge."""
@@ -426,7 +435,7 @@ class KafkaHeader(StrEnum):
     RECEIVED_AT = "received_at"
     """Bridge receive time, epoch milliseconds (ASCII digits)."""
     FORMAT = "format"
-    """Adapter that decoded the payload (``native`` | ``senml`` | ``tasmota``)."""
+    """Adapter that decoded the payload (a :data:`PayloadFormat`)."""
     REASON = "reason"
     """Dead-letter only: a :class:`RejectReason` value."""
     DETAIL = "detail"

@@ -10,20 +10,20 @@ import math
 import shlex
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final, Literal
+from typing import Final
 
 from fleetsim.kernel.config import FleetsimConfig
 from fleetsim.kernel.contract import (
     DEVICE_ID_PATTERN,
     LAT_RANGE,
     LON_RANGE,
+    PAYLOAD_FORMATS,
+    PayloadFormat,
     is_valid_device_id,
     telemetry_topic,
 )
 from fleetsim.kernel.errors import RegistryError
 
-PayloadFormat = Literal["native", "senml", "tasmota"]
-FORMATS: Final[tuple[PayloadFormat, ...]] = ("native", "senml", "tasmota")
 KINDS: Final = ("simulated", "real")
 MAX_NAME = 200
 """Longest accepted device name, in characters."""
@@ -32,7 +32,7 @@ MAX_SITE = 100
 
 
 @dataclass(frozen=True, slots=True)
-class Device:
+class DeviceRecord:
     """One row of the ``devices`` table."""
 
     device_id: str
@@ -50,7 +50,7 @@ class Device:
     lon: float | None = None
     """Registered longitude in degrees (WGS84)."""
     payload_format: PayloadFormat = "native"
-    """Wire format the device publishes: ``native`` | ``senml`` | ``tasmota``."""
+    """Wire format the device publishes (the adapter that decodes it)."""
     interval_s: float | None = None
     """Expected reporting interval in seconds (informational)."""
     placed: bool = True
@@ -79,15 +79,15 @@ def validate_new_device(
     payload_format: str = "native",
     name: str | None = None,
     interval_s: float | None = None,
-) -> Device:
-    """A :class:`Device` (kind ``real``) for ``fleetsim device add``, or a :class:`RegistryError`
+) -> DeviceRecord:
+    """A :class:`DeviceRecord` (kind ``real``) for ``fleetsim device add``, or a :class:`RegistryError`
     naming the bad argument and what is allowed."""
     if not is_valid_device_id(device_id):
         raise RegistryError(f"device id {device_id!r} is invalid: it must match {DEVICE_ID_PATTERN}")
     if device_id in reserved_ids(cfg):
         raise RegistryError(f"device id {device_id!r} is reserved for a Fleetsim component's MQTT identity")
-    if payload_format not in FORMATS:
-        raise RegistryError(f"format {payload_format!r} is not one of {', '.join(FORMATS)}")
+    if payload_format not in PAYLOAD_FORMATS:
+        raise RegistryError(f"format {payload_format!r} is not one of {', '.join(PAYLOAD_FORMATS)}")
     if (lat is None) != (lon is None):
         raise RegistryError("give both --lat and --lon, or neither")
     if lat is not None and not (math.isfinite(lat) and LAT_RANGE[0] <= lat <= LAT_RANGE[1]):
@@ -100,7 +100,7 @@ def validate_new_device(
         raise RegistryError(f"--name must be at most {MAX_NAME} characters")
     if interval_s is not None and not (math.isfinite(interval_s) and interval_s > 0):
         raise RegistryError("--interval must be a positive number of seconds")
-    return Device(
+    return DeviceRecord(
         device_id=device_id,
         name=name,
         kind="real",
@@ -156,7 +156,7 @@ class Endpoint:
 
 
 def connection_text(
-    device: Device, password: str, endpoints: list[Endpoint], *, broker_reloaded: bool
+    device: DeviceRecord, password: str, endpoints: list[Endpoint], *, broker_reloaded: bool
 ) -> str:
     """The settings printed once by ``device add`` / ``rotate-credentials`` (password included)."""
     topic = device_topic(device.device_id, device.payload_format)
@@ -206,7 +206,7 @@ def connection_text(
     return "\n".join(lines) + "\n"
 
 
-def describe(device: Device) -> list[tuple[str, str]]:
+def describe(device: DeviceRecord) -> list[tuple[str, str]]:
     """``(field, value)`` pairs for ``device show`` (never any credential)."""
 
     def fmt(v: object) -> str:

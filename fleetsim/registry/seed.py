@@ -11,8 +11,9 @@ from pathlib import Path
 from fleetsim.kernel.clients import pg_connect
 from fleetsim.kernel.config import FleetsimConfig
 from fleetsim.kernel.errors import RegistryError
+from fleetsim.kernel.fleetfile import load_fleet, scale_fleet
 from fleetsim.registry import store
-from fleetsim.registry.model import Device
+from fleetsim.registry.model import DeviceRecord
 
 log = logging.getLogger("fleetsim.registry")
 
@@ -29,15 +30,13 @@ class SeedResult:
     """The fleet file read, or None when there was none."""
 
 
-def simulated_devices(cfg: FleetsimConfig, path: Path | None = None) -> list[Device]:
+def simulated_devices(cfg: FleetsimConfig, path: Path | None = None) -> list[DeviceRecord]:
     """The fleet file as registry rows, scaled like the simulator scales it (``simulation.scale``),
     so every id the simulator publishes is known to the registry."""
-    from fleetsim.kernel.fleetfile import load_fleet, scale_fleet
-
     specs = load_fleet(path or cfg.simulation.devices_file)
     specs = scale_fleet(specs, cfg.simulation.scale, cfg.simulation.seed)
     return [
-        Device(
+        DeviceRecord(
             device_id=s.device_id,
             kind="simulated",
             type=s.type,
@@ -52,7 +51,7 @@ def simulated_devices(cfg: FleetsimConfig, path: Path | None = None) -> list[Dev
     ]
 
 
-def seed_devices(cfg: FleetsimConfig, devices: Sequence[Device]) -> int:
+def seed_devices(cfg: FleetsimConfig, devices: Sequence[DeviceRecord]) -> int:
     """Upsert ``devices`` (simulated) in one transaction as the writer role; rows changed."""
     try:
         conn = pg_connect(cfg, "writer")

@@ -13,10 +13,12 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
+from fleetsim.kernel.clients import pg_connect
 from fleetsim.kernel.config import FleetsimConfig
 from fleetsim.kernel.errors import RegistryError
 from fleetsim.registry import identity, store
-from fleetsim.registry.model import Device, Endpoint
+from fleetsim.registry.model import DeviceRecord, Endpoint, validate_new_device
+from fleetsim.stack import tls
 
 log = logging.getLogger("fleetsim.registry")
 
@@ -25,7 +27,7 @@ log = logging.getLogger("fleetsim.registry")
 class Onboarded:
     """Result of ``add`` / ``rotate`` / ``enable``."""
 
-    device: Device
+    device: DeviceRecord
     """The registry row."""
     password: str | None
     """New clear password to show once (None when existing credentials were restored)."""
@@ -36,8 +38,6 @@ class Onboarded:
 @contextmanager
 def connect(cfg: FleetsimConfig) -> Iterator[Any]:
     """A writer connection; one transaction committed on success, rolled back on error."""
-    from fleetsim.kernel.clients import pg_connect
-
     try:
         conn = pg_connect(cfg, "writer")
     except Exception as exc:
@@ -54,8 +54,6 @@ def connect(cfg: FleetsimConfig) -> Iterator[Any]:
 
 def endpoints(cfg: FleetsimConfig) -> list[Endpoint]:
     """Where devices connect: the loopback plain listener, plus the TLS listener when it is on."""
-    from fleetsim.stack import tls
-
     out = [Endpoint(cfg.mqtt.host, cfg.mqtt.port, tls=False)]
     listener = tls.configured_listener(cfg)
     if listener is not None:
@@ -64,7 +62,7 @@ def endpoints(cfg: FleetsimConfig) -> list[Endpoint]:
     return out
 
 
-def add_device(cfg: FleetsimConfig, device: Device) -> Onboarded:
+def add_device(cfg: FleetsimConfig, device: DeviceRecord) -> Onboarded:
     """Register a real device and create its MQTT identity (password returned once)."""
     with connect(cfg) as conn:
         store.insert_device(conn, device)
@@ -83,12 +81,12 @@ def add_device(cfg: FleetsimConfig, device: Device) -> Onboarded:
     return Onboarded(row, change.password, change.broker_reloaded)
 
 
-def list_devices(cfg: FleetsimConfig, **filters: Any) -> list[Device]:
+def list_devices(cfg: FleetsimConfig, **filters: Any) -> list[DeviceRecord]:
     with connect(cfg) as conn:
         return store.list_devices(conn, **filters)
 
 
-def show_device(cfg: FleetsimConfig, device_id: str) -> tuple[Device, bool]:
+def show_device(cfg: FleetsimConfig, device_id: str) -> tuple[DeviceRecord, bool]:
     """The registry row and whether the broker holds an active identity for it."""
     with connect(cfg) as conn:
         device = store.require_device(conn, device_id)
@@ -140,10 +138,10 @@ def rotate_credentials(cfg: FleetsimConfig, device_id: str) -> Onboarded:
     return Onboarded(device, change.password, change.broker_reloaded)
 
 
-def place_device(cfg: FleetsimConfig, device_id: str, *, site: str | None, lat: float, lon: float) -> Device:
+def place_device(
+    cfg: FleetsimConfig, device_id: str, *, site: str | None, lat: float, lon: float
+) -> DeviceRecord:
     """Set the registered location (and optionally site) of a device, e.g. an auto-registered one."""
-    from fleetsim.registry.model import validate_new_device
-
     validate_new_device(cfg, device_id, site=site, lat=lat, lon=lon)
     with connect(cfg) as conn:
         store.place_device(conn, device_id, site=site, lat=lat, lon=lon)

@@ -9,18 +9,20 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from psycopg2.extras import execute_values
+
 from fleetsim.kernel.errors import RegistryError
-from fleetsim.registry.model import Device
+from fleetsim.registry.model import DeviceRecord
 
 """``name`` of rows created by :func:`register_unplaced`."""
 
 
-def _row_to_device(row: Sequence[Any]) -> Device:
-    # Column order of the SELECTs below = field order of Device.
-    return Device(*row)
+def _row_to_device(row: Sequence[Any]) -> DeviceRecord:
+    # Column order of the SELECTs below = field order of DeviceRecord.
+    return DeviceRecord(*row)
 
 
-def get_device(conn: Any, device_id: str) -> Device | None:
+def get_device(conn: Any, device_id: str) -> DeviceRecord | None:
     with conn.cursor() as cur:
         cur.execute(
             """SELECT device_id, name, kind, type, site, lat, lon, payload_format, interval_s, placed,
@@ -33,7 +35,7 @@ def get_device(conn: Any, device_id: str) -> Device | None:
     return _row_to_device(row) if row else None
 
 
-def require_device(conn: Any, device_id: str) -> Device:
+def require_device(conn: Any, device_id: str) -> DeviceRecord:
     device = get_device(conn, device_id)
     if device is None:
         raise RegistryError(f"no device {device_id!r} in the registry (see `fleetsim device list`)")
@@ -42,7 +44,7 @@ def require_device(conn: Any, device_id: str) -> Device:
 
 def list_devices(
     conn: Any, *, kind: str | None = None, site: str | None = None, enabled: bool | None = None
-) -> list[Device]:
+) -> list[DeviceRecord]:
     with conn.cursor() as cur:
         cur.execute(
             """SELECT device_id, name, kind, type, site, lat, lon, payload_format, interval_s, placed,
@@ -58,7 +60,7 @@ def list_devices(
         return [_row_to_device(r) for r in cur.fetchall()]
 
 
-def insert_device(conn: Any, device: Device) -> None:
+def insert_device(conn: Any, device: DeviceRecord) -> None:
     """Insert a new device; :class:`RegistryError` when the id exists (nothing is changed)."""
     with conn.cursor() as cur:
         cur.execute(
@@ -117,7 +119,7 @@ def place_device(conn: Any, device_id: str, *, site: str | None, lat: float, lon
             raise RegistryError(f"no device {device_id!r} in the registry (see `fleetsim device list`)")
 
 
-def upsert_simulated(conn: Any, rows: Iterable[Device]) -> int:
+def upsert_simulated(conn: Any, rows: Iterable[DeviceRecord]) -> int:
     """Insert or update simulated devices from the fleet file; returns rows inserted or changed.
 
     Real devices are never overwritten by the fleet file (an id collision keeps the real one),
@@ -126,8 +128,6 @@ def upsert_simulated(conn: Any, rows: Iterable[Device]) -> int:
     left as the operator set it. Unchanged rows are not touched, so a restart with the
     same file writes nothing and ``updated_at`` keeps its meaning.
     """
-    from psycopg2.extras import execute_values
-
     values = [
         (d.device_id, d.name, d.type, d.site, d.lat, d.lon, d.payload_format, d.interval_s) for d in rows
     ]

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
 import shlex
+from pathlib import Path
 
 import pytest
 
+import fleetsim
 from fleetsim.kernel.config import FleetsimConfig
+from fleetsim.kernel.contract import PAYLOAD_FORMATS
 from fleetsim.kernel.errors import RegistryError
 from fleetsim.registry.model import (
-    Device,
+    DeviceRecord,
     Endpoint,
     connection_text,
     describe,
@@ -71,7 +75,15 @@ def test_topic_follows_the_bridge_default_routes(fmt: str, topic: str) -> None:
     assert topic.split("/") == [prefix, "d1", suffix]
 
 
-@pytest.mark.parametrize("fmt", ["native", "senml", "tasmota"])
+def test_every_payload_format_has_a_default_route_and_the_devices_table_allows_exactly_them() -> None:
+    assert sorted(r.format for r in CFG.bridge.routes) == sorted(PAYLOAD_FORMATS)
+    migration = Path(fleetsim.__file__).parent / "migrations" / "V001__core_schema.sql"
+    check = re.search(r"payload_format IN \(([^)]*)\)", migration.read_text(encoding="utf-8"))
+    assert check is not None
+    assert sorted(re.findall(r"'([^']+)'", check.group(1))) == sorted(PAYLOAD_FORMATS)
+
+
+@pytest.mark.parametrize("fmt", PAYLOAD_FORMATS)
 def test_example_payloads_are_json(fmt: str) -> None:
     obj = json.loads(example_payload("d1", fmt))
     assert obj
@@ -86,7 +98,7 @@ def test_native_example_payload_passes_the_contract() -> None:
 
 
 def test_connection_text_has_every_setting_and_a_runnable_command() -> None:
-    d = Device("d1", site="lab", payload_format="senml")
+    d = DeviceRecord("d1", site="lab", payload_format="senml")
     eps = [
         Endpoint("127.0.0.1", 1883, tls=False),
         Endpoint("broker.example", 8883, tls=True, ca_file="/x/ca.crt"),
@@ -110,12 +122,12 @@ def test_connection_text_has_every_setting_and_a_runnable_command() -> None:
 
 def test_connection_text_says_when_the_broker_was_not_reloaded() -> None:
     text = connection_text(
-        Device("d1"), "pw", [Endpoint("127.0.0.1", 1883, tls=False)], broker_reloaded=False
+        DeviceRecord("d1"), "pw", [Endpoint("127.0.0.1", 1883, tls=False)], broker_reloaded=False
     )
     assert "not running" in text
 
 
 def test_describe_never_mentions_a_password() -> None:
-    pairs = dict(describe(Device("d1", site="s", lat=1.0, lon=2.0)))
+    pairs = dict(describe(DeviceRecord("d1", site="s", lat=1.0, lon=2.0)))
     assert pairs["topic"] == "sensors/d1/telemetry"
     assert not any("pass" in k for k in pairs)
