@@ -21,6 +21,8 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from confluent_kafka import Producer
+
 from fleetsim.bridge.inflight import Send
 from fleetsim.kernel.clients import confluent_kafka_config
 from fleetsim.kernel.config import FleetsimConfig
@@ -49,8 +51,6 @@ class KafkaSink:
         self._producer = self._make()
 
     def _make(self) -> Any:
-        from confluent_kafka import Producer
-
         conf = confluent_kafka_config(self.cfg, "bridge")
         conf.update(
             {

@@ -21,7 +21,10 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+import paho.mqtt
 import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 SUPPORTED_PAHO = ("2.2.0",)
 READ_CHUNK = 65536
@@ -31,8 +34,6 @@ _PUBACK = 0x40
 
 
 def fast_path_supported() -> bool:
-    import paho.mqtt
-
     return getattr(paho.mqtt, "__version__", "") in SUPPORTED_PAHO and all(
         hasattr(mqtt.Client, name) for name in ("_sock_recv", "_packet_queue", "loop_read", "_handle_publish")
     )
@@ -98,9 +99,6 @@ def parse_publish(header: int, packet: bytes | bytearray, v5: bool) -> InMessage
     if v5:
         plen, used = _varint(packet, pos)
         if plen:
-            from paho.mqtt.packettypes import PacketTypes
-            from paho.mqtt.properties import Properties
-
             props = Properties(PacketTypes.PUBLISH)
             props.unpack(packet[pos : pos + used + plen])
         pos += used + plen

@@ -26,7 +26,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from psycopg2.extensions import ISOLATION_LEVEL_AUTOCOMMIT
+
 from fleetsim.bridge.directory import DeviceStatus
+from fleetsim.kernel.clients import pg_connect
 from fleetsim.kernel.config import FleetsimConfig
 from fleetsim.kernel.errors import RegistryError
 
@@ -152,9 +156,9 @@ class RegistryDirectory:
         self._thread = threading.Thread(target=self._run, name="device-directory", daemon=True)
         self._thread.start()
 
-    def attach_metrics(self, registry: Any) -> None:
+    def attach_metrics(self, metrics_registry: CollectorRegistry) -> None:
         """Export the directory's figures on a prometheus ``CollectorRegistry`` (the bridge's)."""
-        self._metrics = _Metrics(registry)
+        self._metrics = _Metrics(metrics_registry)
         self._metrics.devices.set(len(self._snapshot))
 
     def stop(self, timeout_s: float = 5.0) -> None:
@@ -246,10 +250,6 @@ class RegistryDirectory:
     # ------------------------------------------------------------------ database
     def _connection(self) -> Any:
         if self._conn is None or self._conn.closed:
-            from psycopg2.extensions import ISOLATION_LEVEL_AUTOCOMMIT
-
-            from fleetsim.kernel.clients import pg_connect
-
             conn = pg_connect(self._cfg, "reader", application_name="fleetsim-bridge-directory")
             conn.set_isolation_level(ISOLATION_LEVEL_AUTOCOMMIT)
             if self._listen:
@@ -269,8 +269,6 @@ class RegistryDirectory:
         return snapshot_from_rows(directory_rows(self._connection()))
 
     def _register_in_db(self, ids: list[str]) -> int:
-        from fleetsim.kernel.clients import pg_connect
-
         conn = pg_connect(self._cfg, "writer", application_name="fleetsim-bridge-directory")
         try:
             with conn:
@@ -297,18 +295,15 @@ def for_bridge(cfg: FleetsimConfig) -> RegistryDirectory | None:
 
 
 class _Metrics:
-    def __init__(self, registry: Any) -> None:
-        from prometheus_client import Counter, Gauge
-
-        self.devices = Gauge(
-            "fleetsim_registry_devices", "Devices in the bridge's registry copy", registry=registry
-        )
-        self.loads = Counter("fleetsim_registry_loads", "Successful registry reloads", registry=registry)
+    def __init__(self, metrics_registry: CollectorRegistry) -> None:
+        r = metrics_registry
+        self.devices = Gauge("fleetsim_registry_devices", "Devices in the bridge's registry copy", registry=r)
+        self.loads = Counter("fleetsim_registry_loads", "Successful registry reloads", registry=r)
         self.failures = Counter(
-            "fleetsim_registry_failures", "Failed registry reloads or registrations", registry=registry
+            "fleetsim_registry_failures", "Failed registry reloads or registrations", registry=r
         )
         self.auto_registered = Counter(
-            "fleetsim_registry_auto_registered", "Unknown ids registered as unplaced", registry=registry
+            "fleetsim_registry_auto_registered", "Unknown ids registered as unplaced", registry=r
         )
 
 

@@ -50,7 +50,7 @@ def topic_matches(topic_filter: str, topic: str) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
-class Route:
+class TopicRoute:
     """One configured subscription."""
 
     topic_filter: str
@@ -68,28 +68,28 @@ class Route:
         return f"{SHARE_PREFIX}{shared_group}/{self.topic_filter}" if shared_group else self.topic_filter
 
 
-def build_routes(routes: Sequence[AdapterRoute], max_bytes: int) -> list[Route]:
+def build_routes(routes: Sequence[AdapterRoute], max_bytes: int) -> list[TopicRoute]:
     out = []
     for r in routes:
         validate_filter(r.filter)
         levels = r.filter.split("/")
         id_level = levels.index("+") if "+" in levels else None
-        out.append(Route(r.filter, build_adapter(r.format, max_bytes), id_level))
+        out.append(TopicRoute(r.filter, build_adapter(r.format, max_bytes), id_level))
     return out
 
 
 class Router:
     """Resolves a topic to ``(route, device id from the topic)``, cached per topic."""
 
-    def __init__(self, routes: Sequence[Route]) -> None:
+    def __init__(self, routes: Sequence[TopicRoute]) -> None:
         self.routes = list(routes)
-        self._cache: dict[str, tuple[Route, str | None] | None] = {}
+        self._cache: dict[str, tuple[TopicRoute, str | None] | None] = {}
 
-    def resolve(self, topic: str) -> tuple[Route, str | None] | None:
+    def resolve(self, topic: str) -> tuple[TopicRoute, str | None] | None:
         hit = self._cache.get(topic)
         if hit is not None or topic in self._cache:
             return hit
-        found: tuple[Route, str | None] | None = None
+        found: tuple[TopicRoute, str | None] | None = None
         for route in self.routes:
             if topic_matches(route.topic_filter, topic):
                 device = topic.split("/")[route.id_level] if route.id_level is not None else None

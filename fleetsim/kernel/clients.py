@@ -48,6 +48,7 @@ def mqtt_client(
     ``max_inflight_messages`` applies). ``client_class``: a ``paho.mqtt.client.Client`` subclass
     to instantiate instead (the bridge's buffered-I/O client).
     """
+    # Lazy: every runtime imports this module; the dashboard and the streaming job never use MQTT.
     import paho.mqtt.client as mqtt
 
     v5 = cfg.mqtt.protocol == "5"
@@ -76,6 +77,7 @@ def mqtt_client(
 
 def mqtt_connect(client: Any, *, blocking: bool = True) -> None:
     """Connect a client built by :func:`mqtt_client` with the arguments it recorded."""
+    # Lazy: see mqtt_client.
     import paho.mqtt.client as mqtt
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.properties import Properties
@@ -169,6 +171,7 @@ def pg_dsn_kwargs(cfg: FleetsimConfig, role: PgRole) -> dict[str, Any]:
 
 def pg_connect(cfg: FleetsimConfig, role: PgRole, **extra: Any) -> Any:
     """A new psycopg2 connection as ``role``."""
+    # Lazy: every runtime imports this module; the simulator never uses PostgreSQL.
     import psycopg2
 
     return psycopg2.connect(**{**pg_dsn_kwargs(cfg, role), **extra})

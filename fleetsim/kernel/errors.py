@@ -39,10 +39,6 @@ class FleetFileError(SimulationError):
     """``devices.csv`` (or a replay file) has a bad row; the message names row and column."""
 
 
-class BridgeError(FleetsimError):
-    """The MQTT-to-Kafka bridge hit an unrecoverable condition."""
-
-
 class StreamingError(FleetsimError):
     """The Spark streaming job hit an unrecoverable condition."""
 
