@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -35,11 +36,26 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as mqtt
+from confluent_kafka import Producer
+from kafka import KafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from fleetsim.kernel.config import FleetsimConfig, config_to_env  # noqa: E402
+from fleetsim.bridge.mqtt_fast import FastClient  # noqa: E402
+from fleetsim.kernel.clients import (  # noqa: E402
+    confluent_kafka_config,
+    kafka_python_kwargs,
+    mqtt_client,
+    mqtt_connect,
+    mqtt_credentials,
+)
+from fleetsim.kernel.config import FleetsimConfig, config_to_env, load_config  # noqa: E402
 from fleetsim.kernel.contract import encode_reading, format_ts_ms  # noqa: E402
+from fleetsim.stack import dedicated, process  # noqa: E402
+from fleetsim.stack.kafka import end_offsets, ensure_topics  # noqa: E402
 
 DEVICES = 16
 WINDOW = 2000
@@ -61,8 +77,6 @@ def _child_env(cfg: FleetsimConfig) -> dict[str, str]:
 
 
 def _fresh_topics(cfg: FleetsimConfig) -> FleetsimConfig:
-    from fleetsim.stack.kafka import ensure_topics
-
     uid = uuid.uuid4().hex[:8]
     out = cfg.with_overrides(
         {
@@ -76,8 +90,6 @@ def _fresh_topics(cfg: FleetsimConfig) -> FleetsimConfig:
 
 def _session(cfg: FleetsimConfig, client_id: str) -> None:
     """Create a persistent session subscribed to the telemetry filter, then leave."""
-    from fleetsim.kernel.clients import mqtt_client, mqtt_connect
-
     c = mqtt_client(cfg, "bridge", client_id, clean=True, session_expiry_s=3600)
     done: list[int] = []
     c.on_subscribe = lambda *_a: done.append(1)
@@ -96,8 +108,6 @@ def _session(cfg: FleetsimConfig, client_id: str) -> None:
 def _drop_session(cfg: FleetsimConfig, client_id: str) -> None:
     """Delete a benchmark session (clean start, expiry 0): a leftover session still subscribed to
     the telemetry filter would make Mosquitto queue every later run's messages for it too."""
-    from fleetsim.kernel.clients import mqtt_client, mqtt_connect
-
     c = mqtt_client(cfg, "bridge", client_id, clean=True, session_expiry_s=0)
     mqtt_connect(c)
     c.loop_start()
@@ -108,8 +118,6 @@ def _drop_session(cfg: FleetsimConfig, client_id: str) -> None:
 
 def _prefill(cfg: FleetsimConfig, n: int, tmp: Path) -> float:
     """Queue ``n`` readings with mosquitto_pub -l (credentials from its options file, never argv)."""
-    from fleetsim.kernel.clients import mqtt_credentials
-
     user, password = mqtt_credentials(cfg, "sim")
     conf = tmp / "xdg"
     conf.mkdir(exist_ok=True)
@@ -152,8 +160,6 @@ def _prefill(cfg: FleetsimConfig, n: int, tmp: Path) -> float:
 
 
 def _scrape(port: int) -> dict[str, float]:
-    from prometheus_client.parser import text_string_to_metric_families
-
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
         text = r.read().decode()
     out: dict[str, float] = {}
@@ -170,8 +176,6 @@ def _cpu_s(pid: int) -> float:
 
 
 def _free_port() -> int:
-    from fleetsim.stack import process
-
     return int(process.free_ports(1)[0])
 
 
@@ -232,8 +236,6 @@ def drain_bridge(cfg: FleetsimConfig, n: int, tmp: Path) -> dict[str, float]:
         _drop_session(cfg, client_id)
     if len(marks) < 2:
         raise RuntimeError(f"bridge did not drain; see {tmp / 'bridge.log'}")
-    from fleetsim.stack.kafka import end_offsets
-
     (t10, c10), (t90, c90) = marks["t10"], marks["t90"]
     return {
         "rate": 0.8 * n / (t90 - t10),
@@ -274,18 +276,10 @@ def drain_child(cfg: FleetsimConfig, variant: str, n: int, tmp: Path, limit_s: f
 
 def child_main(variant: str, n: int, client_id: str, limit_s: float, out: Path) -> None:
     """Runs in its own process: drain the session with ``variant`` and write the figures."""
-    import paho.mqtt.client as mqtt
-
-    from fleetsim.bridge.mqtt_fast import FastClient
-    from fleetsim.kernel.clients import confluent_kafka_config, mqtt_client, mqtt_connect
-    from fleetsim.kernel.config import load_config
-
     cfg = load_config(None)
     state = {"count": 0, "t_first": 0.0, "t10": 0.0, "t90": 0.0, "c10": 0.0, "c90": 0.0}
     producer: Any = None
     if variant == "naive":
-        from confluent_kafka import Producer
-
         producer = Producer(
             {
                 **confluent_kafka_config(cfg, "bridge"),
@@ -333,9 +327,6 @@ def child_main(variant: str, n: int, client_id: str, limit_s: float, out: Path) 
 # ------------------------------------------------------------------------------------ latency
 def publisher_main(rate: float, seconds: float, out: Path) -> None:
     """Child: publish at ``rate`` msg/s for ``seconds`` (QoS 1, 100 in flight), 16 devices."""
-    from fleetsim.kernel.clients import mqtt_client, mqtt_connect
-    from fleetsim.kernel.config import load_config
-
     cfg = load_config(None)
     c = mqtt_client(cfg, "sim", f"bench-lat-pub-{os.getpid()}")
     c.max_inflight_messages_set(100)
@@ -439,11 +430,6 @@ def latency_run(cfg: FleetsimConfig, rate: float, seconds: float, tmp: Path) -> 
 # ------------------------------------------------------------------------------ Kafka clients
 def producer_rates(cfg: FleetsimConfig, n: int) -> dict[str, float]:
     """Producer-only msg/s, acks=all + idempotence + linger 5 ms, for both clients."""
-    from confluent_kafka import Producer
-    from kafka import KafkaProducer
-
-    from fleetsim.kernel.clients import confluent_kafka_config, kafka_python_kwargs
-
     cfg = _fresh_topics(cfg)
     topic = cfg.kafka.telemetry_topic
     values = [(_payload(f"p-{i % DEVICES:02d}", i), f"p-{i % DEVICES:02d}".encode()) for i in range(n)]
@@ -604,10 +590,6 @@ def main() -> int:
     if args.publisher:
         publisher_main(args.publisher, args.seconds, args.out)
         return 0
-    import signal
-
-    from fleetsim.kernel.config import load_config
-    from fleetsim.stack import dedicated
 
     def on_term(_sig: int, _frame: Any) -> None:
         raise SystemExit(143)  # unwind: the dedicated services get stopped

@@ -14,6 +14,7 @@ dedicated PostgreSQL). Usage: ``fleetsim bench dashboard [--quick]`` or
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import sys
@@ -499,7 +500,5 @@ def run(cfg: FleetsimConfig, quick: bool) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    import json
-
     result = run(load_config(), quick="--quick" in sys.argv[1:])
     print(json.dumps(result, indent=2, default=str))

@@ -23,6 +23,7 @@ import multiprocessing as mp
 import resource
 import statistics
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import replace
@@ -39,8 +40,9 @@ from fleetsim.edge.mqtt import MqttPublisher  # noqa: E402
 from fleetsim.edge.publisher import MemoryPublisher  # noqa: E402
 from fleetsim.edge.runner import Runner  # noqa: E402
 from fleetsim.kernel.clients import mqtt_client, mqtt_connect  # noqa: E402
-from fleetsim.kernel.config import FleetsimConfig  # noqa: E402
+from fleetsim.kernel.config import FleetsimConfig, load_config  # noqa: E402
 from fleetsim.kernel.fleetfile import DeviceSpec, load_fleet, scale_fleet  # noqa: E402
+from fleetsim.stack import dedicated  # noqa: E402
 
 START = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
 WINDOW = 1000
@@ -298,11 +300,6 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
-    import tempfile
-
-    from fleetsim.kernel.config import load_config
-    from fleetsim.stack import dedicated
-
     base = load_config(REPO / "fleetsim.toml", environ={})
     with (
         tempfile.TemporaryDirectory(prefix="bench-sim-") as tmp,

@@ -25,8 +25,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from confluent_kafka import Producer
+from pyspark.sql import functions as F
+
+from fleetsim.cloud.streaming import flows
+from fleetsim.cloud.streaming.job import StreamJob, split_raw
+from fleetsim.cloud.streaming.parse import parse_telemetry, valid_readings
+from fleetsim.cloud.streaming.pgsink import PgSink
+from fleetsim.cloud.streaming.session import build_session
 from fleetsim.kernel.clients import confluent_kafka_config, pg_connect, pg_dsn_kwargs
-from fleetsim.kernel.config import FleetsimConfig
+from fleetsim.kernel.config import FleetsimConfig, load_config
+from fleetsim.kernel.contract import encode_reading, format_ts_ms
 
 REPO = Path(__file__).resolve().parent.parent
 SINK_TARGET = 100_000.0
@@ -50,8 +59,6 @@ def _reset(cfg: FleetsimConfig) -> None:
 
 def _kafka_batch(spark: Any, rows: int, devices: int) -> Any:
     """Kafka-shaped rows with contract JSON values, built in Spark (cached, counted once)."""
-    from pyspark.sql import functions as F
-
     base_ms = int(datetime.now(UTC).timestamp() * 1000) - 3_600_000
     r = spark.range(rows)
     ts = F.timestamp_millis(F.lit(base_ms) + (F.col("id") * 1000 / devices).cast("long"))
@@ -87,10 +94,6 @@ def _kafka_batch(spark: Any, rows: int, devices: int) -> Any:
 
 
 def _sink_run(cfg: FleetsimConfig, df: Any, batch_id: int) -> tuple[float, float]:
-    from fleetsim.cloud.streaming import flows
-    from fleetsim.cloud.streaming.job import split_raw
-    from fleetsim.cloud.streaming.pgsink import PgSink
-
     sink = PgSink(cfg, "bench")
     try:
         t0 = time.perf_counter()
@@ -105,10 +108,6 @@ def _sink_run(cfg: FleetsimConfig, df: Any, batch_id: int) -> tuple[float, float
 
 
 def _jdbc_run(cfg: FleetsimConfig, df: Any) -> float:
-    from pyspark.sql import functions as F
-
-    from fleetsim.cloud.streaming.parse import parse_telemetry, valid_readings
-
     kw = pg_dsn_kwargs(cfg, "writer")
     url = f"jdbc:postgresql://{kw['host']}:{kw['port']}/{kw['dbname']}"
     props = {"user": kw["user"], "password": kw["password"], "driver": "org.postgresql.Driver"}
@@ -121,8 +120,6 @@ def _jdbc_run(cfg: FleetsimConfig, df: Any) -> float:
 
 
 def bench_throughput(cfg: FleetsimConfig, spark: Any, rows: int, runs: int) -> dict[str, Any]:
-    from fleetsim.cloud.streaming.pgsink import PgSink
-
     df = _kafka_batch(spark, rows, devices=max(rows // 100, 10))
     today = datetime.now(UTC).date()  # readings span [now - 1 h, now - 1 h + rows / devices s]
     sink = PgSink(cfg, "bench")
@@ -156,11 +153,6 @@ def bench_throughput(cfg: FleetsimConfig, spark: Any, rows: int, runs: int) -> d
 
 def bench_latency(cfg: FleetsimConfig, rate: int, seconds: float, warmup_s: float) -> dict[str, Any]:
     """Run the job, produce ``rate`` msg/s stamped with the send time, measure ingest_ts - ts."""
-    from confluent_kafka import Producer
-
-    from fleetsim.cloud.streaming.job import StreamJob
-    from fleetsim.kernel.contract import encode_reading, format_ts_ms
-
     _reset(cfg)
     job = StreamJob(cfg, ui=False)
     job.start()
@@ -214,8 +206,6 @@ def bench_latency(cfg: FleetsimConfig, rate: int, seconds: float, warmup_s: floa
 
 
 def run(cfg: FleetsimConfig, quick: bool) -> dict[str, Any]:
-    from fleetsim.cloud.streaming.session import build_session
-
     ckpt = Path(tempfile.mkdtemp(prefix="bench-sink-ckpt-"))
     cfg = cfg.with_overrides(
         {
@@ -286,6 +276,4 @@ def run(cfg: FleetsimConfig, quick: bool) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    from fleetsim.kernel.config import load_config
-
     print(json.dumps(run(load_config(), "--quick" in sys.argv[1:]), indent=2, default=str))

@@ -59,7 +59,7 @@ CREATE TEMP TABLE IF NOT EXISTS stage_deadletter (
 ) ON COMMIT DELETE ROWS;
 """
 
-# Registry fill (issue 11): a reading that carries no position gets its device's registered one;
+# Registry fill: a reading that carries no position gets its device's registered one;
 # a reading with a position (a moving unit) keeps it. Site always comes from the registry.
 # Chosen over bridge-side enrichment by measurement: see docs/real-sensors.md, bench_registry.
 _POSITION_FILL: Final = {

@@ -85,6 +85,7 @@ def write_pools(path: Path) -> Path:
 
 def build_session(cfg: FleetsimConfig, master: str | None = None, ui: bool = True) -> Any:
     """Start (or reuse) the SparkSession. The web UI binds to SPARK_LOCAL_IP, hence the env."""
+    # Lazy: pyspark takes ~0.2 s to import; the conf and jar helpers above are used without it.
     from pyspark.sql import SparkSession
 
     # The JVM reads this at launch: Spark's web UI binds 0.0.0.0 unless it is set.

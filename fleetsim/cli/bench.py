@@ -11,6 +11,7 @@ from typing import Any
 
 from fleetsim.bench import harness, report
 from fleetsim.kernel.config import FleetsimConfig
+from fleetsim.stack import dedicated
 
 ENGINES = ("mosquitto", "kafka", "postgres")
 DEFAULT_TIMEOUT_S = 900.0
@@ -35,8 +36,6 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace, cfg: FleetsimConfig) -> int:
-    from fleetsim.stack import dedicated
-
     repo: Path = args.repo.resolve()
     results_dir = repo / "bench" / "results"
     if args.render_only:

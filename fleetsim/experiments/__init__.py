@@ -1,1 +1,1 @@
-"""Fault-injection experiments: scenario campaigns, ground-truth scoring, reports (issue 7)."""
+"""Fault-injection experiments: scenario campaigns, ground-truth scoring, reports."""

@@ -16,6 +16,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
+
+from fleetsim.edge.ledger import read_ledger
 from fleetsim.experiments.detection import AlertRow, FaultInstance
 from fleetsim.experiments.integrity import SentLog, StageSeqs
 from fleetsim.kernel.clients import kafka_python_kwargs, pg_connect
@@ -38,8 +42,8 @@ def spark_interval_s(text: str) -> float:
 
 
 @dataclass(slots=True)
-class Ledger:
-    """The parsed ground truth of one run."""
+class GroundTruth:
+    """The parsed ground truth of one run (read from the simulator's ledger file)."""
 
     faults: list[FaultInstance] = field(default_factory=list)
     sent: dict[str, SentLog] = field(default_factory=dict)
@@ -47,9 +51,9 @@ class Ledger:
     run: list[dict[str, Any]] = field(default_factory=list)
 
 
-def parse_ledger(records: Sequence[dict[str, Any]]) -> Ledger:
+def parse_ledger(records: Sequence[dict[str, Any]]) -> GroundTruth:
     """Ledger records (``edge.ledger`` format) -> faults, last ``sent`` per device, events."""
-    out = Ledger()
+    out = GroundTruth()
     for r in records:
         kind = r.get("record")
         if kind == "fault":
@@ -73,9 +77,8 @@ def parse_ledger(records: Sequence[dict[str, Any]]) -> Ledger:
     return out
 
 
-def read_ledger_file(path: Path) -> Ledger:
-    from fleetsim.edge.ledger import read_ledger
-
+def read_ledger_file(path: Path) -> GroundTruth:
+    """The ground truth of a run from its ledger file (an :class:`ExperimentError` if unreadable)."""
     try:
         return parse_ledger(read_ledger(path))
     except (OSError, ValueError, KeyError) as exc:
@@ -207,11 +210,6 @@ def scan_kafka(
     """Seqs per device in the telemetry topic (records since ``wall_start``); each record is
     marked late when its event time is older than the running maximum minus the watermark.
     None when Kafka cannot be read (the report then says the stage was not observed)."""
-    try:
-        from kafka import KafkaConsumer, TopicPartition
-        from kafka.errors import KafkaError
-    except ImportError:  # pragma: no cover - a declared dependency
-        return None
     topic = cfg.kafka.telemetry_topic
     devices = set(w.devices)
     start_ms, end_ms = w.start.timestamp() * 1000, w.end.timestamp() * 1000

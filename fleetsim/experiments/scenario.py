@@ -135,7 +135,7 @@ class Scenario:
     """Simulated seconds per wall second, or ``max``."""
     seed: int
     start: str
-    """Simulated start instant (RFC 3339), empty for now."""
+    """Simulated start instant (RFC 3339); empty: the current time."""
     scoring: Scoring
     faults: tuple[FaultSpec, ...]
 

@@ -4,8 +4,11 @@ the reader role. Parameterized SQL only."""
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
+
+import psycopg2
+from psycopg2 import sql
 
 from fleetsim.experiments.scenario import Scenario
 from fleetsim.kernel.clients import pg_connect
@@ -33,10 +36,6 @@ def record_start(
 ) -> None:
     """Record a run as ``running``; its simulated interval is stored at once so a concurrent run
     starts after it."""
-    from datetime import timedelta
-
-    import psycopg2
-
     try:
         with pg_connect(cfg, "writer") as conn, conn.cursor() as cur:
             cur.execute(
@@ -54,8 +53,6 @@ def record_start(
 
 
 def record_failure(cfg: FleetsimConfig, run_id: str, error: str, wall_end: datetime) -> None:
-    import psycopg2
-
     try:
         with pg_connect(cfg, "writer") as conn, conn.cursor() as cur:
             cur.execute(
@@ -69,8 +66,6 @@ def record_failure(cfg: FleetsimConfig, run_id: str, error: str, wall_end: datet
 
 def record_result(cfg: FleetsimConfig, report: dict[str, Any], report_dir: str) -> None:
     """Mark the run scored and store its headline figures, per-kind scores and faults."""
-    import psycopg2
-
     run, det, integ = report["run"], report["detection"], report["integrity"]["totals"]
     ov = det["overall"]
     slim = {k: v for k, v in report.items() if k != "alerts"}
@@ -126,9 +121,6 @@ def record_result(cfg: FleetsimConfig, report: dict[str, Any], report_dir: str) 
 
 def list_runs(cfg: FleetsimConfig, limit: int = 50) -> list[dict[str, Any]]:
     """Newest runs first (reader role)."""
-    import psycopg2
-    from psycopg2 import sql
-
     cols = sql.SQL(", ").join(sql.Identifier(c) for c in RUN_COLUMNS)
     try:
         with pg_connect(cfg, "reader") as conn, conn.cursor() as cur:
@@ -145,9 +137,6 @@ def list_runs(cfg: FleetsimConfig, limit: int = 50) -> list[dict[str, Any]]:
 
 def get_run(cfg: FleetsimConfig, run_id: str) -> dict[str, Any] | None:
     """One run with its stored report (reader role); a unique prefix of the id is enough."""
-    import psycopg2
-    from psycopg2 import sql
-
     cols = sql.SQL(", ").join(sql.Identifier(c) for c in (*RUN_COLUMNS, "report"))
     try:
         with pg_connect(cfg, "reader") as conn, conn.cursor() as cur:
