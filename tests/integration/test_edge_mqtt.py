@@ -9,6 +9,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from bridge_support import scrape
+from waiting import wait_until, while_running
 
 from fleetsim.edge.app import SimOptions, run_simulation
 from fleetsim.edge.cli import publish_control
@@ -28,15 +30,19 @@ def small_fleet(path: Path, n: int) -> Path:
 
 
 class Tap:
-    """Subscribes with the tool identity and decodes everything on sensors/+/telemetry."""
+    """Subscribes with the tool identity and decodes everything on sensors/+/telemetry; keeps the
+    live (not retained) messages on sensors/+/status."""
 
     def __init__(self, cfg: FleetsimConfig, name: str) -> None:
         self.readings: dict[str, list[Reading]] = defaultdict(list)
         self.invalid: list[str] = []
         self.count = 0
+        self.statuses: list[tuple[str, bytes]] = []
         self._ready = threading.Event()
         self.client = mqtt_client(cfg, "tool", name)
-        self.client.on_connect = lambda c, *_: c.subscribe("sensors/+/telemetry", qos=1)
+        self.client.on_connect = lambda c, *_: c.subscribe(
+            [("sensors/+/telemetry", 1), ("sensors/+/status", 1)]
+        )
         self.client.on_subscribe = lambda *_: self._ready.set()
         self.client.on_message = self._on_message
         mqtt_connect(self.client)
@@ -45,6 +51,10 @@ class Tap:
 
     def _on_message(self, client, userdata, msg) -> None:
         device = msg.topic.split("/")[1]
+        if msg.topic.endswith("/status"):
+            if not msg.retain:  # a retained one is an earlier test's, sent on subscribing
+                self.statuses.append((msg.topic, msg.payload))
+            return
         try:
             r = decode(msg.payload, topic_device_id=device, now=datetime.now(UTC) + timedelta(days=30))
         except Exception as exc:  # recorded, asserted empty by the test
@@ -52,11 +62,6 @@ class Tap:
             return
         self.readings[device].append(r)
         self.count += 1
-
-    def wait_for(self, n: int, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while self.count < n and time.monotonic() < deadline:
-            time.sleep(0.05)
 
     def close(self) -> None:
         self.client.disconnect()
@@ -80,7 +85,7 @@ def test_fleet_arrives_complete_and_valid(mosquitto: FleetsimConfig, tmp_path: P
     tap = Tap(cfg, f"it-tap-{qos}")
     try:
         report, totals = run_simulation(cfg, SimOptions(handle_signals=False))
-        tap.wait_for(n * m, 20)
+        wait_until(lambda: tap.count >= n * m, 20, what=f"{n * m} readings at the tap")
     finally:
         tap.close()
     assert tap.invalid == []
@@ -111,19 +116,24 @@ def test_fault_injected_on_the_control_topic_shows_in_next_readings(
     worker = threading.Thread(target=lambda: result.update(totals=run_simulation(cfg, opts)[1]))
     worker.start()
     try:
-        tap.wait_for(40, 15)
-        assert tap.count >= 40, "simulator did not start publishing"
+        wait_until(lambda: tap.count >= 40, 15, what="the simulator to start publishing (40 readings)")
         cmd = ControlCommand(ControlAction.INJECT, FaultKind.STUCK, 120.0)
         publish_control(cfg, "it-01", cmd)
         injected_at = tap.count
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
+
+        def stuck_readings() -> list[Reading] | None:
             stuck = [r for r in tap.readings["it-01"] if r.fault == "stuck"]
-            if len(stuck) >= 10:
-                break
-            time.sleep(0.1)
+            return stuck if len(stuck) >= 10 else None
+
+        stuck = wait_until(stuck_readings, 15, what="10 stuck readings from it-01")
         publish_control(cfg, "all", ControlCommand(ControlAction.KILL, site="site2"))
-        time.sleep(1.0)
+        # The kill took effect when the simulator marks it-02 offline (the ledger's "killed"
+        # event is written right after, in the same step).
+        wait_until(
+            lambda: ("sensors/it-02/status", b"offline") in tap.statuses,
+            15,
+            what="it-02 offline after the kill",
+        )
     finally:
         opts.stop.set()  # graceful stop, as on SIGTERM
         worker.join(30)
@@ -161,6 +171,10 @@ def test_per_device_connections_last_will_fires_on_crash(mosquitto: FleetsimConf
         }
     )
     statuses: list[tuple[str, bytes]] = []
+
+    def of(device: str) -> list[bytes]:
+        return [p for t, p in statuses if t == f"sensors/{device}/status"]
+
     ready = threading.Event()
     watcher = mqtt_client(cfg, "tool", "it-status-watch")
     watcher.on_connect = lambda c, *_: c.subscribe("sensors/+/status", qos=1)
@@ -171,15 +185,17 @@ def test_per_device_connections_last_will_fires_on_crash(mosquitto: FleetsimConf
     try:
         assert ready.wait(10)
         report, _ = run_simulation(cfg, SimOptions(handle_signals=False))
-        time.sleep(0.5)
+        # The last statuses (the stop's "offline") were acked to the simulator, maybe not yet
+        # delivered to the watcher.
+        wait_until(lambda: len(of("pd-00")) >= 4 and len(of("pd-01")) >= 2, 10, what="every status message")
     finally:
         watcher.disconnect()
         watcher.loop_stop()
-    pd00 = [p for t, p in statuses if t == "sensors/pd-00/status"]
+    pd00 = of("pd-00")
     # In v5 per-device mode the simulator never publishes a crash's "offline" itself: the second
     # item can only be the broker firing the Last Will. The last is the graceful stop.
     assert pd00 == [b"online", b"offline", b"online", b"offline"]
-    assert [p for t, p in statuses if t == "sensors/pd-01/status"] == [b"online", b"offline"]
+    assert of("pd-01") == [b"online", b"offline"]
     assert report.published >= 80
 
 
@@ -215,14 +231,23 @@ def test_broker_restart_loses_nothing(fleet_cfg: FleetsimConfig, tmp_path: Path)
         try:
             assert ready.wait(10)
             worker.start()
-            time.sleep(3)
+            # The outage starts mid-run: every device is publishing (20 readings each, ~2 s).
+            wait_until(
+                lambda: len(readings) == 4 and min(map(len, list(readings.values()))) >= 20,
+                30,
+                what="every device publishing before the outage",
+            )
             svcs["mosquitto"].stop()
-            time.sleep(3)  # 30 simulated seconds of readings go to the device buffers
+            # Not synchronisation: the outage lasts 3 s on purpose, 30 simulated seconds of
+            # readings go to the device buffers.
+            time.sleep(3)
             svcs["mosquitto"].start()
             worker.join(60)
-            deadline = time.monotonic() + 15
-            while time.monotonic() < deadline and sum(map(len, readings.values())) < 4 * 150:
-                time.sleep(0.1)
+            wait_until(
+                lambda: sum(map(len, list(readings.values()))) >= 4 * 150,
+                15,
+                what="every reading at the persistent-session tap",
+            )
         finally:
             opts.stop.set()
             worker.join(30)
@@ -245,7 +270,6 @@ def test_cli_sim_stops_gracefully_on_sigterm(mosquitto: FleetsimConfig, tmp_path
     import signal
     import subprocess
     import sys
-    import urllib.request
 
     from fleetsim.stack.process import free_ports
 
@@ -262,18 +286,28 @@ def test_cli_sim_stops_gracefully_on_sigterm(mosquitto: FleetsimConfig, tmp_path
     cmd += ["--ledger", str(ledger), "--metrics-port", str(port), "--seed", "3"]
     proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
     try:
-        body = ""
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
-                if "fleetsim_sim_messages_total 1" in body or "fleetsim_sim_devices_online 3.0" in body:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.3)
-        assert "fleetsim_sim_devices_online 3.0" in body
-        time.sleep(2)
+
+        def online() -> bool:
+            return scrape(port).get("fleetsim_sim_devices_online") == 3.0
+
+        def published() -> bool:
+            return scrape(port).get("fleetsim_sim_messages_total", 0.0) >= 30
+
+        wait_until(
+            while_running(proc, online, "fleetsim sim"),
+            20,
+            interval_s=0.3,
+            what="fleetsim_sim_devices_online 3.0 on /metrics",
+            ignoring=(OSError,),
+        )
+        # SIGTERM mid-run, once every device has published (30 readings: ~2 s at 5x).
+        wait_until(
+            while_running(proc, published, "fleetsim sim"),
+            20,
+            interval_s=0.3,
+            what="30 readings published",
+            ignoring=(OSError,),
+        )
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
     finally:
