@@ -14,8 +14,6 @@ from psycopg2.extras import execute_values
 from fleetsim.kernel.errors import RegistryError
 from fleetsim.registry.model import DeviceRecord
 
-"""``name`` of rows created by :func:`register_unplaced`."""
-
 
 def _row_to_device(row: Sequence[Any]) -> DeviceRecord:
     # Column order of the SELECTs below = field order of DeviceRecord.
@@ -123,7 +121,8 @@ def upsert_simulated(conn: Any, rows: Iterable[DeviceRecord]) -> int:
     """Insert or update simulated devices from the fleet file; returns rows inserted or changed.
 
     Real devices are never overwritten by the fleet file (an id collision keeps the real one),
-    except rows the bridge auto-registered (unplaced, named :data:`AUTO_NAME`): those were
+    except rows the bridge auto-registered (unplaced, named ``auto-registered``,
+    :data:`fleetsim.bridge.registry_directory.AUTO_NAME`): those were
     simulated devices seen before seeding, and become what the fleet file says. ``enabled`` is
     left as the operator set it. Unchanged rows are not touched, so a restart with the
     same file writes nothing and ``updated_at`` keeps its meaning.

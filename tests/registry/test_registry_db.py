@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from fleetsim.bridge.directory import DeviceStatus
-from fleetsim.bridge.registry_directory import RegistryDirectory
+from fleetsim.bridge.registry_directory import RegistryDirectory, register_unplaced
 from fleetsim.kernel.clients import pg_connect
 from fleetsim.kernel.config import FleetsimConfig
 from fleetsim.kernel.errors import RegistryError
@@ -159,7 +159,7 @@ def test_seeding_adopts_ids_the_bridge_auto_registered_first(postgres: FleetsimC
     conn = pg_connect(postgres, "writer")
     try:
         with conn:
-            assert store.register_unplaced(conn, [early]) == 1
+            assert register_unplaced(conn, [early]) == 1
     finally:
         conn.close()
     assert _row(postgres, early)[:5] == ("real", None, None, None, False)
