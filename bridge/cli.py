@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import threading
 from typing import Any
 
 from fleetsim.kernel.config import FleetsimConfig
+from fleetsim.kernel.service import Service
 
 log = logging.getLogger("fleetsim.bridge")
 
@@ -60,32 +60,27 @@ def identity(args: argparse.Namespace, cfg: FleetsimConfig) -> tuple[str, str, i
 
 
 def run(args: argparse.Namespace, cfg: FleetsimConfig) -> int:
+    # Lazy: every `fleetsim` command registers this sub-command; only `fleetsim bridge` should pay
+    # for paho, confluent_kafka and psycopg2.
+    from fleetsim.bridge.registry_directory import for_bridge
     from fleetsim.bridge.runtime import Bridge
 
     client_id, group, port = identity(args, cfg)
-    from fleetsim.bridge.registry_directory import for_bridge
-
     directory = for_bridge(cfg)  # device registry hook (None when bridge.use_registry is off)
     bridge = Bridge(cfg, client_id=client_id, shared_group=group, metrics_port=port, directory=directory)
     if directory is not None:
         directory.attach_metrics(bridge.registry)
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        log.info("signal %d: stopping the bridge gracefully", signum)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    log.info("bridge %s starting (shared group: %s)", client_id, group or "none")
     starter = threading.Thread(target=bridge.start, name="bridge-start", daemon=True)
-    starter.start()  # start() may wait for Kafka; signals must still be able to end that wait
-    while not stop.wait(0.5):
-        pass
-    bridge.stop(timeout=max(5.0, cfg.stack.stop_timeout_s - 10.0))
-    if directory is not None:
-        directory.stop()  # after the bridge: flushes the last auto-registrations
-    starter.join(timeout=5)
+    with Service("the bridge", log=log) as svc:
+        # Stop steps run in reverse: the bridge (acks exactly what Kafka confirmed), then the
+        # registry hook (flushes the last auto-registrations), then the starter thread.
+        svc.on_stop(starter.join, timeout=5)
+        if directory is not None:
+            svc.on_stop(directory.stop)
+        svc.on_stop(bridge.stop, timeout=max(5.0, cfg.stack.stop_timeout_s - 10.0))
+        log.info("bridge %s starting (shared group: %s)", client_id, group or "none")
+        starter.start()  # start() may wait for Kafka; signals must still be able to end that wait
+        svc.wait()
     st = bridge.stats
     log.info(
         "bridge stopped: %d received, %d forwarded, %d dead-lettered, %d left unacked",

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
-from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
@@ -141,15 +140,3 @@ class BridgeCollector(Collector):
             buckets=buckets,
             sum_value=total,
         )
-
-
-def serve(registry: CollectorRegistry, port: int) -> Callable[[], None]:
-    """Serve ``/metrics`` on 127.0.0.1:``port`` in a daemon thread; returns a stop function."""
-    server, thread = start_http_server(port, addr="127.0.0.1", registry=registry)
-
-    def stop() -> None:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
-
-    return stop

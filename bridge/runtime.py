@@ -23,17 +23,21 @@ import threading
 import time
 from typing import Any
 
+import paho.mqtt.client as mqtt
+from paho.mqtt.subscribeoptions import SubscribeOptions
 from prometheus_client import CollectorRegistry
 
 from fleetsim.bridge.directory import DeviceDirectory
 from fleetsim.bridge.inflight import Tracker
 from fleetsim.bridge.kafka_sink import KafkaSink
-from fleetsim.bridge.metrics import BridgeCollector, State, Stats, serve
+from fleetsim.bridge.metrics import BridgeCollector, State, Stats
 from fleetsim.bridge.mqtt_fast import FastClient
 from fleetsim.bridge.pipeline import DeadLetter, Processor
 from fleetsim.bridge.routing import Router, build_routes
+from fleetsim.kernel.clients import mqtt_client, mqtt_connect
 from fleetsim.kernel.config import FleetsimConfig
 from fleetsim.kernel.contract import KafkaHeader, RejectReason
+from fleetsim.kernel.service import MetricsServer
 
 log = logging.getLogger("fleetsim.bridge")
 
@@ -99,21 +103,19 @@ class Bridge:
         self._stop = threading.Event()
         self._life_lock = threading.Lock()
         self._pump_thread: threading.Thread | None = None
-        self._stop_metrics: Any = None
+        self.metrics_server = MetricsServer(self.registry, self.metrics_port)
+        """``/metrics`` on 127.0.0.1:``metrics_port`` (0: off) from ``start()`` to the end of ``stop()``."""
         self._client: Any = None
         self._v5 = cfg.mqtt.protocol == "5"
         self._topic_bytes: dict[str, bytes] = {}
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
-        if self.metrics_port:
-            self._stop_metrics = serve(self.registry, self.metrics_port)
-            log.info("bridge metrics on http://127.0.0.1:%d/metrics", self.metrics_port)
+        if self.metrics_server.start().running:
+            log.info("bridge metrics on %s", self.metrics_server.url)
         log.info("waiting for Kafka topics %s, %s", self.telemetry_topic, self.deadletter_topic)
         if not self.sink.wait_ready([self.telemetry_topic, self.deadletter_topic], self._stop):
             return
-        from fleetsim.kernel.clients import mqtt_connect
-
         with self._life_lock:
             if self._stop.is_set():
                 return
@@ -125,8 +127,6 @@ class Bridge:
             self._client.loop_start()
 
     def _make_client(self) -> Any:
-        from fleetsim.kernel.clients import mqtt_client
-
         c = mqtt_client(
             self.cfg,
             "bridge",
@@ -174,8 +174,7 @@ class Bridge:
                 time.sleep(0.01)
             self._client.loop_stop()
         self.sink.close(timeout=max(1.0, deadline - time.monotonic()))
-        if self._stop_metrics:
-            self._stop_metrics()
+        self.metrics_server.stop()
 
     # ------------------------------------------------------------------ MQTT callbacks
     def _on_connect(self, client: Any, _u: Any, flags: Any, reason: Any, _p: Any = None) -> None:
@@ -198,9 +197,6 @@ class Bridge:
         )
 
     def _sub_options(self) -> Any:
-        import paho.mqtt.client as mqtt
-        from paho.mqtt.subscribeoptions import SubscribeOptions
-
         if self._client is not None and self._client.protocol == mqtt.MQTTv5:
             # Retained messages only on a brand-new subscription: a re-subscribe must not replay them.
             return SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB)

@@ -8,14 +8,18 @@ secrets file, never on the command line.
 from __future__ import annotations
 
 import argparse
-import signal
+import logging
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+from fleetsim.cloud.dashboard.settings import app_args
 from fleetsim.kernel.config import FleetsimConfig, find_config_file
 from fleetsim.kernel.errors import DashboardError
+from fleetsim.kernel.service import StopSignals
+
+log = logging.getLogger("fleetsim.dashboard")
 
 APP_SCRIPT = Path(__file__).resolve().parent / "app.py"
 
@@ -50,8 +54,6 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace, cfg: FleetsimConfig) -> int:
-    from fleetsim.cloud.dashboard.settings import app_args
-
     config_file = find_config_file(args.config)
     sets = list(args.overrides) + [f"{k}={v}" for k, v in _overrides(args).items()]
     cmd = streamlit_command(cfg, app_args(config_file, sets))
@@ -60,19 +62,10 @@ def run(args: argparse.Namespace, cfg: FleetsimConfig) -> int:
         proc = subprocess.Popen(cmd)
     except OSError as exc:
         raise DashboardError(f"could not start streamlit: {exc}") from exc
-
-    def forward(signum: int, _frame: Any) -> None:
-        # The stack stops us with SIGTERM: pass it on so Streamlit shuts down cleanly.
-        proc.send_signal(signum)
-
-    previous = signal.signal(signal.SIGTERM, forward)
-    try:
+    # The stack stops us with SIGTERM, a terminal with SIGINT: pass either on so Streamlit shuts
+    # down cleanly, and wait for it.
+    with StopSignals(name="the dashboard", log=log, action=proc.send_signal):
         return proc.wait()
-    except KeyboardInterrupt:
-        proc.send_signal(signal.SIGINT)
-        return proc.wait()
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def register(subparsers: Any) -> None:

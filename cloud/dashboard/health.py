@@ -1,21 +1,32 @@
-"""Per-component health for the pipeline view, from the same source as ``fleetsim status``.
+"""Per-component health for the pipeline view, measured from the dashboard with the kernel alone.
 
-When the stack's status functions are importable they are called (the dashboard then says exactly
-what ``fleetsim status`` says). Otherwise only what the database proves is shown, and the other
-components are reported as *unknown*, never as a made-up "running".
+Each component of the kernel's table (:mod:`fleetsim.kernel.components`) is measured where the
+configuration says it serves: the engines (mosquitto, kafka, postgres) by a TCP connect to their
+client port, the applications by scraping their Prometheus ``/metrics`` endpoint (up, plus the live
+figure: the counter ``fleetsim status`` shows; the bridge also reports its own state gauge) and
+the dashboard by Streamlit's ``/_stcore/health``. The database adds what it proves (it answered,
+and when the streaming job last wrote). Nothing is ever reported "up" without an answer: a
+component that cannot be measured (metrics disabled) is *unknown*.
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable, Iterable
+import socket
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from fleetsim.kernel import components
 from fleetsim.kernel.config import FleetsimConfig
+from fleetsim.kernel.scrape import MetricMissing, http_get, metrics_url, scrape
 
-COMPONENTS: tuple[str, ...] = ("mosquitto", "kafka", "postgres", "stream", "bridge", "sim", "dashboard")
+COMPONENTS: tuple[str, ...] = components.COMPONENT_NAMES
+
+ENGINE_TIMEOUT_S = 1.0
+APP_TIMEOUT_S = 1.5
+BRIDGE_STATES = {0.0: "up", 1.0: "degraded", 2.0: "unhealthy"}
+"""``fleetsim_bridge_state`` (0 ok, 1 degraded, 2 down: not connected to MQTT or Kafka)."""
 
 
 @dataclass(frozen=True)
@@ -25,50 +36,76 @@ class ComponentHealth:
     name: str
     """Component name as in ``fleetsim status``."""
     state: str
-    """``up``, ``down``, ``unhealthy``/``not installed`` (from ``fleetsim status``), ``stale`` (wrote
-    in the past, quiet now) or ``unknown``."""
+    """``up``, ``down`` (nothing answers where it should serve), ``degraded``/``unhealthy`` (the
+    bridge's own state gauge), ``stale`` (the database shows writes in the past, none now) or
+    ``unknown`` (cannot be measured)."""
     detail: str
     """The live figure or why the state is what it is."""
     source: str
-    """Where the state comes from: ``fleetsim status`` or ``database``."""
+    """Where the state comes from: ``tcp host:port``, the URL scraped, or ``database``."""
 
 
-def _status_function() -> Callable[[FleetsimConfig], Iterable[Any]] | None:
-    """``fleetsim.stack.lifecycle.status`` (what ``fleetsim status`` prints), if installed."""
+def _why(exc: BaseException) -> str:
+    reason = getattr(exc, "reason", None)  # urllib wraps the socket error
+    return str(reason if reason is not None else exc) or type(exc).__name__
+
+
+def probe_engine(cfg: FleetsimConfig, name: str, timeout_s: float = ENGINE_TIMEOUT_S) -> ComponentHealth:
+    """TCP connect to the engine's configured client port."""
+    host, port = components.endpoint(cfg, name)
+    source = f"tcp {host}:{port}"
     try:
-        module = importlib.import_module("fleetsim.stack.lifecycle")
-    except ImportError:
-        return None
-    fn = getattr(module, "status", None)
-    return fn if callable(fn) else None
+        with socket.create_connection((host, port), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        return ComponentHealth(name, "down", f"no connection: {_why(exc)}", source)
+    return ComponentHealth(name, "up", "accepts connections", source)
 
 
-def _field(row: Any, name: str, default: Any = None) -> Any:
-    return row.get(name, default) if isinstance(row, dict) else getattr(row, name, default)
-
-
-def stack_health(cfg: FleetsimConfig) -> list[ComponentHealth] | None:
-    """Rows from the stack's status function, or None when it is not available."""
-    fn = _status_function()
-    if fn is None:
-        return None
+def probe_app(cfg: FleetsimConfig, name: str, timeout_s: float = APP_TIMEOUT_S) -> ComponentHealth:
+    """Scrape the application's metrics endpoint (the dashboard: its health endpoint)."""
+    info = components.info(name)
+    host, port = components.endpoint(cfg, name)
+    if name == "dashboard":
+        url = f"http://{host}:{port}/_stcore/health"
+        try:
+            answer = http_get(url, timeout_s).strip()
+        except OSError as exc:
+            return ComponentHealth(name, "down", f"no answer: {_why(exc)}", url)
+        return ComponentHealth(name, "up" if answer == "ok" else "unhealthy", f"health says {answer!r}", url)
+    if not port:
+        return ComponentHealth(name, "unknown", f"metrics disabled ({info.port_key} = 0)", "none")
+    url = metrics_url(port, host)
     try:
-        statuses = list(fn(cfg))
-    except Exception as exc:  # the status source itself failing is shown, not raised
-        return [ComponentHealth("stack", "unknown", f"fleetsim status failed: {exc}", "fleetsim status")]
-    rows = []
-    for s in statuses:
-        up = bool(_field(s, "up", False))
-        state = str(_field(s, "state", "") or ("up" if up else "down"))
-        rows.append(
-            ComponentHealth(
-                name=str(_field(s, "name", "?")),
-                state=state,
-                detail=str(_field(s, "figure", "")),
-                source="fleetsim status",
-            )
-        )
-    return rows
+        metrics = scrape(port, host=host, timeout_s=timeout_s)
+    except OSError as exc:
+        return ComponentHealth(name, "down", f"no answer: {_why(exc)}", url)
+    except ValueError as exc:  # answered, but not Prometheus text
+        return ComponentHealth(name, "unhealthy", f"unreadable metrics: {exc}", url)
+    try:
+        figure = f"{metrics.total(info.counter):,.0f} {info.unit}"
+    except MetricMissing as exc:
+        return ComponentHealth(name, "unhealthy", f"answers, but {exc}", url)
+    state = "up"
+    if name == "bridge":
+        gauge = metrics.value("fleetsim_bridge_state")
+        state = BRIDGE_STATES.get(gauge, "unknown") if gauge is not None else "unknown"
+        if state != "up":
+            figure += f"; state gauge {gauge}"
+    return ComponentHealth(name, state, figure, url)
+
+
+def probe(cfg: FleetsimConfig, name: str) -> ComponentHealth:
+    """Measure one component of the table."""
+    if components.info(name).kind == "engine":
+        return probe_engine(cfg, name)
+    return probe_app(cfg, name)
+
+
+def measured_health(cfg: FleetsimConfig, names: tuple[str, ...] = COMPONENTS) -> list[ComponentHealth]:
+    """Every component measured (in parallel, so the slowest probe bounds the wait), table order."""
+    with ThreadPoolExecutor(max_workers=max(len(names), 1), thread_name_prefix="health") as pool:
+        return list(pool.map(lambda n: probe(cfg, n), names))
 
 
 def _age(ts: Any, now: datetime) -> float | None:
@@ -95,9 +132,9 @@ def database_health(fresh: dict[str, Any], now: datetime, stale_after_s: float) 
     return rows
 
 
-def merge(stack_rows: list[ComponentHealth] | None, db_rows: list[ComponentHealth]) -> list[ComponentHealth]:
-    """Stack status first; database evidence added; components nobody vouches for marked unknown."""
-    out: list[ComponentHealth] = list(stack_rows or [])
+def merge(measured: list[ComponentHealth] | None, db_rows: list[ComponentHealth]) -> list[ComponentHealth]:
+    """Measured rows first; database evidence added; components nobody vouches for marked unknown."""
+    out: list[ComponentHealth] = list(measured or [])
     seen = {r.name for r in out}
     for r in db_rows:
         if r.name in seen:
@@ -107,6 +144,6 @@ def merge(stack_rows: list[ComponentHealth] | None, db_rows: list[ComponentHealt
             seen.add(r.name)
     for name in COMPONENTS:
         if name not in seen:
-            why = "status source unavailable" if stack_rows is None else "not reported by fleetsim status"
+            why = "measurement unavailable" if measured is None else "not measured"
             out.append(ComponentHealth(name, "unknown", why, "none"))
     return out

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
-import threading
 from typing import Any
 
 from fleetsim.kernel.config import FleetsimConfig
+from fleetsim.kernel.service import Service
 
 log = logging.getLogger("fleetsim.stream")
 
@@ -26,30 +25,28 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace, cfg: FleetsimConfig) -> int:
+    # Lazy: every `fleetsim` command registers this sub-command; only `fleetsim stream` should pay
+    # for pyspark and pyarrow.
     from fleetsim.cloud.streaming.job import StreamJob
 
     # py4j logs every gateway command at DEBUG (thousands a second): -vv is for our loggers.
     logging.getLogger("py4j").setLevel(max(logging.INFO, logging.getLogger().level))
-    stop = threading.Event()
-
-    def _on_signal(signum: int, _frame: Any) -> None:
-        log.info("signal %d: stopping the streaming queries", signum)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
-    job = StreamJob(cfg, master=args.master, ui=not args.no_ui)
-    job.metrics.serve(cfg.spark.metrics_port)
-    try:
+    with Service("the streaming queries", log=log) as svc:
+        job = StreamJob(cfg, master=args.master, ui=not args.no_ui)
+        svc.serve_metrics(job.metrics.registry, cfg.spark.metrics_port)
+        # Stop steps run in reverse: each query finishes its running batch, then Spark stops.
+        svc.on_stop(_stop_spark, job)
+        svc.on_stop(job.stop, timeout_s=cfg.stack.stop_timeout_s / 2)
         job.start()
         log.info(
             "streaming from %s to postgres %s:%d; Spark UI %s; metrics 127.0.0.1:%d",
             cfg.kafka.telemetry_topic, cfg.postgres.host, cfg.postgres.port, job.ui_url() or "off",
             cfg.spark.metrics_port,
         )  # fmt: skip
-        job.run_until(stop)
-    finally:
-        job.stop(timeout_s=cfg.stack.stop_timeout_s / 2)
-        if job.spark is not None:
-            job.spark.stop()
+        job.run_until(svc.stop)
     return 0
+
+
+def _stop_spark(job: Any) -> None:
+    if job.spark is not None:
+        job.spark.stop()

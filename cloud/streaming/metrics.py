@@ -1,10 +1,11 @@
-"""Prometheus metrics of the job's driver (own registry, served on 127.0.0.1)."""
+"""Prometheus metrics of the job's driver (own registry; ``fleetsim stream`` serves it on 127.0.0.1
+through :class:`fleetsim.kernel.service.Service`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 
 @dataclass
@@ -62,8 +63,3 @@ class StreamMetrics:
         self.input_rate = Gauge(
             "fleetsim_stream_input_rows_per_second", "Input rate of the last batch", ["query"], registry=r
         )
-
-    def serve(self, port: int) -> None:
-        """Expose on 127.0.0.1:port (0 disables)."""
-        if port:
-            start_http_server(port, addr="127.0.0.1", registry=self.registry)

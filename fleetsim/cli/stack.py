@@ -16,13 +16,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from fleetsim.kernel.components import COMPONENT_NAMES
 from fleetsim.kernel.config import ENV_DELIMITER, ENV_PREFIX, FleetsimConfig, secret
 from fleetsim.kernel.errors import FleetsimError, MissingDependencyError, StackError
 from fleetsim.registry.seed import seed_at_startup
 from fleetsim.stack import lifecycle
-from fleetsim.stack.components import APPS
 
-COMPONENTS = ("mosquitto", "kafka", "postgres", *APPS)
+COMPONENTS = COMPONENT_NAMES
 
 
 def _quiet_kafka_client() -> None:

@@ -6,21 +6,18 @@ separate, throw-away instance with its own ports and run dir (see :mod:`fleetsim
 
 from __future__ import annotations
 
-from fleetsim.kernel.config import FleetsimConfig
 from fleetsim.stack.base import Service, ServiceStatus
+from fleetsim.stack.engines import ENGINES
+from fleetsim.stack.engines import engine as service
 from fleetsim.stack.isolated import dedicated, isolated_config
 from fleetsim.stack.kafka import Kafka
 from fleetsim.stack.mosquitto import Mosquitto
 from fleetsim.stack.postgres import Postgres
 from fleetsim.stack.secrets import ensure_secrets
 
-SERVICES: dict[str, type[Service]] = {"mosquitto": Mosquitto, "kafka": Kafka, "postgres": Postgres}
-"""The engine services, in start order."""
-
-
-def service(name: str, cfg: FleetsimConfig) -> Service:
-    """The service object for ``name`` (``mosquitto``, ``kafka``, ``postgres``)."""
-    return SERVICES[name](cfg)
+SERVICES: dict[str, type[Service]] = ENGINES
+"""The engine services, in start order (:mod:`fleetsim.stack.engines`); :func:`service` gives
+the service object for one of them by name."""
 
 
 __all__ = [

@@ -3,7 +3,9 @@
 Each runs its own sub-command (``fleetsim stream`` ...) in its own session, with its log in
 ``<run_dir>/logs/<name>.log`` and pid in ``<run_dir>/pids/<name>.pid``. Its live figure is
 scraped from the component itself: the Prometheus ``/metrics`` endpoint on
-``127.0.0.1:<metrics_port>`` (or Streamlit's ``/_stcore/health`` for the dashboard).
+``127.0.0.1:<metrics_port>`` (or Streamlit's ``/_stcore/health`` for the dashboard), read with the
+kernel's scraper. Which applications exist, their ports and counters come from the kernel's
+component table (:mod:`fleetsim.kernel.components`); this module adds how to run them.
 """
 
 from __future__ import annotations
@@ -13,68 +15,57 @@ import os
 import signal
 import sys
 import time
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fleetsim.kernel import components as table
+from fleetsim.kernel.components import ComponentInfo
 from fleetsim.kernel.config import FleetsimConfig
 from fleetsim.kernel.errors import StackError
+from fleetsim.kernel.scrape import MetricMissing, http_get, metrics_url
+from fleetsim.kernel.scrape import scrape as scrape_metrics
 from fleetsim.stack import process
 from fleetsim.stack.base import ServiceStatus, logs_dir, pids_dir
 
 
 @dataclass(frozen=True)
 class AppSpec:
-    """How to run and measure one application component."""
+    """How to run and measure one application component (the kernel's table row plus its command)."""
 
+    info: ComponentInfo
+    """The row of :data:`fleetsim.kernel.components.COMPONENTS`."""
     command: str
     """``fleetsim`` sub-command that runs it in the foreground."""
-    port_key: str
-    """Config key of the port it serves (metrics, or the dashboard's HTTP port)."""
-    counter: str
-    """Prometheus sample summed for the live figure ('' for the dashboard)."""
-    unit: str
-    """What the counter counts (for the status line)."""
+
+    @property
+    def port_key(self) -> str:
+        """Config key of the port it serves (metrics, or the dashboard's HTTP port)."""
+        return self.info.port_key
+
+    @property
+    def counter(self) -> str:
+        """Prometheus sample summed for the live figure ('' for the dashboard)."""
+        return self.info.counter
+
+    @property
+    def unit(self) -> str:
+        """What the counter counts (for the status line)."""
+        return self.info.unit
 
 
-APPS: dict[str, AppSpec] = {
-    "stream": AppSpec("stream", "spark.metrics_port", "fleetsim_stream_rows_written_total", "rows written"),
-    "bridge": AppSpec(
-        "bridge", "bridge.metrics_port", "fleetsim_bridge_forwarded_total", "records forwarded"
-    ),
-    "sim": AppSpec("sim", "simulation.metrics_port", "fleetsim_sim_messages_total", "messages published"),
-    "dashboard": AppSpec("dashboard", "dashboard.port", "", ""),
-}
-
-
-def _port(cfg: FleetsimConfig, key: str) -> int:
-    section, _, name = key.partition(".")
-    return int(getattr(getattr(cfg, section), name))
-
-
-def http_get(url: str, timeout_s: float = 2.0) -> str:
-    with urllib.request.urlopen(url, timeout=timeout_s) as resp:  # noqa: S310 - fixed http://127.0.0.1 URLs
-        return str(resp.read().decode("utf-8", errors="replace"))
+APPS: dict[str, AppSpec] = {name: AppSpec(table.info(name), command=name) for name in table.APP_NAMES}
+"""The application components, in start order: every app of the kernel's table (each one's
+sub-command has its name)."""
 
 
 def scrape(port: int, sample: str) -> float:
     """Sum of every ``sample`` series on the Prometheus endpoint of ``127.0.0.1:port``."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    total, seen = 0.0, False
-    family_name = sample.removesuffix("_total")
-    for family in text_string_to_metric_families(http_get(f"http://127.0.0.1:{port}/metrics")):
-        # A labelled counter with no series yet (nothing counted) is exported as a bare family.
-        seen = seen or family.name == family_name
-        for s in family.samples:
-            if s.name == sample:
-                total += s.value
-                seen = True
-    if not seen:
-        raise StackError(f"metric {sample} not exported")
-    return total
+    try:
+        return scrape_metrics(port).total(sample)
+    except MetricMissing as exc:
+        raise StackError(str(exc)) from exc
 
 
 class AppComponent:
@@ -88,7 +79,7 @@ class AppComponent:
 
     @property
     def port(self) -> int:
-        return _port(self.cfg, self.spec.port_key)
+        return table.endpoint(self.cfg, self.name)[1]
 
     @property
     def log_file(self) -> Path:
@@ -101,7 +92,7 @@ class AppComponent:
     def url(self) -> str:
         if self.name == "dashboard":
             return f"http://{self.cfg.dashboard.host}:{self.port}/"
-        return f"http://127.0.0.1:{self.port}/metrics" if self.port else ""
+        return metrics_url(self.port) if self.port else ""
 
     def pid(self) -> int | None:
         pid = process.read_pid(self.pid_file)
@@ -120,7 +111,7 @@ class AppComponent:
             return True  # metrics disabled: alive is all we can check
         if self.name == "dashboard":
             return http_get(f"http://127.0.0.1:{self.port}/_stcore/health").strip() == "ok"
-        http_get(f"http://127.0.0.1:{self.port}/metrics")
+        http_get(metrics_url(self.port))
         return True
 
     def start(self, env: dict[str, str] | None = None) -> None:

@@ -105,6 +105,7 @@ class _ComposePostgres(Postgres):
         self._su_password = superuser_password
 
     def superuser_connect(self, dbname: str = "postgres") -> Any:
+        # Lazy: psycopg2 only when a connection is made, not on every `fleetsim` start-up.
         import psycopg2
 
         pg = self.cfg.postgres

@@ -20,26 +20,20 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from fleetsim.kernel.components import COMPONENTS
 from fleetsim.kernel.config import FleetsimConfig
 from fleetsim.stack import process
+from fleetsim.stack.base import Service
+from fleetsim.stack.engines import engine
 from fleetsim.stack.secrets import ensure_secrets
 
-if TYPE_CHECKING:
-    from fleetsim.stack.base import Service
-
 PORT_KEYS = (
-    "mqtt.port",
+    *(c.port_key for c in COMPONENTS),  # each component's own port (kafka: its bootstrap address)
     "mqtt.tls_port",
-    "kafka.bootstrap",
     "kafka.controller_port",
-    "postgres.port",
     "spark.ui_port",
-    "spark.metrics_port",
-    "simulation.metrics_port",
-    "bridge.metrics_port",
-    "dashboard.port",
 )
 
 
@@ -77,15 +71,13 @@ def dedicated(
     service starts and returns overrides for it, e.g. ``kafka.advertised_port`` of a TCP proxy
     that must know the broker's port first.
     """
-    from fleetsim.stack import service
-
     cfg = isolated_config(base, run_dir)
     if adjust is not None:
         cfg = cfg.with_overrides(adjust(cfg))
     started: dict[str, Service] = {}
     try:
         for name in names:
-            svc = service(name, cfg)
+            svc = engine(name, cfg)
             started[name] = svc  # before start(): a failure still gets stopped below
             svc.start()
         yield cfg, started

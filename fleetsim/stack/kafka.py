@@ -18,6 +18,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from fleetsim.kernel.clients import kafka_python_kwargs
 from fleetsim.kernel.config import FleetsimConfig, secret
 from fleetsim.kernel.errors import MissingDependencyError, StackError
 from fleetsim.stack import process
@@ -199,9 +200,8 @@ class Kafka(Service):
         return process.spawn(argv, self.log_file, cwd=self.home).pid
 
     def ready(self) -> bool:
+        # Lazy: kafka-python costs ~0.1 s to import; only the commands that talk to Kafka pay it.
         from kafka.admin import KafkaAdminClient
-
-        from fleetsim.kernel.clients import kafka_python_kwargs
 
         admin = KafkaAdminClient(
             **kafka_python_kwargs(self.cfg, "admin"), request_timeout_ms=5000, bootstrap_timeout_ms=5000
@@ -224,10 +224,9 @@ class Kafka(Service):
 # ------------------------------------------------------------------------ topics and ACLs
 def ensure_topics(cfg: FleetsimConfig) -> None:
     """Create the telemetry and dead-letter topics (if missing) and the ACLs that use them."""
+    # Lazy: kafka-python costs ~0.1 s to import; only the commands that talk to Kafka pay it.
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import TopicAlreadyExistsError
-
-    from fleetsim.kernel.clients import kafka_python_kwargs
 
     k = cfg.kafka
     admin = KafkaAdminClient(**kafka_python_kwargs(cfg, "admin"), request_timeout_ms=15000)
@@ -253,6 +252,7 @@ def ensure_topics(cfg: FleetsimConfig) -> None:
 
 def grant_acls(cfg: FleetsimConfig, admin: Any) -> None:
     """Least-privilege ACLs: bridge writes both topics, stream reads both with its groups."""
+    # Lazy: kafka-python costs ~0.1 s to import; only the commands that talk to Kafka pay it.
     from kafka.admin import (
         ACL,
         ACLFilter,
@@ -314,9 +314,8 @@ def _acl_key(acl: Any) -> tuple[str, str, str, str, str, str]:
 
 def end_offsets(cfg: FleetsimConfig) -> dict[str, int]:
     """Records currently stored per topic (sum of end offsets minus start offsets)."""
+    # Lazy: kafka-python costs ~0.1 s to import; only the commands that talk to Kafka pay it.
     from kafka import KafkaConsumer, TopicPartition
-
-    from fleetsim.kernel.clients import kafka_python_kwargs
 
     consumer = KafkaConsumer(**kafka_python_kwargs(cfg, "admin"), request_timeout_ms=10000)
     try:

@@ -8,18 +8,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from typing import Any
 
+from fleetsim.kernel.components import COMPONENT_NAMES
 from fleetsim.kernel.config import FleetsimConfig
 from fleetsim.kernel.errors import FleetsimError
 from fleetsim.stack.base import Service
-from fleetsim.stack.components import APPS, AppComponent
-from fleetsim.stack.kafka import Kafka
-from fleetsim.stack.mosquitto import Mosquitto
-from fleetsim.stack.postgres import Postgres
+from fleetsim.stack.components import AppComponent
+from fleetsim.stack.engines import ENGINES
 from fleetsim.stack.secrets import ensure_secrets
 
 log = logging.getLogger("fleetsim.stack")
 
-ENGINES: dict[str, type[Service]] = {"mosquitto": Mosquitto, "kafka": Kafka, "postgres": Postgres}
 Component = Service | AppComponent
 Report = Callable[[str], None]
 AfterStart = Callable[[FleetsimConfig, Report], object]
@@ -81,9 +79,8 @@ def up(
 
 def down(cfg: FleetsimConfig, report: Report = print) -> None:
     """Stop every component (configured or not) in reverse dependency order, gracefully."""
-    order = ["mosquitto", "kafka", "postgres", *APPS]
     errors = []
-    for name in reversed(order):
+    for name in reversed(COMPONENT_NAMES):
         comp = component(name, cfg)
         try:
             if comp.stop():

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fleetsim.kernel.clients import pg_connect
 from fleetsim.kernel.config import FleetsimConfig
 from fleetsim.kernel.errors import MigrationError
 
@@ -75,8 +76,6 @@ def applied(conn: Any) -> dict[int, str]:
 
 def apply_migrations(cfg: FleetsimConfig, directory: Path = MIGRATIONS_DIR) -> list[int]:
     """Apply the pending migrations as the admin role; return the versions applied now."""
-    from fleetsim.kernel.clients import pg_connect
-
     migrations = discover(directory)
     conn = pg_connect(cfg, "admin")
     done: list[int] = []

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from fleetsim.kernel.clients import mqtt_client, mqtt_connect
 from fleetsim.kernel.config import FleetsimConfig, secret
 from fleetsim.kernel.contract import is_valid_device_id
 from fleetsim.kernel.errors import StackError
@@ -222,8 +223,6 @@ class Mosquitto(Service):
 
     def live(self) -> tuple[str, dict[str, Any]]:
         """Subscribe (tool identity) to the broker's ``$SYS`` counters and read them."""
-        from fleetsim.kernel.clients import mqtt_client, mqtt_connect
-
         wanted = {
             "$SYS/broker/clients/connected": "clients_connected",
             "$SYS/broker/messages/received": "messages_received",
@@ -269,8 +268,6 @@ def connack_ok(
     timeout_s: float = 5.0,
 ) -> bool:
     """True when an MQTT CONNECT with these credentials gets a successful CONNACK."""
-    from fleetsim.kernel.clients import mqtt_client, mqtt_connect
-
     result: list[bool] = []
     event = threading.Event()
 

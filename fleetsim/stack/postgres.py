@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from fleetsim.kernel.clients import pg_connect, pg_url
 from fleetsim.kernel.config import FleetsimConfig, secret
 from fleetsim.kernel.errors import StackError
 from fleetsim.stack import process
@@ -60,8 +61,6 @@ class Postgres(Service):
         return self.home / "socket"
 
     def url(self) -> str:
-        from fleetsim.kernel.clients import pg_url
-
         return pg_url(self.cfg, "admin")
 
     def check_dependencies(self) -> None:
@@ -205,6 +204,7 @@ class Postgres(Service):
 
     # ---------------------------------------------------------------- probes and set-up
     def superuser_connect(self, dbname: str = "postgres") -> Any:
+        # Lazy: psycopg2 only when a connection is made, not on every `fleetsim` start-up.
         import psycopg2
 
         return psycopg2.connect(
@@ -225,8 +225,6 @@ class Postgres(Service):
         apply_migrations(self.cfg)
 
     def live(self) -> tuple[str, dict[str, Any]]:
-        from fleetsim.kernel.clients import pg_connect
-
         conn = pg_connect(self.cfg, "admin")
         try:
             with conn.cursor() as cur:
@@ -250,7 +248,7 @@ def setup_roles(svc: Postgres) -> None:
     Runs as the bootstrap superuser over the socket. Passwords go in as bound parameters;
     identifiers through ``psycopg2.sql.Identifier``.
     """
-    from psycopg2 import sql
+    from psycopg2 import sql  # lazy: psycopg2 only when roles are set up, not at CLI start-up
 
     pg: FleetsimConfig = svc.cfg
     p = pg.postgres

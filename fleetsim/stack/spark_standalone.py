@@ -38,7 +38,7 @@ WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"
 
 def spark_home() -> Path:
     """The Spark distribution inside the installed pyspark package."""
-    try:
+    try:  # lazy: pyspark costs ~0.2 s to import; only Spark commands need its path
         import pyspark
     except ImportError as exc:  # pragma: no cover - pyspark is a hard dependency
         raise MissingDependencyError("pyspark is not installed: run `make setup`") from exc

@@ -68,6 +68,7 @@ def tap_kafka(
     cfg: FleetsimConfig, topic: str, count: int | None, *, from_beginning: bool = False, out: Printer = print
 ) -> int:
     """Print ``<partition>/<offset> <key> <value>`` for each record; stop after ``count``."""
+    # Lazy: kafka-python costs ~0.1 s to import; only the commands that talk to Kafka pay it.
     from kafka import KafkaConsumer
     from kafka.errors import KafkaError
 

@@ -9,10 +9,13 @@ from typing import Any
 
 import pytest
 from dashboard_seed import SeedFacts
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from streamlit.testing.v1 import AppTest
 
+from fleetsim.cloud.dashboard import settings
 from fleetsim.kernel.clients import pg_connect
 from fleetsim.kernel.config import FleetsimConfig
+from fleetsim.kernel.service import serve_metrics
 
 pytestmark = pytest.mark.integration
 
@@ -152,24 +155,50 @@ def test_trends_per_device_and_fleet_scopes(seeded: SeedFacts, app_cfg: Fleetsim
 
 # ------------------------------------------------------------------------------------- pipeline
 def test_pipeline_figures_and_truthful_health(seeded: SeedFacts, app_cfg: FleetsimConfig) -> None:
-    at = run_page("pipeline")
+    # Known components where the configuration points: a bridge metrics endpoint (42 forwarded,
+    # state ok), a listening "kafka", nothing on the mosquitto and sim ports, stream metrics off.
+    registry = CollectorRegistry()
+    Counter("fleetsim_bridge_forwarded", "f", registry=registry).inc(42)
+    Gauge("fleetsim_bridge_state", "s", registry=registry).set(0)
+    kafka = socket.create_server(("127.0.0.1", 0))
+    bridge_port, mqtt_port, sim_port = _free_ports(3)
+    cfg = app_cfg.with_overrides(
+        {
+            "bridge.metrics_port": bridge_port,
+            "kafka.bootstrap": f"127.0.0.1:{kafka.getsockname()[1]}",
+            "mqtt.port": mqtt_port,
+            "simulation.metrics_port": sim_port,
+            "spark.metrics_port": 0,
+        }
+    )
+    settings.inject(cfg)
+    with kafka, serve_metrics(registry, bridge_port):
+        at = run_page("pipeline")
     m = metrics(at)
     assert m["Late rows dropped"] == str(seeded.late_rows_dropped)
     assert m["Records"] == str(sum(seeded.deadletters.values()) + sum(seeded.rejects.values()))
     assert m["Latency p50"] == "150 ms"
     health = at.dataframe[0].value.set_index("component")
-    # The same source as `fleetsim status`: every component's state is what it reports right now.
-    from fleetsim.stack.lifecycle import status
-
-    truth = {row["name"]: row["state"] for row in status(app_cfg)}
-    assert truth, "fleetsim status returned nothing"
-    for name, state in truth.items():
-        assert health.loc[name, "state"] == state, name
-        assert health.loc[name, "source"] == "fleetsim status"
+    # Measured, never assumed: each state is what the component's port answered just now.
+    assert health.loc["bridge", "state"] == "up" and "42 records forwarded" in health.loc["bridge", "detail"]
+    assert health.loc["kafka", "state"] == "up"
     assert health.loc["postgres", "state"] == "up"
+    assert health.loc["mosquitto", "state"] == "down"
+    assert health.loc["sim", "state"] == "down"
+    assert health.loc["stream", "state"] == "unknown"  # metrics off: cannot be measured
+    assert health.loc["dashboard", "state"] == "down"  # AppTest serves no HTTP
     # Database evidence is added apart: batch metrics were written seconds ago.
-    db_stream = "stream (db)" if "stream" in truth else "stream"
-    assert health.loc[db_stream, "state"] == "up"
+    assert health.loc["stream (db)", "state"] == "up"
+    assert health.loc["postgres (db)", "state"] == "up"
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.create_server(("127.0.0.1", 0)) for _ in range(n)]
+    try:
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 # -------------------------------------------------------------------------------------- devices

@@ -14,6 +14,7 @@ import pytest
 import streamlit as st
 
 from fleetsim.kernel.config import FleetsimConfig
+from fleetsim.kernel.scrape import scrape as scrape_metrics
 
 
 @pytest.fixture
@@ -41,16 +42,13 @@ def _env(cfg: FleetsimConfig) -> dict[str, str]:
 
 
 def _wait_bridge_ready(proc: subprocess.Popen[bytes], port: int, timeout_s: float) -> None:
-    import urllib.request
-
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"the bridge exited with {proc.returncode}")
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
-                if "fleetsim_bridge_state 0.0" in resp.read().decode():
-                    return
+            if scrape_metrics(port).value("fleetsim_bridge_state") == 0.0:
+                return
         except OSError:
             pass
         time.sleep(0.3)

@@ -23,6 +23,7 @@ import pytest
 
 from fleetsim.kernel.clients import kafka_python_kwargs, mqtt_client, mqtt_connect, pg_connect
 from fleetsim.kernel.config import FleetsimConfig, config_to_env
+from fleetsim.kernel.scrape import scrape as scrape_metrics
 from fleetsim.registry import service
 from fleetsim.registry.model import device_topic, validate_new_device
 from fleetsim.stack import process
@@ -90,11 +91,7 @@ def pipeline(
 
 
 def _bridge_ok(port: int) -> bool:
-    import urllib.request
-
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
-        text = resp.read().decode()
-    return any(line.split() == ["fleetsim_bridge_state", "0.0"] for line in text.splitlines())
+    return scrape_metrics(port).value("fleetsim_bridge_state") == 0.0
 
 
 def _device_client(cfg: FleetsimConfig, user: str, password: str) -> Any:

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -24,6 +23,7 @@ import pytest
 
 from fleetsim.kernel.clients import kafka_python_kwargs, pg_connect
 from fleetsim.kernel.config import AlertsConfig, FleetsimConfig, config_to_env
+from fleetsim.kernel.scrape import scrape as scrape_metrics
 from fleetsim.stack.process import free_ports
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark]
@@ -305,12 +305,10 @@ def test_exact_tables_then_kill_and_restart(stream_cfg: FleetsimConfig, tmp_path
             msg = f"{exc}; {len(diff)} windows differ (key, got, want): {diff[:8]}"
             raise AssertionError(msg) from exc
         # Metrics endpoint of the restarted job.
-        body = (
-            urllib.request.urlopen(f"http://127.0.0.1:{cfg.spark.metrics_port}/metrics", timeout=5)
-            .read()
-            .decode()
+        exported = scrape_metrics(cfg.spark.metrics_port, timeout_s=5)
+        assert (
+            "fleetsim_stream_rows_written_total" in exported and "fleetsim_stream_last_batch_id" in exported
         )
-        assert "fleetsim_stream_rows_written_total" in body and "fleetsim_stream_last_batch_id" in body
 
         # SIGTERM: graceful stop.
         proc.send_signal(signal.SIGTERM)

@@ -10,9 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from fleetsim.cli.stack import COMPONENTS as CLI_COMPONENTS
+from fleetsim.kernel import components as table
 from fleetsim.kernel.config import FleetsimConfig
 from fleetsim.kernel.errors import ConfigError, MigrationError, PortInUseError
-from fleetsim.stack import process
+from fleetsim.stack import SERVICES, lifecycle, process
+from fleetsim.stack.components import APPS, AppComponent
+from fleetsim.stack.isolated import PORT_KEYS
 from fleetsim.stack.kafka import server_properties
 from fleetsim.stack.migrations import discover
 from fleetsim.stack.mosquitto import acl_text, hash_password
@@ -151,3 +155,29 @@ def test_free_ports_are_distinct_bindable_and_below_the_ephemeral_range() -> Non
     for p in ports:
         with socket.socket() as s:
             s.bind(("127.0.0.1", p))
+
+
+# ------------------------------------------------------------------------------ component table
+def test_stack_tables_build_on_the_kernel_component_table(tmp_path: Path) -> None:
+    assert tuple(SERVICES) == table.ENGINE_NAMES and tuple(APPS) == table.APP_NAMES
+    assert CLI_COMPONENTS == table.COMPONENT_NAMES
+    assert {c.port_key for c in table.COMPONENTS} <= set(PORT_KEYS)
+    cfg = FleetsimConfig().with_overrides({"stack.run_dir": str(tmp_path), "bridge.metrics_port": 19102})
+    for name in table.COMPONENT_NAMES:
+        comp = lifecycle.component(name, cfg)
+        assert comp.port == table.endpoint(cfg, name)[1], name
+    assert AppComponent("bridge", cfg).url() == "http://127.0.0.1:19102/metrics"
+    stopped: list[str] = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(lifecycle, "component", lambda name, _cfg: _Stopper(name, stopped))
+        lifecycle.down(cfg, report=lambda _line: None)
+    assert stopped == list(reversed(table.COMPONENT_NAMES))
+
+
+class _Stopper:
+    def __init__(self, name: str, stopped: list[str]) -> None:
+        self.name, self.stopped = name, stopped
+
+    def stop(self) -> bool:
+        self.stopped.append(self.name)
+        return False

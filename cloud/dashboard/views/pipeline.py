@@ -1,5 +1,6 @@
 """Pipeline view: is the pipeline healthy and keeping up? Throughput, event-to-row latency, batch
-durations, watermark drops, dead letters, and per-component health from ``fleetsim status``."""
+durations, watermark drops, dead letters, and per-component health measured from here (TCP connect,
+metrics scrape) plus what the database proves."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ import streamlit as st
 from fleetsim.cloud.dashboard import health, logic
 from fleetsim.cloud.dashboard.queries import pipeline as qpipe
 from fleetsim.cloud.dashboard.ui import Context
+from fleetsim.kernel.config import FleetsimConfig
 
 WINDOWS = {"Last 15 minutes": 900, "Last hour": 3600, "Last 6 hours": 21600, "Last 24 hours": 86400}
 
 
 @st.cache_data(ttl=10.0, show_spinner=False)
-def _stack_health(_cfg: object, key: str) -> list[health.ComponentHealth] | None:
-    return health.stack_health(_cfg)  # type: ignore[arg-type]
+def _measured_health(_cfg: FleetsimConfig, key: str) -> list[health.ComponentHealth]:
+    return health.measured_health(_cfg)
 
 
 def _health(ctx: Context) -> None:
@@ -23,8 +25,7 @@ def _health(ctx: Context) -> None:
     now = fresh.get("db_now") or logic.utc_now()
     stale_after = max(30.0, 10 * ctx.cfg.spark.trigger_interval_s)
     db_rows = health.database_health(fresh, now, stale_after)
-    db_rows.append(health.ComponentHealth("dashboard (this page)", "up", "serving this page", "self"))
-    rows = health.merge(_stack_health(ctx.cfg, ctx.pool.key), db_rows)
+    rows = health.merge(_measured_health(ctx.cfg, ctx.pool.key), db_rows)
     st.dataframe(
         [{"component": r.name, "state": r.state, "detail": r.detail, "source": r.source} for r in rows],
         hide_index=True,
