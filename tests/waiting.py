@@ -26,7 +26,7 @@ def wait_until(
     condition: Callable[[], T],
     timeout_s: float,
     *,
-    interval_s: float = 0.1,
+    interval_s: float = 0.2,
     what: str = "the condition",
     ignoring: tuple[type[BaseException], ...] = (),
 ) -> T:

@@ -28,19 +28,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from waiting import wait_until
+
 from fleetsim.kernel.clients import mqtt_client, mqtt_connect, pg_connect
 from fleetsim.kernel.config import FleetsimConfig, config_to_env
 from fleetsim.kernel.contract import encode_reading, format_ts_ms
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str, interval_s: float = 0.2) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(interval_s)
 
 
 # ------------------------------------------------------------------------------------ children
@@ -139,7 +133,7 @@ class Pipeline:
                 raise RuntimeError(f"the bridge exited:\n{self.bridge.tail()}")
             return _metric(self.cfg.bridge.metrics_port, "fleetsim_bridge_state") == 0.0
 
-        wait_for(ready, timeout_s, "the bridge to connect to MQTT and Kafka")
+        wait_until(ready, timeout_s, what="the bridge to connect to MQTT and Kafka")
 
     def bridge_metric(self, name: str) -> float | None:
         """One ``fleetsim_bridge_*`` value from the bridge's /metrics (None when it does not answer)."""
@@ -157,7 +151,7 @@ class Pipeline:
             return "fleetsim.stream: streaming from" in self.stream.log_since_start()
 
         # Spark takes ~10 s idle, much longer on a loaded 2-core machine.
-        wait_for(ready, timeout_s, "the streaming job's queries to start", 0.5)
+        wait_until(ready, timeout_s, what="the streaming job's queries to start", interval_s=0.5)
 
     def stop(self) -> None:
         for child in (self.bridge, self.stream):
@@ -289,7 +283,7 @@ class TruthPublisher(threading.Thread):
         self.join(timeout=30)
         if self.error is not None:
             raise RuntimeError("the truth publisher failed") from self.error
-        wait_for(lambda: self.n_acked >= self.n_sent, ack_timeout_s, "the broker to ack every publish")
+        wait_until(lambda: self.n_acked >= self.n_sent, ack_timeout_s, what="the broker to ack every publish")
         self.client.disconnect()
         self.client.loop_stop()
 

@@ -25,7 +25,8 @@ from typing import Any
 
 import pytest
 from link_proxy import LinkProxy
-from reliability_support import Pipeline, TruthPublisher, check, drain, report, stored_counts, wait_for
+from reliability_support import Pipeline, TruthPublisher, check, drain, report, stored_counts
+from waiting import wait_until
 
 from fleetsim.kernel.clients import confluent_kafka_config
 from fleetsim.stack import process
@@ -55,7 +56,9 @@ def _seconds_until_stored(p: Pipeline, pub: TruthPublisher, wanted: dict[str, se
         have = stored_counts(p.cfg, pub.devices)
         return all(seqs <= set(have.get(dev, {})) for dev, seqs in wanted.items())
 
-    wait_for(all_in, timeout_s, "the pipeline to store what was acked before the fault", 0.25)
+    wait_until(
+        all_in, timeout_s, what="the pipeline to store what was acked before the fault", interval_s=0.25
+    )
     return time.monotonic() - t0
 
 
@@ -79,7 +82,7 @@ def _query_restarts(p: Pipeline) -> int:
 
 def _hard_kill(pid: int) -> None:
     os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: not process.pid_alive(pid), 30, f"pid {pid} to die")
+    wait_until(lambda: not process.pid_alive(pid), 30, what=f"pid {pid} to die")
 
 
 def _assert_clean(v: Any) -> None:
@@ -93,7 +96,7 @@ def test_kafka_paused_30s_then_killed_loses_nothing(pipe: Pipeline) -> None:
     pub = TruthPublisher(pipe.cfg, "eng-kafka", devices=10, rate=RATE)
     pub.start()
     try:
-        wait_for(lambda: _stored(pipe, pub) > 300, 120, "rows of this drill to land")
+        wait_until(lambda: _stored(pipe, pub) > 300, 120, what="rows of this drill to land")
         pid = kafka.pid()
         assert pid is not None
         os.kill(pid, signal.SIGSTOP)
@@ -133,7 +136,7 @@ def test_mosquitto_graceful_restart_loses_nothing(pipe: Pipeline) -> None:
     pub = TruthPublisher(pipe.cfg, "eng-mqterm", devices=10, rate=RATE)
     pub.start()
     try:
-        wait_for(lambda: _stored(pipe, pub) > 300, 120, "rows of this drill to land")
+        wait_until(lambda: _stored(pipe, pub) > 300, 120, what="rows of this drill to land")
         t0 = time.monotonic()
         assert mosq.stop()  # SIGTERM: the broker saves its sessions and queues on exit
         mosq.start()
@@ -163,7 +166,7 @@ def test_mosquitto_killed_loses_at_most_its_unsaved_window(pipe: Pipeline) -> No
     pub = TruthPublisher(pipe.cfg, "eng-mqkill", devices=10, rate=RATE)
     pub.start()
     try:
-        wait_for(lambda: _stored(pipe, pub) > 300, 120, "rows of this drill to land")
+        wait_until(lambda: _stored(pipe, pub) > 300, 120, what="rows of this drill to land")
         lag = 0  # broker-acked minus bridge-received, sampled: the broker-side queue, roughly
         received0 = pipe.bridge_metric("fleetsim_bridge_received_total") or 0.0
         acked0 = pub.n_acked
@@ -205,7 +208,7 @@ def test_slow_then_cut_kafka_link_loses_nothing(pipe: Pipeline, proxy: LinkProxy
     pub = TruthPublisher(pipe.cfg, "eng-link", devices=10, rate=RATE)
     pub.start()
     try:
-        wait_for(lambda: _stored(pipe, pub) > 300, 120, "rows of this drill to land")
+        wait_until(lambda: _stored(pipe, pub) > 300, 120, what="rows of this drill to land")
         proxy.delay_s = 0.2
         stored0, forwarded0 = _stored(pipe, pub), _forwarded(pipe)
         time.sleep(6)
@@ -252,7 +255,9 @@ def test_records_aged_out_before_spark_read_them_stop_the_job_loudly(pipe: Pipel
     finally:
         pub.finish()
     # Every acked reading is in Kafka; then age all of them out, before the job reads them.
-    wait_for(lambda: _forwarded(pipe) - forwarded0 >= pub.n_acked, 60, "the bridge to forward the drill")
+    wait_until(
+        lambda: _forwarded(pipe) - forwarded0 >= pub.n_acked, 60, what="the bridge to forward the drill"
+    )
     topic = pipe.cfg.kafka.telemetry_topic
     admin = AdminClient(confluent_kafka_config(pipe.cfg, "admin"))
     parts = admin.list_topics(topic, timeout=10).topics[topic].partitions

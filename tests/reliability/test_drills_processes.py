@@ -12,7 +12,8 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from reliability_support import Pipeline, TruthPublisher, drain, report, wait_for
+from reliability_support import Pipeline, TruthPublisher, drain, report
+from waiting import wait_until
 
 from fleetsim.kernel.clients import mqtt_client, mqtt_connect, pg_connect
 from fleetsim.kernel.contract import encode_reading, format_ts_ms
@@ -59,7 +60,7 @@ def test_spark_driver_killed_mid_batch_resumes_from_its_checkpoint(pipe: Pipelin
     pub.start()
     try:
         # Mid-batch: rows of this drill are flowing into the table when the driver dies.
-        wait_for(lambda: _rows(pipe, pub.devices) > 300, 300, "rows of this drill to land")
+        wait_until(lambda: _rows(pipe, pub.devices) > 300, 300, what="rows of this drill to land")
         pipe.stream.kill9()
         t_kill = time.monotonic()
         time.sleep(3)
@@ -80,7 +81,7 @@ def test_writer_backend_terminated_and_postgres_restarted(pipe: Pipeline) -> Non
     pub = TruthPublisher(pipe.cfg, "drill-pg", devices=10, rate=300)
     pub.start()
     try:
-        wait_for(lambda: _rows(pipe, pub.devices) > 300, 300, "rows of this drill to land")
+        wait_until(lambda: _rows(pipe, pub.devices) > 300, 300, what="rows of this drill to land")
         writer = pipe.cfg.postgres.writer_user
         pg = pipe.services["postgres"]
         # The bootstrap superuser (over the socket): no Fleetsim role may signal another's backend.
@@ -134,7 +135,7 @@ def test_late_events_land_raw_flagged_and_are_counted_as_dropped_by_the_windows(
     pub = TruthPublisher(pipe.cfg, "drill-late", devices=5, rate=100)
     pub.start()
     try:
-        wait_for(lambda: _rows(pipe, pub.devices) > 50, 300, "on-time rows of this drill to land")
+        wait_until(lambda: _rows(pipe, pub.devices) > 50, 300, what="on-time rows of this drill to land")
     finally:
         pub.finish()
     on_time = drain(pipe.cfg, pub)
@@ -173,10 +174,12 @@ def test_late_events_land_raw_flagged_and_are_counted_as_dropped_by_the_windows(
         assert flagged == total, f"{total - flagged} late rows stored without the late flag"
         return int(total)
 
-    wait_for(lambda: late_rows() == n_late, 120, f"all {n_late} late readings to land in sensor_data")
+    wait_until(lambda: late_rows() == n_late, 120, what=f"all {n_late} late readings to land in sensor_data")
     # The windowed query's state operators count what they drop behind the watermark.
-    wait_for(
-        lambda: _late_dropped(pipe) - dropped_before >= n_late, 120, "the windows to count the late drops"
+    wait_until(
+        lambda: _late_dropped(pipe) - dropped_before >= n_late,
+        120,
+        what="the windows to count the late drops",
     )
     report(
         "late-events", late_sent=n_late, late_stored_flagged=late_rows(),

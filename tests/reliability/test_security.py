@@ -29,7 +29,8 @@ from typing import Any
 import mqtt_raw
 import psycopg2
 import pytest
-from reliability_support import Pipeline, query, wait_for
+from reliability_support import Pipeline, query
+from waiting import wait_until
 
 from fleetsim.kernel.clients import pg_connect
 from fleetsim.kernel.config import DashboardConfig, FleetsimConfig, config_to_env
@@ -76,8 +77,8 @@ def test_device_a_cannot_write_for_device_b_end_to_end(pipe: Pipeline) -> None:
     def code(topic: str, payload: bytes) -> int:
         return mqtt_raw.puback_code(cfg, topic, payload, **login)
 
-    wait_for(lambda: _accepted(lambda: code(f"sensors/{DEVICE_A}/telemetry", reading(DEVICE_A, 1))), 15,
-             "device A's identity after SIGHUP")  # fmt: skip
+    wait_until(lambda: _accepted(lambda: code(f"sensors/{DEVICE_A}/telemetry", reading(DEVICE_A, 1))), 15,
+               what="device A's identity after SIGHUP")  # fmt: skip
     foreign = [f"sensors/{DEVICE_B}/telemetry", f"sensors/{DEVICE_B}/senml", f"tele/{DEVICE_B}/SENSOR",
                f"sensors/{DEVICE_B}/status", "fleetsim/control/all"]  # fmt: skip
     assert {t: code(t, reading(DEVICE_B, 1)) for t in foreign} == dict.fromkeys(
@@ -98,9 +99,9 @@ def test_device_a_cannot_write_for_device_b_end_to_end(pipe: Pipeline) -> None:
             s for (s,) in query(cfg, "SELECT seq FROM sensor_data WHERE device_id = %s ORDER BY 1", (device,))
         ]
 
-    wait_for(lambda: stored(DEVICE_A) == [1, 3], 120, "device A's own readings stored")
+    wait_until(lambda: stored(DEVICE_A) == [1, 3], 120, what="device A's own readings stored")
     dead = "SELECT reason, source_topic FROM deadletter_records WHERE source_topic LIKE %s"
-    wait_for(lambda: bool(query(cfg, dead, ("%sec-dev-%",))), 60, "the spoofed reading dead-lettered")
+    wait_until(lambda: bool(query(cfg, dead, ("%sec-dev-%",))), 60, what="the spoofed reading dead-lettered")
     assert query(cfg, dead, ("%sec-dev-%",)) == [("id_mismatch", f"sensors/{DEVICE_A}/telemetry")]
     assert stored(DEVICE_B) == []
     assert query(cfg, "SELECT count(*) FROM device_latest WHERE device_id = %s", (DEVICE_B,)) == [(0,)]
@@ -206,7 +207,9 @@ def test_dashboard_listens_on_loopback_by_default(pipe: Pipeline, tmp_path: Path
             env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     try:
-        wait_for(lambda: bool(_listening(port)) or proc.poll() is not None, 120, "the dashboard to listen")
+        wait_until(
+            lambda: bool(_listening(port)) or proc.poll() is not None, 120, what="the dashboard to listen"
+        )
         assert proc.poll() is None, log.read_text()
         assert _listening(port) == {"127.0.0.1"}
     finally:
