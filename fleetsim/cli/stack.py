@@ -16,11 +16,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fleetsim.kernel.components import COMPONENT_NAMES
+from fleetsim.kernel.clients import pg_url
+from fleetsim.kernel.components import COMPONENT_NAMES, ENGINE_NAMES
 from fleetsim.kernel.config import ENV_DELIMITER, ENV_PREFIX, FleetsimConfig, secret
 from fleetsim.kernel.errors import FleetsimError, MissingDependencyError, StackError
 from fleetsim.registry.seed import seed_at_startup
-from fleetsim.stack import lifecycle
+from fleetsim.stack import lifecycle, tap, tls
+from fleetsim.stack.postgres import pg_binary
 
 COMPONENTS = COMPONENT_NAMES
 
@@ -67,7 +69,6 @@ def run_up(args: argparse.Namespace, cfg: FleetsimConfig) -> int:
     print(f"fleetsim up: {', '.join(cfg.stack.components)} (run dir {cfg.run_dir})")
     cfg = start_stack(cfg, global_args=global_args, child_env=env)
     print(f"secrets: {cfg.secrets_file} (mode 0600)")
-    from fleetsim.stack import tls
 
     if tls.tls_enabled(cfg) and "mosquitto" in cfg.stack.components:
         print(f"Devices (TLS): {tls.public_host(cfg)}:{cfg.mqtt.tls_port}, CA file {tls.files(cfg).ca_cert}")
@@ -86,7 +87,6 @@ def run_down(_args: argparse.Namespace, cfg: FleetsimConfig) -> int:
 
 
 def _urls(cfg: FleetsimConfig) -> dict[str, str]:
-    from fleetsim.kernel.clients import pg_url
 
     return {
         "mqtt": f"mqtt://{cfg.mqtt.tool_user}@{cfg.mqtt.host}:{cfg.mqtt.port}",
@@ -130,7 +130,6 @@ def run_logs(args: argparse.Namespace, cfg: FleetsimConfig) -> int:
 
 
 def run_psql(args: argparse.Namespace, cfg: FleetsimConfig) -> int:
-    from fleetsim.stack.postgres import pg_binary
 
     try:
         psql = shutil.which("psql") or pg_binary("psql")
@@ -159,7 +158,6 @@ def _print_flush(line: str) -> None:
 
 
 def run_tap(args: argparse.Namespace, cfg: FleetsimConfig) -> int:
-    from fleetsim.stack import tap
 
     _quiet_kafka_client()
     count = args.count
@@ -180,7 +178,7 @@ def run_config_show(_args: argparse.Namespace, cfg: FleetsimConfig) -> int:
 def run_setup_check(_args: argparse.Namespace, cfg: FleetsimConfig) -> int:
     """Report every missing binary or jar at once (each from the service that needs it)."""
     problems = []
-    for name in ("mosquitto", "kafka", "postgres"):
+    for name in ENGINE_NAMES:
         try:
             lifecycle.component(name, cfg).check_dependencies()  # type: ignore[union-attr]
         except MissingDependencyError as exc:
