@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from typing import Any
 
 import pytest
+from waiting import wait_until
 
 from fleetsim.bridge.directory import DeviceStatus
 from fleetsim.bridge.registry_directory import RegistryDirectory, register_unplaced
@@ -34,15 +34,6 @@ def _row(cfg: FleetsimConfig, device_id: str) -> Any:
             return cur.fetchone()
     finally:
         conn.close()
-
-
-def _wait(pred: Any, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def test_seed_from_csv_is_idempotent_and_never_overwrites_real_devices(
@@ -118,15 +109,27 @@ def test_directory_sees_changes_through_notify_long_before_its_refresh(postgres:
         dev = _uid("notify")
         assert directory.status(dev) is DeviceStatus.UNKNOWN
         service.add_device(postgres, validate_new_device(postgres, dev, site="s", lat=1.0, lon=2.0))
-        assert _wait(lambda: directory.status(dev) is DeviceStatus.ENABLED, timeout=5)
+        wait_until(
+            lambda: directory.status(dev) is DeviceStatus.ENABLED,
+            5,
+            interval_s=0.02,
+            what="the new device enabled",
+        )
         info = directory.location(dev)
         assert info is not None and (info.site, info.lat, info.lon) == ("s", 1.0, 2.0)
         service.disable_device(postgres, dev)
-        assert _wait(lambda: directory.status(dev) is DeviceStatus.DISABLED, timeout=5)
+        wait_until(
+            lambda: directory.status(dev) is DeviceStatus.DISABLED,
+            5,
+            interval_s=0.02,
+            what="the device disabled",
+        )
 
         stranger = _uid("stranger")
         directory.note_unknown(stranger)
-        assert _wait(lambda: _row(postgres, stranger) is not None, timeout=5)
+        wait_until(
+            lambda: _row(postgres, stranger) is not None, 5, interval_s=0.02, what="the stranger registered"
+        )
         kind, site, lat, lon, placed, enabled, _ = _row(postgres, stranger)
         assert (kind, site, lat, lon, placed, enabled) == ("real", None, None, None, False, True)
     finally:

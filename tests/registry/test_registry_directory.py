@@ -4,11 +4,10 @@ covered by the integration tests)."""
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from waiting import wait_until
 
 from fleetsim.bridge.directory import DeviceStatus
 from fleetsim.bridge.registry_directory import DeviceInfo, RegistryDirectory, snapshot_from_rows
@@ -46,15 +45,6 @@ class FakeRegistry:
 
 def _directory(reg: FakeRegistry, refresh_s: float = 60.0) -> RegistryDirectory:
     return RegistryDirectory(CFG, refresh_s=refresh_s, loader=reg.load, registrar=reg.register)
-
-
-def _wait(pred: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 def test_status_answers_enabled_disabled_unknown() -> None:
@@ -119,16 +109,16 @@ def test_background_refresh_picks_up_changes_and_keeps_last_copy_on_failure() ->
     try:
         with reg.lock:
             reg.rows["b"] = DeviceInfo(True, None, None, None)
-        assert _wait(lambda: d.status("b") is DeviceStatus.ENABLED)
+        wait_until(lambda: d.status("b") is DeviceStatus.ENABLED, 5, interval_s=0.01, what="b enabled")
         reg.fail = True
-        assert _wait(lambda: d.failures >= 1)
+        wait_until(lambda: d.failures >= 1, 5, interval_s=0.01, what="a failed refresh")
         # Stale but whole: still knows both devices.
         assert d.status("a") is DeviceStatus.ENABLED
         assert d.status("b") is DeviceStatus.ENABLED
         reg.fail = False
         with reg.lock:
             reg.rows["a"] = DeviceInfo(False, None, None, None)
-        assert _wait(lambda: d.status("a") is DeviceStatus.DISABLED, timeout=10)
+        wait_until(lambda: d.status("a") is DeviceStatus.DISABLED, 10, interval_s=0.01, what="a disabled")
     finally:
         d.stop()
 
