@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import signal
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from fleetsim.edge.runner import Runner, RunReport
 from fleetsim.kernel.config import FleetsimConfig
 from fleetsim.kernel.errors import SimulationError
 from fleetsim.kernel.fleetfile import DeviceSpec, load_fleet, parse_shard, scale_fleet, shard_fleet
+from fleetsim.kernel.service import MetricsServer, StopSignals
 from fleetsim.kernel.timespec import parse_start
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,8 @@ def run_simulation(
         publisher = mqtt
     ledger = Ledger(opts.ledger_file or cfg.ledger_file)
     metrics = SimMetrics()
-    previous: dict[signal.Signals, Any] = {}
+    server = MetricsServer(metrics.registry, sc.metrics_port)
+    signals = StopSignals(opts.stop, name="the simulator", log=log)
     try:
         # seq = start instant (epoch ms) + n: a restarted simulator (every device "rebooting")
         # continues above the previous run's seqs, as the contract requires, while the same
@@ -121,10 +122,9 @@ def run_simulation(
             mqtt.on_control = sim.submit
         if readings:
             sim.env.process(replay_process(sim, readings, start, opts.replay_shift))
-        metrics.serve(sc.metrics_port)
-        if opts.handle_signals and threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                previous[sig] = signal.signal(sig, lambda *_: opts.stop.set())
+        server.start()
+        if opts.handle_signals:
+            signals.install()  # the current step ends, then the graceful shutdown below
 
         def tick(s: Simulation, report: RunReport, lag: float) -> None:
             metrics.update(s, report, lag, mqtt.outstanding if mqtt is not None else 0)
@@ -166,9 +166,8 @@ def run_simulation(
             raise SimulationError(f"{mqtt.fatal}; the ledger has what was sent before")
         return report, totals
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        metrics.close()
+        signals.restore()
+        server.stop()
         ledger.close()
         if mqtt is not None:
             mqtt.close()

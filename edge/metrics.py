@@ -1,4 +1,5 @@
-"""Prometheus metrics of the simulator, on 127.0.0.1:<simulation.metrics_port>.
+"""Prometheus metrics of the simulator (served on 127.0.0.1:<simulation.metrics_port> by
+:class:`fleetsim.kernel.service.MetricsServer`).
 
 Updated about once a wall second from the runner's upkeep (never per message: a Counter
 increment takes a lock, and the hot path publishes tens of thousands of messages a second).
@@ -6,9 +7,7 @@ increment takes a lock, and the hot path publishes tens of thousands of messages
 
 from __future__ import annotations
 
-from typing import Any
-
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from fleetsim.edge.engine import Simulation
 from fleetsim.edge.runner import RunReport
@@ -36,12 +35,6 @@ class SimMetrics:
             "fleetsim_sim_mqtt_outstanding", "Messages handed to paho, not yet acknowledged", registry=r
         )
         self._last: dict[str, int] = {"published": 0, "overflow": 0, "dropout": 0}
-        self._server: Any = None
-
-    def serve(self, port: int) -> None:
-        """Expose on 127.0.0.1:``port`` (0 disables)."""
-        if port:
-            self._server, _ = start_http_server(port, addr="127.0.0.1", registry=self.registry)
 
     def update(self, sim: Simulation, report: RunReport, lag_s: float, outstanding: int = 0) -> None:
         s = sim.stats
@@ -54,8 +47,3 @@ class SimMetrics:
         self.buffered.set(s.buffered)
         self.lag.set(lag_s)
         self.outstanding.set(outstanding)
-
-    def close(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server = None

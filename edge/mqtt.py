@@ -165,6 +165,12 @@ class MqttPublisher:
                 raise SimulationError(f"MQTT broker refused the simulator: {self._connect_error}")
             if self._connected and all(c.is_connected() for c in self.clients.values()):
                 return
+            if self._generation and not self._connected:
+                # Accepted, then closed before we could start: what a broker does when another
+                # live client holds the id (Mosquitto closes the socket without a reason code).
+                self.fatal = self.fatal or self._takeover_message("connection closed right after connecting")
+                self.close(graceful=False)
+                raise SimulationError(self.fatal)
             time.sleep(0.02)
         self.close(graceful=False)
         raise SimulationError(
@@ -209,13 +215,15 @@ class MqttPublisher:
             self._short_sessions = 0
         taken = getattr(reason, "value", None) == SESSION_TAKEN_OVER
         if taken or self._short_sessions >= TAKEOVER_REPEATS:
-            self.fatal = (
-                f"the MQTT broker gave client id {self.fleet_id!r} to another client "
-                f"({'session taken over' if taken else 'connection closed right after connecting'} "
-                f"{max(1, self._short_sessions)} time(s)); every simulator process needs its own "
-                "simulation.instance (leave it empty for a random one)"
-            )
+            why = "session taken over" if taken else "connection closed right after connecting"
+            self.fatal = self._takeover_message(f"{why}, {max(1, self._short_sessions)} time(s)")
             self.stop.set()
+
+    def _takeover_message(self, why: str) -> str:
+        return (
+            f"the MQTT broker gave client id {self.fleet_id!r} to another client ({why}); every "
+            "simulator process needs its own simulation.instance (leave it empty for a random one)"
+        )
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, reason: Any, props: Any) -> None:
         self._done += 1

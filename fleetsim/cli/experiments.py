@@ -11,8 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from fleetsim.cli.stack import child_args, start_stack
+from fleetsim.experiments.scenario import load_scenario
+from fleetsim.experiments.store import get_run, list_runs
+from fleetsim.experiments.targets import prepare_fleet
 from fleetsim.kernel.config import FleetsimConfig
 from fleetsim.kernel.errors import ExperimentError
+from fleetsim.kernel.fleetfile import load_fleet
 
 
 def register(subparsers: Any) -> None:
@@ -57,9 +61,9 @@ def _progress(msg: str) -> None:
 
 
 def cmd_run(args: argparse.Namespace, cfg: FleetsimConfig) -> int:
+    # The report draws with matplotlib (~0.9 s to import): only the commands that run or show need it.
     from fleetsim.experiments.report import summary_markdown
     from fleetsim.experiments.runner import RunOptions, run_experiment
-    from fleetsim.experiments.scenario import load_scenario
 
     scenario = load_scenario(args.scenario)
     if args.shorten < 1:
@@ -94,7 +98,6 @@ def _bring_up(args: argparse.Namespace, cfg: FleetsimConfig) -> FleetsimConfig:
 
 
 def cmd_list(args: argparse.Namespace, cfg: FleetsimConfig) -> int:
-    from fleetsim.experiments.store import list_runs
 
     runs = list_runs(cfg, args.limit)
     if not runs:
@@ -113,8 +116,7 @@ def cmd_list(args: argparse.Namespace, cfg: FleetsimConfig) -> int:
 
 
 def cmd_show(args: argparse.Namespace, cfg: FleetsimConfig) -> int:
-    from fleetsim.experiments.report import summary_markdown
-    from fleetsim.experiments.store import get_run
+    from fleetsim.experiments.report import summary_markdown  # matplotlib: see cmd_run
 
     run = get_run(cfg, args.run_id)
     if run is None:
@@ -133,9 +135,6 @@ def cmd_show(args: argparse.Namespace, cfg: FleetsimConfig) -> int:
 
 
 def cmd_validate(args: argparse.Namespace, cfg: FleetsimConfig) -> int:
-    from fleetsim.experiments.scenario import load_scenario
-    from fleetsim.experiments.targets import prepare_fleet
-    from fleetsim.kernel.fleetfile import load_fleet
 
     for path in args.scenarios:
         sc = load_scenario(path)

@@ -193,6 +193,7 @@ def score_run(
         sim_end + margin + timedelta(seconds=max(sc.grace_s, cfg.alerts.offline_after_s)),
         tuple(devices),
         wall_start,
+        first_seq(ledger),
     )
     alerts = collect.fetch_alerts(cfg, window)
     table, hop_rows = collect.fetch_table_seqs(cfg, window)
@@ -261,7 +262,9 @@ def run_experiment(
         say(f"simulation done: {totals.get('published')} messages published ({expected} distinct readings)")
         margin = timedelta(seconds=_max_skew_s(scenario) + 1.0)
         sim_end = datetime.fromisoformat(totals["end"])
-        window = collect.Window(sim_start - margin, sim_end + margin, tuple(devices), wall_start)
+        window = collect.Window(
+            sim_start - margin, sim_end + margin, tuple(devices), wall_start, first_seq(ledger)
+        )
         drained = wait_drained(cfg, window, expected, scenario.scoring.drain_timeout_s, opts, say, stop)
         say(f"pipeline drained: {drained[0]} ({drained[1]}); scoring")
         report = score_run(cfg, scenario, run_id, ledger_path, planned, devices, wall_start, drained, opts)
@@ -280,6 +283,12 @@ def run_experiment(
             ) from exc
         raise
     return report, out_dir
+
+
+def first_seq(ledger: collect.GroundTruth) -> int:
+    """The lowest seq this run made (its devices all start at the run's seq base)."""
+    firsts = [r[0][0] for s in ledger.sent.values() for r in (s.published, *s.dropped.values()) if r]
+    return min(firsts, default=0)
 
 
 def _published(sent: Any) -> set[int]:

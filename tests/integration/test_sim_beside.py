@@ -149,26 +149,33 @@ def test_two_processes_with_the_same_instance_name_fail_at_once(
     cfg = private_mosquitto
     _fleet(tmp_path / "devices.csv", 2)
     twin = ("--speed", "5", "--metrics-port", "0", "--set", "simulation.instance=twin")
-    first = _sim(cfg, tmp_path, "twin-a", *twin)
-    second = None
+    procs = {"twin-a": _sim(cfg, tmp_path, "twin-a", *twin)}
     try:
         wait_until(
-            while_running(first, (tmp_path / "twin-a.jsonl").exists, "twin-a", tmp_path / "twin-a.log"),
+            while_running(
+                procs["twin-a"], (tmp_path / "twin-a.jsonl").exists, "twin-a", tmp_path / "twin-a.log"
+            ),
             20,
             what="the first twin running",
         )
-        second = _sim(cfg, tmp_path, "twin-b", *twin)
-        # The broker gives the client id to the newcomer: the first twin must stop by itself and
-        # say why, instead of reconnecting, taking it back, and publishing nothing for anyone.
-        first.wait(timeout=30)
+        procs["twin-b"] = _sim(cfg, tmp_path, "twin-b", *twin)
+        # The broker hands the one client id to whoever connected last. Either twin may lose it
+        # first; the loser must stop by itself and say why, instead of reconnecting, taking the id
+        # back, and leaving both publishing nothing.
+        ended = wait_until(
+            lambda: [name for name, p in procs.items() if p.poll() is not None],
+            30,
+            what="one twin stopping by itself",
+        )
     finally:
-        for proc in (first, second):
-            if proc is not None and proc.poll() is None:
+        for proc in procs.values():
+            if proc.poll() is None:
                 proc.kill()
                 proc.wait(10)
-    err = _log(tmp_path, "twin-a")
-    assert first.returncode == 1, err
-    assert "gave client id" in err and "simulation.instance" in err, err
+    for name in ended:
+        err = _log(tmp_path, name)
+        assert procs[name].returncode == 1, err
+        assert "gave client id 'fleetsim-sim-twin-0of1'" in err and "simulation.instance" in err, err
 
 
 def test_stopping_with_a_full_outgoing_queue_does_not_crash(private_mosquitto: FleetsimConfig) -> None:
