@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from waiting import wait_until, while_running
+
 from fleetsim.kernel.clients import kafka_python_kwargs, mqtt_client, mqtt_connect
 from fleetsim.kernel.config import FleetsimConfig, config_to_env
 from fleetsim.kernel.contract import encode_reading, format_ts_ms
@@ -52,11 +54,9 @@ class Publisher:
             raise RuntimeError(f"publish failed: rc={info.rc}")
 
     def wait_acked(self, n: int, timeout_s: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while self.acked < n:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"broker acked {self.acked}/{n} publishes")
-            time.sleep(0.02)
+        wait_until(
+            lambda: self.acked >= n, timeout_s, interval_s=0.02, what=f"the broker to ack {n} publishes"
+        )
 
     def close(self) -> None:
         self.client.disconnect()
@@ -98,14 +98,6 @@ def consume(cfg: FleetsimConfig, topic: str, n: int, timeout_s: float = 60.0) ->
         consumer.close()
 
 
-def wait_for(predicate: Any, timeout_s: float, what: str, interval: float = 0.1) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout_s:.0f}s waiting for {what}")
-        time.sleep(interval)
-
-
 # ------------------------------------------------------------------------- bridge as a process
 class BridgeProcess:
     """``python -m fleetsim.cli bridge`` with ``cfg``, its log in ``log_file``."""
@@ -134,19 +126,16 @@ class BridgeProcess:
 
     def wait_subscribed(self, timeout_s: float = 60.0) -> None:
         def ok() -> bool:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"bridge exited {self.proc.returncode}:\n{self.log_file.read_text()[-3000:]}"
-                )
-            try:
-                return (
-                    self.metrics().get("fleetsim_bridge_state") == 0
-                    and "subscribed" in self.log_file.read_text()
-                )
-            except OSError:
-                return False
+            return (
+                self.metrics().get("fleetsim_bridge_state") == 0 and "subscribed" in self.log_file.read_text()
+            )
 
-        wait_for(ok, timeout_s, "the bridge to connect and subscribe", 0.2)
+        wait_until(
+            while_running(self.proc, ok, "the bridge", self.log_file),
+            timeout_s,
+            what="the bridge to connect and subscribe",
+            ignoring=(OSError,),
+        )
 
     def kill9(self) -> None:
         self.proc.kill()

@@ -13,7 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from bridge_support import Publisher, consume, reading, scrape, seqs_by_device, wait_for
+from bridge_support import Publisher, consume, reading, scrape, seqs_by_device
+from waiting import wait_until
 
 from fleetsim.bridge.runtime import Bridge
 from fleetsim.kernel.config import FleetsimConfig
@@ -54,8 +55,8 @@ def test_n_in_exactly_n_out_in_per_device_order(topics: FleetsimConfig) -> None:
                 for d in range(devices):
                     pub.publish(f"sensors/ord-{d}/telemetry", reading(f"ord-{d}", seq))
             pub.wait_acked(n)
-            wait_for(lambda: b.stats.forwarded >= n, 60, f"{n} records confirmed")
-            wait_for(lambda: len(b.tracker) == 0, 10, "all acks released")
+            wait_until(lambda: b.stats.forwarded >= n, 60, what=f"{n} records confirmed")
+            wait_until(lambda: len(b.tracker) == 0, 10, what="all acks released")
             metrics = scrape(b.metrics_port)
             assert metrics["fleetsim_bridge_forwarded_total"] == n
             assert metrics["fleetsim_bridge_received_total"] == n
@@ -90,10 +91,10 @@ def test_hostile_corpus_is_deadlettered_with_reasons_while_good_traffic_flows(to
             pub.publish("sensors/good-1/telemetry", reading("good-1", len(cases)))
             good += 1
             pub.wait_acked(good + len(cases))
-            wait_for(
+            wait_until(
                 lambda: b.stats.forwarded + sum(b.stats.deadlettered.values()) >= good + len(cases),
                 60,
-                "every message confirmed",
+                what="every message confirmed",
             )
             assert b.stats.internal_errors == 0
             assert b.stats.deadlettered == {
@@ -137,7 +138,7 @@ def test_senml_and_tasmota_samples_become_contract_records(topics: FleetsimConfi
             pub.publish("sensors/senml-1/senml", json.dumps(senml).encode())
             pub.publish("tele/tasmota-1/SENSOR", json.dumps(tasmota).encode())
             pub.wait_acked(2)
-            wait_for(lambda: b.stats.forwarded >= 3, 30, "3 adapted records")
+            wait_until(lambda: b.stats.forwarded >= 3, 30, what="3 adapted records")
     finally:
         pub.close()
     records = consume(topics, topics.kafka.telemetry_topic, 3)
@@ -169,7 +170,9 @@ def test_shared_group_bridges_split_the_load_without_loss(topics: FleetsimConfig
             for i in range(n):
                 pub.publish(f"sensors/sh-{i % 20}/telemetry", reading(f"sh-{i % 20}", i // 20))
             pub.wait_acked(n)
-            wait_for(lambda: b1.stats.forwarded + b2.stats.forwarded >= n, 60, "both bridges to forward")
+            wait_until(
+                lambda: b1.stats.forwarded + b2.stats.forwarded >= n, 60, what="both bridges to forward"
+            )
             shares = (b1.stats.forwarded, b2.stats.forwarded)
     finally:
         pub.close()

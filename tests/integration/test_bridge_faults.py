@@ -17,7 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from bridge_support import BridgeProcess, Publisher, consume, reading, seqs_by_device, wait_for
+from bridge_support import BridgeProcess, Publisher, consume, reading, seqs_by_device
+from waiting import wait_until
 
 from fleetsim.bridge.metrics import State
 from fleetsim.bridge.runtime import Bridge
@@ -94,8 +95,10 @@ def test_kill9_of_the_bridge_loses_nothing_and_counts_its_duplicates(
         first.wait_subscribed()
         pub = PacedPublisher(cfg, n, devices, rate=1000, prefix="k9")
         pub.start()
-        wait_for(
-            lambda: first.metrics().get("fleetsim_bridge_forwarded_total", 0) >= 2000, 60, "2000 forwarded"
+        wait_until(
+            lambda: first.metrics().get("fleetsim_bridge_forwarded_total", 0) >= 2000,
+            60,
+            what="2000 forwarded",
         )
         at_kill = first.metrics()
         first.kill9()
@@ -110,7 +113,7 @@ def test_kill9_of_the_bridge_loses_nothing_and_counts_its_duplicates(
                 m = second.metrics()
                 return m["fleetsim_bridge_inflight"] == 0 and end_offsets(cfg)[cfg.kafka.telemetry_topic] >= n
 
-            wait_for(drained, 90, "every message on Kafka", interval=0.5)
+            wait_until(drained, 90, what="every message on Kafka", interval_s=0.5)
             after = second.metrics()
             assert second.terminate() == 0  # graceful SIGTERM exit
         finally:
@@ -137,7 +140,7 @@ def test_kafka_stopped_for_30s_mid_stream_loses_nothing(fleet_cfg: FleetsimConfi
             assert bridge.subscribed.wait(30)
             pub = PacedPublisher(cfg, n, devices, rate=150, prefix="ko")
             pub.start()
-            wait_for(lambda: bridge.stats.forwarded >= 500, 30, "flow before the outage")
+            wait_until(lambda: bridge.stats.forwarded >= 500, 30, what="flow before the outage")
             svcs["kafka"].stop()
             stopped_at = time.monotonic()
             states, inflight = set(), 0
@@ -148,8 +151,10 @@ def test_kafka_stopped_for_30s_mid_stream_loses_nothing(fleet_cfg: FleetsimConfi
             forwarded_during = bridge.stats.forwarded
             svcs["kafka"].start()
             pub.finish()
-            wait_for(lambda: bridge.stats.forwarded >= n, 120, "everything forwarded after Kafka returned")
-            wait_for(lambda: len(bridge.tracker) == 0, 30, "all acked")
+            wait_until(
+                lambda: bridge.stats.forwarded >= n, 120, what="everything forwarded after Kafka returned"
+            )
+            wait_until(lambda: len(bridge.tracker) == 0, 30, what="all acked")
             assert bridge.state() is State.OK
         finally:
             bridge.stop(timeout=20)
