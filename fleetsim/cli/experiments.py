@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ from fleetsim.experiments.targets import prepare_fleet
 from fleetsim.kernel.config import FleetsimConfig
 from fleetsim.kernel.errors import ExperimentError
 from fleetsim.kernel.fleetfile import load_fleet
+from fleetsim.kernel.service import StopSignals
 
 
 def register(subparsers: Any) -> None:
@@ -71,14 +70,13 @@ def cmd_run(args: argparse.Namespace, cfg: FleetsimConfig) -> int:
     scenario = scenario.shortened(args.shorten)
     if args.up:
         cfg = _bring_up(args, cfg)
-    stop = threading.Event()
-    if threading.current_thread() is threading.main_thread():
-        # SIGTERM ends the simulation early and the run is recorded as failed ("interrupted").
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    report, out_dir = run_experiment(
-        cfg, scenario, progress=_progress,
-        opts=RunOptions(record=not args.no_record, scan_kafka=not args.no_kafka_scan), stop=stop,
-    )  # fmt: skip
+    # SIGTERM/Ctrl-C end the simulation early and the run is recorded as failed ("interrupted").
+    with StopSignals(name="the experiment") as signals:
+        report, out_dir = run_experiment(
+            cfg, scenario, progress=_progress,
+            opts=RunOptions(record=not args.no_record, scan_kafka=not args.no_kafka_scan),
+            stop=signals.stop,
+        )  # fmt: skip
     if args.json:
         print(json.dumps(report, indent=2, default=str))
     else:

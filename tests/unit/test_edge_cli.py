@@ -14,9 +14,9 @@ from fleetsim.edge.ledger import Ledger
 from fleetsim.edge.publisher import MemoryPublisher
 from fleetsim.edge.replay import load_replay, replay_process
 from fleetsim.edge.runner import Runner
-from fleetsim.kernel.timespec import parse_duration, parse_speed
 from fleetsim.kernel.contract import ControlAction, FaultKind, decode
 from fleetsim.kernel.errors import FleetFileError, SimulationError
+from fleetsim.kernel.timespec import parse_duration, parse_speed
 
 
 def parse(*argv: str):
