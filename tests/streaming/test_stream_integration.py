@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from waiting import wait_until, while_running
 
 from fleetsim.kernel.clients import kafka_python_kwargs, pg_connect
 from fleetsim.kernel.config import AlertsConfig, FleetsimConfig, config_to_env
@@ -137,17 +138,6 @@ def query(cfg: FleetsimConfig, sql: str, params: tuple[Any, ...] = ()) -> list[t
         conn.close()
 
 
-def wait_for(cond: Callable[[], bool], timeout_s: float, what: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        if proc.poll() is not None:
-            raise AssertionError(f"stream job exited with {proc.returncode} while waiting for {what}")
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
-
-
 def produce(
     cfg: FleetsimConfig, topic: str, records: list[bytes], headers: list[tuple[str, bytes]] | None = None
 ) -> None:
@@ -235,9 +225,19 @@ def test_exact_tables_then_kill_and_restart(stream_cfg: FleetsimConfig, tmp_path
         # ---- set A: exact rows, rejects, dead letters, alerts, windows
         a_keys = {(r["device_id"], r["seq"]) for r in a}
         count = lambda: query(cfg, "SELECT count(*) FROM sensor_data")[0][0]  # noqa: E731
-        wait_for(lambda: count() == len(a_keys), 900, "set A in sensor_data", proc)
-        wait_for(
-            lambda: query(cfg, "SELECT count(*) FROM sensor_data_agg")[0][0] > 0, 120, "set A windows", proc
+        wait_until(
+            while_running(proc, lambda: count() == len(a_keys), "the stream job"),
+            900,
+            interval_s=0.5,
+            what="set A in sensor_data",
+        )
+        wait_until(
+            while_running(
+                proc, lambda: query(cfg, "SELECT count(*) FROM sensor_data_agg")[0][0] > 0, "the stream job"
+            ),
+            120,
+            interval_s=0.5,
+            what="set A windows",
         )
         rows = query(cfg, "SELECT device_id, seq, late, site, bridge_ts IS NOT NULL FROM sensor_data")
         assert {(d, s) for d, s, *_ in rows} == a_keys
@@ -245,30 +245,57 @@ def test_exact_tables_then_kill_and_restart(stream_cfg: FleetsimConfig, tmp_path
         assert {d: site for d, _, _, site, _ in rows} == {"a": "s1", "b": "s1"}
         rejects = query(cfg, "SELECT reason FROM sensor_data_rejects ORDER BY kafka_offset")
         assert sorted(r[0].split(":")[0] for r in rejects) == ["invalid_json", "schema"]
-        wait_for(
-            lambda: query(cfg, "SELECT count(*) FROM deadletter_records")[0][0] == 1, 60, "dead letter", proc
+        wait_until(
+            while_running(
+                proc,
+                lambda: query(cfg, "SELECT count(*) FROM deadletter_records")[0][0] == 1,
+                "the stream job",
+            ),
+            60,
+            interval_s=0.5,
+            what="dead letter",
         )
         assert query(cfg, "SELECT reason, detail, source_topic FROM deadletter_records") == [
             ("too_large", "5000 bytes", "sensors/z/telemetry")
         ]
         # ---- set B: the late row lands (flagged) but stays out of the windows
         produce(cfg, k.telemetry_topic, [encode(r) for r in b])
-        wait_for(lambda: count() == len(a_keys) + len(b), 120, "set B in sensor_data", proc)
+        wait_until(
+            while_running(proc, lambda: count() == len(a_keys) + len(b), "the stream job"),
+            120,
+            interval_s=0.5,
+            what="set B in sensor_data",
+        )
         assert query(cfg, "SELECT late FROM sensor_data WHERE device_id = 'b' AND seq = 7") == [(True,)]
         # The windows must count b7 as dropped before set C comes: if b7 shared a batch with the
         # rows the kill interrupts, the re-run's figures replace the first run's.
         dropped = "SELECT coalesce(sum(late_rows_dropped), 0) FROM pipeline_metrics WHERE query_name = 'agg'"
-        wait_for(lambda: query(cfg, dropped)[0][0] >= 1, 60, "b7 counted as dropped by the windows", proc)
+        wait_until(
+            while_running(proc, lambda: query(cfg, dropped)[0][0] >= 1, "the stream job"),
+            60,
+            interval_s=0.5,
+            what="b7 counted as dropped by the windows",
+        )
         # ---- set C: kill -9 mid-stream
         produce(cfg, k.telemetry_topic, [encode(r) for r in c])
-        wait_for(lambda: count() > len(a_keys) + len(b) + 1000, 300, "part of set C", proc)
+        wait_until(
+            while_running(proc, lambda: count() > len(a_keys) + len(b) + 1000, "the stream job"),
+            300,
+            interval_s=0.5,
+            what="part of set C",
+        )
         killed_at = count()
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
         # No UI the second time: the killed driver's JVM may hold the UI port for a moment.
         proc = start_job(cfg, tmp_path, "run2", "--no-ui")
         total = len(a_keys) + len(b) + len(c)
-        wait_for(lambda: count() >= total, 300, "all of set C after the restart", proc)
+        wait_until(
+            while_running(proc, lambda: count() >= total, "the stream job"),
+            300,
+            interval_s=0.5,
+            what="all of set C after the restart",
+        )
 
         accepted = {(r["device_id"], r["seq"]): r for r in [*a, *b, *c]}
         on_time = [r for r in accepted.values() if not (r["device_id"] == "b" and r["seq"] == 7)]
@@ -289,11 +316,15 @@ def test_exact_tables_then_kill_and_restart(stream_cfg: FleetsimConfig, tmp_path
 
         want_counts = {key: v["n_messages"] for key, v in want_aggs.items()}
         try:
-            wait_for(
-                lambda: {key: v["n_messages"] for key, v in agg_rows().items()} == want_counts,
+            wait_until(
+                while_running(
+                    proc,
+                    lambda: {key: v["n_messages"] for key, v in agg_rows().items()} == want_counts,
+                    "the stream job",
+                ),
                 600,
-                "window counts to converge",
-                proc,
+                interval_s=0.5,
+                what="window counts to converge",
             )
         except AssertionError as exc:  # say how far off, not just "timed out"
             got_counts = {key: v["n_messages"] for key, v in agg_rows().items()}
