@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -23,20 +22,45 @@ from fleetsim.kernel.contract import (
     is_valid_device_id,
     loads_strict,
     reading_from_obj,
+    reading_from_wire,
 )
 
 
-@dataclass(frozen=True, slots=True)
 class Adapted:
-    """One contract record produced by an adapter."""
+    """One contract record produced by an adapter.
 
-    device_id: str
-    """Kafka key: the reading's device id."""
-    value: bytes
-    """Contract v1 JSON bytes (for native payloads: the original bytes, never re-encoded)."""
-    reading: Reading | None = None
-    """The validated reading, when the adapter built one (native forwards bytes; ``None`` is
-    allowed so the hot path needn't keep it)."""
+    ``device_id`` is the Kafka key; ``value`` the contract v1 JSON bytes (for native payloads the
+    original bytes, never re-encoded); ``reading`` the validated :class:`Reading`, built on first
+    access when the adapter only kept the validated wire struct (the native hot path forwards
+    bytes and never needs it: building a Reading costs more than validating the payload).
+    """
+
+    __slots__ = ("_reading", "_wire", "device_id", "value")
+
+    def __init__(
+        self, device_id: str, value: bytes, reading: Reading | None = None, wire: Any = None
+    ) -> None:
+        self.device_id = device_id
+        self.value = value
+        self._reading = reading
+        self._wire = wire
+
+    @property
+    def reading(self) -> Reading | None:
+        if self._reading is None and self._wire is not None:
+            self._reading = reading_from_wire(self._wire)
+        return self._reading
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Adapted):
+            return NotImplemented
+        return (self.device_id, self.value) == (other.device_id, other.value)
+
+    def __hash__(self) -> int:
+        return hash((self.device_id, self.value))
+
+    def __repr__(self) -> str:
+        return f"Adapted(device_id={self.device_id!r}, value={self.value!r})"
 
 
 class Adapter(Protocol):

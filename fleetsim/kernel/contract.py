@@ -13,7 +13,9 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any, Final, Literal, get_args
+from typing import Annotated, Any, Final, Literal, get_args
+
+import msgspec
 
 from fleetsim.kernel.errors import ContractError
 
@@ -266,6 +268,52 @@ FIELDS: Final[tuple[FieldSpec, ...]] = (
 )
 
 
+def field_range(name: str) -> tuple[float, float]:
+    """Valid ``[min, max]`` of a ``number`` field of :data:`FIELDS` (rejected ``out_of_range`` outside)."""
+    if name == "lat":
+        return LAT_RANGE
+    if name == "lon":
+        return LON_RANGE
+    m = MEASUREMENT_BY_NAME[name]
+    return (m.valid_min, m.valid_max)
+
+
+def _wire_type(f: FieldSpec) -> tuple[Any, Any]:
+    """(msgspec type, default or ``msgspec.NODEFAULT``) of one :data:`FIELDS` entry."""
+    if f.name == "device_id":
+        typ: Any = Annotated[str, msgspec.Meta(pattern=rf"\A{DEVICE_ID_PATTERN}\Z")]
+    elif f.name == "ts":
+        typ = str  # parsed by parse_ts: the same RFC 3339 rules as the Python path
+    elif f.name == "seq":
+        typ = Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQ)]
+    elif f.name == "status":
+        typ = Status
+    elif f.name == "fault":
+        typ = Literal[tuple(k.value for k in FaultKind)]
+    elif f.type == "number":
+        lo, hi = field_range(f.name)
+        typ = Annotated[float, msgspec.Meta(ge=lo, le=hi)]
+    else:  # a new FieldSpec type must be mapped here and in json_schema()
+        raise TypeError(f"no wire type for field {f.name!r} of type {f.type!r}")
+    if f.nullable:
+        typ = typ | None
+    if f.required:
+        return typ, msgspec.NODEFAULT
+    return typ, Status.OK if f.name == "status" else None
+
+
+WireReading: Final[type[msgspec.Struct]] = msgspec.defstruct(
+    "WireReading",
+    [(f.name, *_wire_type(f)) for f in FIELDS],
+    gc=False,
+    module=__name__,
+)
+"""The telemetry payload as a msgspec Struct, generated from :data:`FIELDS` (types, ranges, enums,
+defaults), so msgspec's C decoder parses and validates a payload in one pass. Unknown fields are
+ignored, as the contract says. Only ``ts`` is checked afterwards, in Python (:func:`parse_ts` and
+the receiver-relative window)."""
+
+
 # ----------------------------------------------------------------------------------- timestamps
 def format_ts(ts: datetime) -> str:
     """RFC 3339 UTC with milliseconds: ``2026-11-29T04:40:00.123Z``."""
@@ -402,7 +450,113 @@ def decode(
 ) -> Reading:
     """Bytes -> :class:`Reading`, checking size, UTF-8, strict JSON, types and ranges.
 
-    Raises :class:`Rejected` with the dead-letter reason.
+    Raises :class:`Rejected` with the dead-letter reason. Good payloads take the native path
+    (:func:`validate`: msgspec parses and validates against :data:`WireReading` in C); anything
+    it does not accept is judged again by :func:`decode_python`, so reasons and details of refused
+    payloads are exactly the reference validator's.
+    """
+    if len(raw) > max_bytes:
+        raise Rejected(RejectReason.TOO_LARGE, f"{len(raw)} bytes > {max_bytes}")
+    wire = _fast(raw, topic_device_id, now, max_future)
+    if wire is None:
+        return decode_python(
+            raw, topic_device_id=topic_device_id, max_bytes=max_bytes, now=now, max_future=max_future
+        )
+    return reading_from_wire(wire)
+
+
+def validate(
+    raw: bytes,
+    *,
+    topic_device_id: str | None,
+    max_bytes: int = MAX_PAYLOAD_BYTES,
+    now: datetime | None = None,
+    max_future: timedelta = DEFAULT_MAX_FUTURE,
+) -> Any:
+    """:func:`decode` without building the :class:`Reading`: the validated :data:`WireReading`
+    (``ts`` still the wire string; :func:`reading_from_wire` makes the Reading). The bridge's hot
+    path: it forwards the original bytes and needs only the verdict and the device id.
+
+    Same verdicts as :func:`decode` (a payload only the Python path accepts is converted).
+    """
+    if len(raw) > max_bytes:
+        raise Rejected(RejectReason.TOO_LARGE, f"{len(raw)} bytes > {max_bytes}")
+    wire = _fast(raw, topic_device_id, now, max_future)
+    if wire is None:
+        r = decode_python(
+            raw, topic_device_id=topic_device_id, max_bytes=max_bytes, now=now, max_future=max_future
+        )
+        wire = WireReading(
+            r.device_id, format_ts(r.ts), r.seq, r.temperature, r.humidity, r.co2, r.pressure, r.battery,
+            r.lat, r.lon, r.status, r.fault,
+        )  # fmt: skip
+    return wire
+
+
+def reading_from_wire(wire: Any) -> Reading:
+    """The :class:`Reading` of a :data:`WireReading` that :func:`validate` accepted."""
+    w = wire
+    return Reading(
+        w.device_id, parse_ts(w.ts), w.seq, w.temperature, w.humidity, w.co2, w.pressure, w.battery,
+        w.lat, w.lon, w.status, w.fault,
+    )  # fmt: skip
+
+
+_WIRE_DECODER: Final = msgspec.json.Decoder(WireReading)
+_MAX_FAST_NESTING: Final = 32
+"""Payloads with more ``{``/``[`` than this go to the Python path: its recursion limit (not
+msgspec's) decides when deep nesting is ``invalid_json``."""
+
+
+def _fast(
+    raw: bytes,
+    topic_device_id: str | None,
+    now: datetime | None,
+    max_future: timedelta,
+) -> Any:
+    """The :data:`WireReading` if ``raw`` (within the size cap) is valid, else None: then
+    :func:`decode_python` gives the verdict. Never raises.
+
+    Accepts only what :func:`decode_python` accepts, with the same values (a property test in
+    ``tests/unit/test_contract_fast.py`` holds it to that). Left to the Python path, besides
+    anything msgspec refuses: non-UTF-8 bytes (msgspec does not check strings it skips), any
+    backslash escape (no escape-decoding subtleties on the fast path, e.g. in key names), deep
+    nesting, a topic/payload id mismatch and any ``ts`` problem.
+    """
+    if not raw.isascii():
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    if b"\\" in raw or raw.count(b"{") + raw.count(b"[") > _MAX_FAST_NESTING:
+        return None
+    try:
+        w: Any = _WIRE_DECODER.decode(raw)
+    except (msgspec.DecodeError, RecursionError):  # ValidationError is a DecodeError
+        return None
+    if topic_device_id is not None and w.device_id != topic_device_id:
+        return None
+    try:
+        ts = parse_ts(w.ts)
+    except ValueError:
+        return None
+    if ts < EARLIEST_TS or ts > (now or datetime.now(UTC)) + max_future:
+        return None
+    return w
+
+
+def decode_python(
+    raw: bytes,
+    *,
+    topic_device_id: str | None,
+    max_bytes: int = MAX_PAYLOAD_BYTES,
+    now: datetime | None = None,
+    max_future: timedelta = DEFAULT_MAX_FUTURE,
+) -> Reading:
+    """The reference validator, pure Python: :func:`loads_strict` then :func:`reading_from_obj`.
+
+    :func:`decode` uses it for every payload the native path does not accept, so it alone defines
+    reasons and details. Raises :class:`Rejected`.
     """
     if len(raw) > max_bytes:
         raise Rejected(RejectReason.TOO_LARGE, f"{len(raw)} bytes > {max_bytes}")
@@ -545,13 +699,7 @@ def json_schema() -> dict[str, Any]:
         elif f.name == "fault":
             spec = {"enum": [*(k.value for k in FaultKind), None]}
         else:
-            lo, hi = (
-                LAT_RANGE
-                if f.name == "lat"
-                else LON_RANGE
-                if f.name == "lon"
-                else (MEASUREMENT_BY_NAME[f.name].valid_min, MEASUREMENT_BY_NAME[f.name].valid_max)
-            )
+            lo, hi = field_range(f.name)
             spec = {"type": ["number", "null"], "minimum": lo, "maximum": hi}
         spec["description"] = f.description + (f" [{f.unit}]" if f.unit else "")
         props[f.name] = spec
