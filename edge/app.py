@@ -21,6 +21,7 @@ from fleetsim.edge.engine import Simulation
 from fleetsim.edge.ledger import Ledger
 from fleetsim.edge.metrics import SimMetrics
 from fleetsim.edge.mqtt import MqttPublisher
+from fleetsim.edge.progress import Display, RunProgress
 from fleetsim.edge.publisher import Publisher
 from fleetsim.edge.replay import load_replay, replay_process
 from fleetsim.edge.runner import Runner, RunReport
@@ -57,6 +58,8 @@ class SimOptions:
     """Called after each runner tick with (simulation, report so far, lag in seconds)."""
     drain_timeout_s: float = 30.0
     """How long the end of the run waits for the broker to acknowledge what was published."""
+    show_progress: bool = False
+    """Show simulated time, msg/s and ETA on stderr (a live bar on a terminal, else a log line)."""
 
 
 def build_fleet(cfg: FleetsimConfig) -> list[DeviceSpec]:
@@ -98,6 +101,8 @@ def run_simulation(
     ledger = Ledger(opts.ledger_file or cfg.ledger_file)
     metrics = SimMetrics()
     server = MetricsServer(metrics.registry, sc.metrics_port)
+    progress = RunProgress(duration)
+    display = Display(duration) if opts.show_progress else None
     signals = StopSignals(opts.stop, name="the simulator", log=log)
     try:
         # seq = start instant (epoch ms) + n: a restarted simulator (every device "rebooting")
@@ -128,6 +133,10 @@ def run_simulation(
 
         def tick(s: Simulation, report: RunReport, lag: float) -> None:
             metrics.update(s, report, lag, mqtt.outstanding if mqtt is not None else 0)
+            snap = progress.update(s.env.now, s.stats.published)
+            metrics.progress(snap)
+            if display is not None:
+                display.show(snap)
             if opts.on_tick is not None:
                 opts.on_tick(s, report, lag)
 
@@ -168,6 +177,8 @@ def run_simulation(
     finally:
         signals.restore()
         server.stop()
+        if display is not None:
+            display.close()
         ledger.close()
         if mqtt is not None:
             mqtt.close()

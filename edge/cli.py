@@ -94,7 +94,7 @@ def sim_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_sim(args: argparse.Namespace, cfg: FleetsimConfig) -> int:
-    opts = SimOptions(replay=args.replay, replay_shift=args.replay_shift, tls=args.tls)
+    opts = SimOptions(replay=args.replay, replay_shift=args.replay_shift, tls=args.tls, show_progress=True)
     report, totals = run_simulation(cfg, opts)
     rate = report.published / report.wall_seconds if report.wall_seconds else 0.0
     print(

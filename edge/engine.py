@@ -49,9 +49,10 @@ class Simulation:
         self.seed = seed
         self.ledger = ledger
         mean_lon = sum(s.lon for s in specs) / max(1, len(specs))
+        mean_lat = sum(s.lat for s in specs) / len(specs) if specs else 45.76
         self.ctx = SimContext(
             env=self.env,
-            climate=Climate(seed, start, mean_lon, timezone),
+            climate=Climate(seed, start, mean_lon, timezone, mean_lat),
             publisher=publisher,
             ledger=ledger,
             start=start,

@@ -10,6 +10,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from fleetsim.edge.engine import Simulation
+from fleetsim.edge.progress import Snapshot
 from fleetsim.edge.runner import RunReport
 
 
@@ -34,6 +35,15 @@ class SimMetrics:
         self.outstanding = Gauge(
             "fleetsim_sim_mqtt_outstanding", "Messages handed to paho, not yet acknowledged", registry=r
         )
+        self.simulated = Gauge(
+            "fleetsim_sim_simulated_seconds", "Simulated seconds reached since the start instant", registry=r
+        )
+        self.target = Gauge(
+            "fleetsim_sim_target_seconds", "Simulated seconds the run lasts (0: until stopped)", registry=r
+        )
+        self.eta = Gauge(
+            "fleetsim_sim_eta_seconds", "Wall seconds left at the current speed (-1: unknown)", registry=r
+        )
         self._last: dict[str, int] = {"published": 0, "overflow": 0, "dropout": 0}
 
     def update(self, sim: Simulation, report: RunReport, lag_s: float, outstanding: int = 0) -> None:
@@ -47,3 +57,9 @@ class SimMetrics:
         self.buffered.set(s.buffered)
         self.lag.set(lag_s)
         self.outstanding.set(outstanding)
+
+    def progress(self, snap: Snapshot) -> None:
+        self.simulated.set(snap.sim_s)
+        self.target.set(snap.duration_s or 0.0)
+        eta = snap.eta_s
+        self.eta.set(-1.0 if eta is None else eta)

@@ -93,6 +93,36 @@ def traffic(hour: float) -> float:
     return min(1.0, 0.35 * day + 0.65 * rush)
 
 
+def sunrise_solar_hour(lat_deg: float, day_of_year: float) -> float:
+    """Local solar time of sunrise (hours) at latitude ``lat_deg`` on a day of the year.
+
+    Declination from Cooper's approximation, sunrise hour angle from ``cos H = -tan(lat) tan(decl)``
+    (geometric sunrise, no refraction: a few minutes early, well inside the model's other errors).
+    Clamped to [3, 11] h so polar day and night keep a usable cycle."""
+    decl = math.radians(-23.44) * math.cos(TWO_PI * (day_of_year + 10.0) / 365.2425)
+    x = -math.tan(math.radians(lat_deg)) * math.tan(decl)
+    hour_angle = math.degrees(math.acos(min(1.0, max(-1.0, x))))
+    return min(11.0, max(3.0, 12.0 - hour_angle / 15.0))
+
+
+TMAX_SOLAR_H: Final = 14.5
+"""Solar hour of the daily maximum (mid-afternoon, after the sun's noon peak heats the ground)."""
+
+
+def diurnal_shape(solar_hour: float, sunrise: float) -> float:
+    """The daily temperature cycle in [-1, 1]: -1 at sunrise, +1 at ``TMAX_SOLAR_H``.
+
+    Two half-cosines, the warming from sunrise to mid-afternoon and the longer cooling through
+    the night to the next sunrise, as in the piecewise models of air temperature (Parton and Logan
+    1981; Cesaraccio et al. 2001). Each half averages zero, so the day's mean and swing are those
+    of a plain cosine; only the minimum moves from 03:00 to sunrise."""
+    rise = TMAX_SOLAR_H - sunrise
+    if sunrise <= solar_hour <= TMAX_SOLAR_H:
+        return -math.cos(math.pi * (solar_hour - sunrise) / rise)
+    since_max = (solar_hour - TMAX_SOLAR_H) % 24.0
+    return math.cos(math.pi * since_max / (24.0 - rise))
+
+
 @dataclass(frozen=True, slots=True)
 class CityState:
     """The city's outdoor conditions at one instant."""
@@ -118,10 +148,13 @@ class Climate:
     diurnal cycle moves only ~0.02 °C in that time.
     """
 
-    def __init__(self, seed: int, start: datetime, lon: float, tz: str = "Europe/Paris") -> None:
+    def __init__(
+        self, seed: int, start: datetime, lon: float, tz: str = "Europe/Paris", lat: float = 45.76
+    ) -> None:
         rng = random.Random(f"{seed}:weather")
         self._start_epoch = start.timestamp()
         self._lon = lon
+        self._lat = lat
         self._tz = ZoneInfo(tz)
         # (amplitude, period s, phase): periods of synoptic systems (1.5-9 days) and their harmonics.
         self._p_waves = [
@@ -165,7 +198,8 @@ class Climate:
         seasonal = 13.0 - 9.5 * math.cos(TWO_PI * (day_of_year - 20.0) / 365.2425)  # Lyon: 3.5 Jan, 22.5 Jul
         solar_hour = (epoch / 3600.0 + self._lon / 15.0) % 24.0
         amplitude = 6.0 * (1.0 - 0.55 * cloud)  # clouds damp the diurnal swing
-        temp = seasonal + anomaly + amplitude * math.cos(TWO_PI * (solar_hour - 15.0) / 24.0)
+        sunrise = sunrise_solar_hour(self._lat, day_of_year)
+        temp = seasonal + anomaly + amplitude * diurnal_shape(solar_hour, sunrise)
         # Moisture follows the daily mean, not the hour: RH then falls as the afternoon warms.
         spread = 3.0 + 4.0 * (1.0 - cloud) + 1.5 * (seasonal - 13.0) / 9.5
         dew = seasonal + anomaly - spread

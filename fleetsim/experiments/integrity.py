@@ -1,6 +1,6 @@
 """Data integrity from seq numbers: what each device made, and where along the path it went missing.
 
-Per device, with ``S`` = the seqs it made (``0..last_seq``), ``P`` = published (handed to MQTT,
+Per device, with ``S`` = the seqs it made (``first_seq..last_seq``), ``P`` = published (handed to MQTT,
 ledger), ``K`` = distinct seqs in the Kafka telemetry topic, ``D`` = distinct seqs in
 ``sensor_data``:
 
@@ -37,6 +37,13 @@ class SentLog:
     last_seq: int
     """Highest seq made (-1: none)."""
 
+    @property
+    def first_seq(self) -> int:
+        """Lowest seq made: the run's seq base (every made seq is published or dropped)."""
+        starts = [a for a, _ in self.published]
+        starts += [a for ranges in self.dropped.values() for a, _ in ranges]
+        return min(starts, default=self.last_seq + 1)
+
     @classmethod
     def from_record(cls, rec: Mapping[str, Any]) -> SentLog:
         return cls(
@@ -61,7 +68,7 @@ class StageSeqs:
 class DeviceIntegrity:
     device_id: str
     made: int = 0
-    """Readings made (``last_seq + 1``)."""
+    """Readings made (``last_seq - first_seq + 1``)."""
     published: int = 0
     dropped_overflow: int = 0
     dropped_dropout: int = 0
@@ -95,8 +102,12 @@ def device_integrity(
 ) -> DeviceIntegrity:
     """The integrity record of one device (see the module docstring)."""
     r = DeviceIntegrity(device_id)
-    last = sent.last_seq if sent else (max(db.counts) if db.counts else -1)
-    made = set(range(last + 1))
+    if sent:
+        first, last = sent.first_seq, sent.last_seq
+    else:  # no ledger record: judge by what was stored
+        first, last = (min(db.counts), max(db.counts)) if db.counts else (0, -1)
+    # Seqs count from the run's start instant in epoch ms, not from 0: only this run's span.
+    made = set(range(first, last + 1))
     published = _expand(sent.published) if sent else set(db.counts)
     r.made, r.published = len(made), len(published)
     if sent:

@@ -53,3 +53,14 @@ def parse_start(raw: str, now: datetime | None = None) -> datetime:
             raise ValueError(f"start {raw!r} has no UTC offset; allowed: {START_FORMS}")
     base = base.astimezone(UTC)
     return base - timedelta(microseconds=base.microsecond % 1000)
+
+
+def format_duration(seconds: float) -> str:
+    """The two largest units, as :func:`parse_duration` reads them back: ``5400`` -> ``1h30m``,
+    ``90`` -> ``1m30s``, ``604800`` -> ``7d``."""
+    s = round(seconds)
+    days, s = divmod(s, 86_400)
+    hours, s = divmod(s, 3600)
+    minutes, s = divmod(s, 60)
+    shown = [f"{v}{u}" for v, u in ((days, "d"), (hours, "h"), (minutes, "m"), (s, "s")) if v][:2]
+    return "".join(shown) or "0s"

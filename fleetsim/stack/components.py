@@ -26,6 +26,7 @@ from fleetsim.kernel.config import FleetsimConfig
 from fleetsim.kernel.errors import StackError
 from fleetsim.kernel.scrape import MetricMissing, http_get, metrics_url
 from fleetsim.kernel.scrape import scrape as scrape_metrics
+from fleetsim.kernel.timespec import format_duration
 from fleetsim.stack import process
 from fleetsim.stack.base import ServiceStatus, logs_dir, pids_dir
 
@@ -66,6 +67,27 @@ def scrape(port: int, sample: str) -> float:
         return scrape_metrics(port).total(sample)
     except MetricMissing as exc:
         raise StackError(str(exc)) from exc
+
+
+def _sim_progress(port: int, figure: str, metrics: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The simulator's simulated time reached, of its duration, and ETA (its own gauges)."""
+    found = scrape_metrics(port)
+    sim_s = found.value("fleetsim_sim_simulated_seconds")
+    if sim_s is None:
+        return figure, metrics
+    target = found.value("fleetsim_sim_target_seconds") or 0.0
+    eta = found.value("fleetsim_sim_eta_seconds")
+    progress = f"simulated {format_duration(sim_s)}"
+    if target > 0:
+        progress += f" of {format_duration(target)} ({100 * min(1.0, sim_s / target):.1f} %)"
+        if eta is not None and eta >= 0:
+            progress += f", ETA {format_duration(eta)}"
+    extra = {
+        "simulated_s": sim_s,
+        "target_s": target or None,
+        "eta_s": eta if eta is not None and eta >= 0 else None,
+    }
+    return f"{figure}; {progress}", {**metrics, **extra}
 
 
 class AppComponent:
@@ -188,7 +210,10 @@ class AppComponent:
         time.sleep(1.0)
         second = scrape(self.port, self.spec.counter)
         rate = (second - first) / (time.monotonic() - t0)
-        return f"{second:,.0f} {self.spec.unit}, {rate:,.0f}/s", {"total": second, "per_s": rate}
+        figure, metrics = f"{second:,.0f} {self.spec.unit}, {rate:,.0f}/s", {"total": second, "per_s": rate}
+        if self.name == "sim":
+            figure, metrics = _sim_progress(self.port, figure, metrics)
+        return figure, metrics
 
     def status(self) -> ServiceStatus:
         pid = self.pid()

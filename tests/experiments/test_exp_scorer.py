@@ -188,3 +188,14 @@ def test_hop_latencies() -> None:
     assert wall["kafka_db"] == {"n": 3, "p50": 80.0, "p95": 190.0, "max": 190.0}
     assert wall["bridge_db"] == {"n": 2, "p50": 100.0, "p95": 200.0, "max": 200.0}
     assert hop_latencies(rows, device_clock_is_wall=False)["device_bridge"] is None
+
+
+def test_integrity_counts_only_the_runs_own_seq_span() -> None:
+    # Seqs start at the run's start instant in epoch ms: "made" is first..last, not 0..last
+    # (which was 1.8e12 seqs, and ran the scorer out of memory).
+    base = 1_796_000_000_000
+    sent = SentLog(((base, base + 9),), {"overflow": ((base + 10, base + 11),)}, 0, base + 11)
+    db = StageSeqs(Counter({base + i: 1 for i in range(10)}))
+    r = device_integrity("d", sent, None, db)
+    assert (r.made, r.published, r.in_db, r.lost, r.dropped_overflow, r.unexpected) == (12, 10, 10, 2, 2, 0)
+    assert sent.first_seq == base

@@ -20,7 +20,9 @@ from fleetsim.edge.mqtt import MqttPublisher
 from fleetsim.kernel.clients import mqtt_client, mqtt_connect
 from fleetsim.kernel.config import FleetsimConfig, config_to_env
 from fleetsim.kernel.contract import decode
+from fleetsim.kernel.errors import StackError
 from fleetsim.kernel.scrape import scrape
+from fleetsim.stack.components import AppComponent
 from fleetsim.stack.process import free_ports
 
 pytestmark = pytest.mark.integration
@@ -189,3 +191,33 @@ def test_stopping_with_a_full_outgoing_queue_does_not_crash(private_mosquitto: F
     rcs = [pub.main.publish("sensors/bs-q/telemetry", b"{}", qos=1).rc for _ in range(5)]
     assert paho.MQTT_ERR_QUEUE_SIZE in rcs, rcs
     pub.close()  # must return: the offline status is refused, the Last Will still says offline
+
+
+def test_a_long_run_shows_its_progress_in_the_log_and_in_fleetsim_status(
+    private_mosquitto: FleetsimConfig, tmp_path: Path
+) -> None:
+    cfg = private_mosquitto
+    _fleet(tmp_path / "devices.csv", 2)
+    (port,) = free_ports(1)
+    proc = _sim(cfg, tmp_path, "long", "--speed", "120", "--duration", "2h", "--metrics-port", str(port))
+    log = tmp_path / "long.log"
+    try:
+        line = wait_until(
+            while_running(proc, lambda: "of 2h (" in log.read_text(errors="replace"), "long run", log),
+            30,
+            what="a progress line on stderr",
+        )
+        assert line
+        sim = AppComponent("sim", cfg.with_overrides({"simulation.metrics_port": port}))
+        figure, metrics = wait_until(
+            lambda: (live := sim.live())[1].get("simulated_s", 0) > 60 and live,
+            30,
+            what="fleetsim status's figure for the simulator",
+            ignoring=(OSError, StackError),
+        )
+        assert "messages published" in figure and "of 2h (" in figure and "ETA " in figure, figure
+        assert metrics["target_s"] == 7200 and 0 < metrics["eta_s"] < 7200
+    finally:
+        _stop(proc)
+    text = log.read_text(errors="replace")
+    assert "simulated " in text and " msg/s" in text, text

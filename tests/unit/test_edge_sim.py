@@ -433,3 +433,24 @@ def test_paced_runner_sleeps_between_events():
     assert sim.env.now == 30.0
     assert len(calls) < 200, f"{len(calls)} io calls in 0.5 s: the paced loop spins"
     assert sum(calls) > 0.3
+
+
+def test_outdoor_minimum_near_sunrise_and_maximum_mid_afternoon():
+    from fleetsim.edge.physics import Climate, sunrise_solar_hour
+
+    lat, lon = 45.76, 4.85
+    for start, days in ((datetime(2026, 11, 1, tzinfo=UTC), 14), (datetime(2026, 6, 10, tzinfo=UTC), 14)):
+        climate = Climate(7, start, lon, lat=lat)
+        profile: dict[int, list[float]] = {}
+        for minute in range(0, days * 1440, 10):
+            t = minute * 60.0
+            solar = ((start.timestamp() + t) / 3600.0 + lon / 15.0) % 24.0
+            profile.setdefault(int(solar * 4), []).append(climate.at(t).temp_c)  # quarter hours
+        mean = {q: statistics.mean(v) for q, v in profile.items()}
+        coldest, warmest = min(mean, key=mean.get) / 4, max(mean, key=mean.get) / 4
+        doy = start.timetuple().tm_yday + days / 2
+        sunrise = sunrise_solar_hour(lat, doy)
+        assert abs(coldest - sunrise) <= 0.75, (start, coldest, sunrise)
+        assert 13.5 <= warmest <= 15.5, (start, warmest)
+    # Lyon: sunrise ~7 h solar in November, ~4.3 h in June; the old cosine put both minima at 3 h.
+    assert 6.5 < sunrise_solar_hour(lat, 310) < 7.5 and 4.0 < sunrise_solar_hour(lat, 161) < 4.6
