@@ -23,8 +23,8 @@ from fleetsim.cloud.streaming.parse import (
     valid_readings,
 )
 from fleetsim.cloud.streaming.pgsink import DEADLETTER_COPY_COLUMNS, RAW_COPY_COLUMNS
-from fleetsim.cloud.streaming.rules import alert_array, with_alert_count
-from fleetsim.cloud.streaming.windows import AGG_COLUMNS, attach_site, window_aggregates
+from fleetsim.cloud.streaming.rules import alert_array, with_alert_count, with_device_class
+from fleetsim.cloud.streaming.windows import AGG_COLUMNS, window_aggregates
 from fleetsim.kernel.config import AlertsConfig, SparkConfig
 from fleetsim.kernel.contract import DEFAULT_MAX_FUTURE
 
@@ -42,10 +42,18 @@ def _entry(kind: int, day: Column, line: Column) -> Column:
 
 
 def raw_lines(
-    kafka_df: DataFrame, alerts: AlertsConfig, max_future: timedelta = DEFAULT_MAX_FUTURE
+    kafka_df: DataFrame,
+    alerts: AlertsConfig,
+    max_future: timedelta = DEFAULT_MAX_FUTURE,
+    registry: DataFrame | None = None,
 ) -> DataFrame:
-    """Kafka batch -> (``kind``, ``day``, ``line``): COPY CSV for sensor_data, alerts and rejects."""
-    parsed = parse_telemetry(kafka_df, max_future)
+    """Kafka batch -> (``kind``, ``day``, ``line``): COPY CSV for sensor_data, alerts and rejects.
+
+    ``registry`` (``device_id``, ``site``, ``indoor``, ``type``) gives each reading its device class
+    for the per-class alert rules; without it every device gets the fleet-wide rule. Alert lines
+    carry :data:`~.rules.STAGE_ALERT_COLUMNS`.
+    """
+    parsed = with_device_class(parse_telemetry(kafka_df, max_future), registry)
     no_day = F.lit(None).cast("date")
     reading = _entry(KIND_READING, F.to_date("ts"), _csv(F.struct(*RAW_COPY_COLUMNS)))
     alert_entries = F.transform(alert_array(alerts), lambda a: _entry(KIND_ALERT, no_day, _csv(a)))
@@ -61,7 +69,8 @@ def windowed(
 ) -> DataFrame:
     """Kafka stream -> sliding-window aggregates (:data:`AGG_COLUMNS`) per device, site and fleet."""
     readings = deduplicate(valid_readings(parse_telemetry(kafka_stream)), spark_cfg.watermark)
-    enriched = attach_site(with_alert_count(readings, alerts), registry)
+    # One registry join gives the windows their site and the alert count its device class.
+    enriched = with_alert_count(with_device_class(readings, registry), alerts)
     return window_aggregates(enriched, spark_cfg.window, spark_cfg.slide)
 
 

@@ -25,6 +25,19 @@ LOOKBACK_SPAN: Final = "1 day"
 """Oldest history row considered (bounds the index scans to about two day partitions)."""
 
 
+NEW_ALERT_COLUMNS: Final = (
+    "device_id", "kind", "measurement", "severity", "value", "threshold", "event_ts", "seq", "site", "fault",
+)  # fmt: skip
+"""The alerts this transaction really inserted (``stage_new_alerts``): a replayed batch inserts
+none, so incident grouping, which reads only them, adds nothing on a replay."""
+_NEW_COLS: Final = ", ".join(NEW_ALERT_COLUMNS)
+CAPTURE_NEW_ALERTS: Final = (
+    f" RETURNING {_NEW_COLS})\nINSERT INTO stage_new_alerts ({_NEW_COLS}) SELECT {_NEW_COLS} FROM ins"  # noqa: S608
+)
+"""Suffix that turns ``... ins AS (INSERT INTO sensor_alerts ... ON CONFLICT DO NOTHING`` into a
+statement recording the inserted rows; its row count stays the number of alerts inserted."""
+
+
 def history_params(alerts: AlertsConfig) -> dict[str, Any]:
     n_s, n_d = alerts.stuck_readings, alerts.drift_window_readings
     half = n_d // 2
@@ -127,6 +140,7 @@ WITH dev AS (
 ), f AS (
   SELECT flags.*, {prev_cols} FROM flags WINDOW o AS (PARTITION BY device_id ORDER BY ts, seq)
 )
+, ins AS (
 INSERT INTO sensor_alerts (device_id, kind, measurement, severity, value, threshold, event_ts,
                            detected_at, seq, site, fault, message)
 SELECT f.device_id, v.kind, v.measurement, 'warning', v.value, v.threshold, f.ts,
@@ -134,9 +148,10 @@ SELECT f.device_id, v.kind, v.measurement, 'warning', v.value, v.threshold, f.ts
 FROM f CROSS JOIN LATERAL (VALUES {values}) AS v(kind, measurement, fire, value, threshold, message)
 LEFT JOIN devices d ON d.device_id = f.device_id
 WHERE f.fresh AND v.fire
-ON CONFLICT DO NOTHING
+ON CONFLICT DO NOTHING{capture}
 """
     ).format(
+        capture=sql.SQL(CAPTURE_NEW_ALERTS),
         cols=cols,
         win_cols=sql.SQL(", ").join(win_cols),
         flag_cols=sql.SQL(", ").join(flag_cols),
@@ -150,7 +165,7 @@ OFFLINE_SQL: Final = sql.SQL(
 WITH ref AS (
   SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY mx) AS ref_ts
   FROM (SELECT max(ts) AS mx FROM stage_raw GROUP BY device_id) AS per_device
-)
+), ins AS (
 INSERT INTO sensor_alerts (device_id, kind, measurement, severity, value, threshold, event_ts,
                            detected_at, seq, site, fault, message)
 SELECT l.device_id, 'offline', '', 'warning', extract(epoch FROM ref.ref_ts - l.ts), %(offline_s)s,
@@ -161,10 +176,116 @@ LEFT JOIN devices d ON d.device_id = l.device_id
 WHERE ref.ref_ts IS NOT NULL
   AND l.ts < ref.ref_ts - make_interval(secs => %(offline_s)s)
   AND coalesce(d.enabled, true)
-ON CONFLICT DO NOTHING
-"""
+ON CONFLICT DO NOTHING"""  # noqa: S608 (a module constant)
+    + CAPTURE_NEW_ALERTS
 )
 """Devices whose latest reading is older than ``offline_s`` before the batch's reference event
 time: the median over the batch's devices of their newest ``ts`` (robust to a few devices with a
 skewed clock, unlike the maximum). The alert's event time is the instant the device became overdue
 (latest ts + offline_s), so re-detection in later batches hits the primary key and adds nothing."""
+
+
+# ----------------------------------------------------------------------------------- incidents
+_LIVE: Final = "('pending', 'open', 'acknowledged')"
+_SEVERITIES: Final = "ARRAY['info', 'warning', 'critical']"
+_MEASURE_VALUE: Final = (
+    "CASE i.measurement WHEN 'temperature' THEN r.temperature WHEN 'humidity' THEN r.humidity "
+    "WHEN 'co2' THEN r.co2 WHEN 'pressure' THEN r.pressure END"
+)
+
+INCIDENT_GROUP_SQL: Final = f"""
+WITH rule AS (
+  SELECT DISTINCT ON (device_id, kind, measurement, event_ts)
+         device_id, kind, measurement, event_ts, clear_threshold, min_duration_s
+  FROM stage_alerts ORDER BY device_id, kind, measurement, event_ts
+), g AS (
+  SELECT n.device_id, n.kind, n.measurement,
+         (array_agg(n.site ORDER BY n.event_ts DESC))[1] AS site,
+         ({_SEVERITIES})[max(array_position({_SEVERITIES}, n.severity))] AS severity,
+         min(n.event_ts) AS first_ts, max(n.event_ts) AS last_ts, count(*) AS n,
+         CASE WHEN n.kind = 'extreme_low' THEN min(n.value) ELSE max(n.value) END AS peak,
+         (array_agg(n.threshold ORDER BY n.event_ts))[1] AS threshold,
+         (array_agg(r.clear_threshold ORDER BY n.event_ts))[1] AS clear_threshold,
+         coalesce(max(r.min_duration_s), 0) AS min_duration_s,
+         (array_agg(n.fault ORDER BY n.event_ts))[1] AS fault
+  FROM stage_new_alerts n LEFT JOIN rule r USING (device_id, kind, measurement, event_ts)
+  GROUP BY n.device_id, n.kind, n.measurement
+), up AS (
+  INSERT INTO incidents AS i (device_id, kind, measurement, site, severity, state, opened_at, last_seen,
+                              n_alerts, peak_value, threshold, clear_threshold, min_duration_s, fault,
+                              detected_at, updated_at)
+  SELECT device_id, kind, measurement, site, severity,
+         CASE WHEN last_ts - first_ts >= make_interval(secs => min_duration_s) THEN 'open' ELSE 'pending' END,
+         first_ts, last_ts, n, peak, threshold, clear_threshold, min_duration_s, fault,
+         statement_timestamp(), statement_timestamp()
+  FROM g
+  ON CONFLICT (device_id, kind, measurement) WHERE state IN {_LIVE} DO UPDATE SET
+    last_seen = greatest(i.last_seen, EXCLUDED.last_seen),
+    n_alerts = i.n_alerts + EXCLUDED.n_alerts,
+    peak_value = CASE WHEN i.kind = 'extreme_low' THEN least(i.peak_value, EXCLUDED.peak_value)
+                      ELSE greatest(i.peak_value, EXCLUDED.peak_value) END,
+    severity = CASE WHEN array_position({_SEVERITIES}, EXCLUDED.severity)
+                         > array_position({_SEVERITIES}, i.severity)
+                    THEN EXCLUDED.severity ELSE i.severity END,
+    site = coalesce(EXCLUDED.site, i.site),
+    updated_at = statement_timestamp()
+  RETURNING i.incident_id, i.state, (i.xmax = 0) AS created
+)
+INSERT INTO incident_events (incident_id, action, actor, at)
+SELECT incident_id, 'opened', 'system', statement_timestamp() FROM up WHERE created AND state = 'open'
+"""  # noqa: S608 (identifiers are module constants, values are bound parameters)
+"""New alerts -> incidents: one live incident per (device, kind, measurement) absorbs them (count,
+peak, last seen, highest severity), or a new one starts (``pending`` while shorter than its rule's
+minimum duration, else ``open`` with an ``opened`` event)."""
+
+INCIDENT_HOLD_SQL: Final = f"""
+UPDATE incidents i SET last_seen = x.ts, updated_at = statement_timestamp()
+FROM (
+  SELECT i.incident_id, max(r.ts) AS ts
+  FROM incidents i JOIN stage_raw r ON r.device_id = i.device_id
+  WHERE i.state IN ('open', 'acknowledged') AND i.clear_threshold IS NOT NULL
+    AND CASE i.kind WHEN 'extreme_high' THEN {_MEASURE_VALUE} > i.clear_threshold
+                    WHEN 'extreme_low' THEN {_MEASURE_VALUE} < i.clear_threshold
+                    ELSE false END
+  GROUP BY i.incident_id
+) AS x
+WHERE i.incident_id = x.incident_id AND x.ts > i.last_seen
+"""  # noqa: S608 (identifiers are module constants)
+"""Hysteresis: a reading still beyond the rule's clear bound (below the alarm threshold) keeps an
+open incident going, so it does not close and reopen while the value hovers at the threshold."""
+
+INCIDENT_PROMOTE_SQL: Final = """
+WITH p AS (
+  UPDATE incidents i SET state = 'open', updated_at = statement_timestamp()
+  WHERE i.state = 'pending' AND i.device_id IN (SELECT device_id FROM stage_new_alerts)
+    AND i.last_seen - i.opened_at >= make_interval(secs => i.min_duration_s)
+  RETURNING i.incident_id
+)
+INSERT INTO incident_events (incident_id, action, actor, at)
+SELECT incident_id, 'opened', 'system', statement_timestamp() FROM p
+"""
+"""A pending incident whose condition has now lasted its rule's minimum duration opens."""
+
+INCIDENT_CLOSE_SQL: Final = f"""
+WITH c AS (
+  UPDATE incidents i SET
+    state = CASE WHEN i.state = 'pending' THEN 'expired' ELSE 'resolved' END,
+    resolved_at = statement_timestamp(),
+    resolved_by = 'system',
+    resolve_note = format('auto-closed: device reported for %%s s without the condition', %(quiet_s)s),
+    updated_at = statement_timestamp()
+  FROM device_latest l
+  WHERE l.device_id = i.device_id AND i.state IN {_LIVE}
+    AND i.device_id IN (SELECT device_id FROM stage_raw)
+    AND l.ts >= i.last_seen + make_interval(secs => %(quiet_s)s)
+  RETURNING i.incident_id, i.state, i.resolve_note
+)
+INSERT INTO incident_events (incident_id, action, actor, note, at)
+SELECT incident_id, 'resolved', 'system', resolve_note, statement_timestamp() FROM c WHERE state = 'resolved'
+"""  # noqa: S608 (identifiers are module constants, values are bound parameters)
+"""Quiet time, in the device's own event time: a live incident of a device of this batch whose
+newest reading is ``quiet_s`` past the incident's last sign closes (``resolved`` by ``system``; a
+pending one ``expired``). A device that stopped reporting keeps its incident open."""
+
+INCIDENT_SQL: Final = (INCIDENT_GROUP_SQL, INCIDENT_HOLD_SQL, INCIDENT_PROMOTE_SQL, INCIDENT_CLOSE_SQL)
+"""Run in this order in the raw batch's transaction, after every alert insert."""

@@ -95,7 +95,7 @@ class StreamJob:
 
     def registry(self) -> Any:
         """The device registry as a JDBC relation: re-read by every micro-batch of the stream-static
-        join, so sites follow registry edits without a restart (a tiny indexed table)."""
+        join, so sites and device classes follow registry edits without a restart (a tiny indexed table)."""
         kw = pg_dsn_kwargs(self.cfg, "writer")
         url = f"jdbc:postgresql://{kw['host']}:{kw['port']}/{kw['dbname']}"
         props = {
@@ -106,7 +106,7 @@ class StreamJob:
             "ApplicationName": "fleetsim-stream-registry",
         }
         return self.spark.read.jdbc(
-            url, "(SELECT device_id, site FROM devices) AS registry", properties=props
+            url, "(SELECT device_id, site, indoor, type FROM devices) AS registry", properties=props
         )
 
     # ------------------------------------------------------------------ handlers
@@ -160,7 +160,10 @@ class StreamJob:
         """(streaming DataFrame, batch handler, output mode) of one query."""
         k = self.cfg.kafka
         if name == "raw":
-            raw = flows.raw_lines(self.kafka_stream(k.telemetry_topic), self.cfg.alerts)
+            # The registry gives each reading its device class for the per-class alert rules.
+            raw = flows.raw_lines(
+                self.kafka_stream(k.telemetry_topic), self.cfg.alerts, registry=self.registry()
+            )
             return raw, self.handle_raw, "append"
         if name == "agg":
             stream = self.kafka_stream(k.telemetry_topic)

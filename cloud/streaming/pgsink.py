@@ -19,7 +19,7 @@ from psycopg2 import sql
 
 from fleetsim.cloud.streaming import history_sql
 from fleetsim.cloud.streaming.parse import READING_COLUMNS
-from fleetsim.cloud.streaming.rules import ALERT_COLUMNS
+from fleetsim.cloud.streaming.rules import ALERT_COLUMNS, STAGE_ALERT_COLUMNS
 from fleetsim.cloud.streaming.windows import AGG_COLUMNS
 from fleetsim.kernel.clients import pg_connect
 from fleetsim.kernel.config import FleetsimConfig
@@ -43,7 +43,12 @@ CREATE TEMP TABLE IF NOT EXISTS stage_raw (
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS stage_alerts (
   device_id text, kind text, measurement text, severity text, value double precision,
-  threshold double precision, event_ts timestamptz, seq bigint, fault text, message text
+  threshold double precision, event_ts timestamptz, seq bigint, fault text, message text,
+  clear_threshold double precision, min_duration_s double precision
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS stage_new_alerts (
+  device_id text, kind text, measurement text, severity text, value double precision,
+  threshold double precision, event_ts timestamptz, seq bigint, site text, fault text
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS stage_rejects (
   topic text, kafka_partition integer, kafka_offset bigint, kafka_ts timestamptz, reason text, payload text
@@ -90,11 +95,13 @@ WHERE (l.ts, l.seq) < (EXCLUDED.ts, EXCLUDED.seq)
 """  # noqa: S608 (identifiers are module constants, values are bound parameters)
 
 INSERT_ALERTS: Final = f"""
+WITH ins AS (
 INSERT INTO sensor_alerts ({", ".join(ALERT_COLUMNS)}, detected_at, site)
 SELECT {", ".join(f"a.{c}" for c in ALERT_COLUMNS)}, statement_timestamp(), d.site
 FROM stage_alerts a LEFT JOIN devices d ON d.device_id = a.device_id
-ON CONFLICT DO NOTHING
+ON CONFLICT DO NOTHING{history_sql.CAPTURE_NEW_ALERTS}
 """  # noqa: S608 (identifiers are module constants, values are bound parameters)
+"""Per-reading alerts; the rows really inserted also go to ``stage_new_alerts`` for the incidents."""
 
 INSERT_REJECTS: Final = f"""
 INSERT INTO sensor_data_rejects ({", ".join(REJECT_COPY_COLUMNS)}, ingest_ts)
@@ -158,7 +165,7 @@ class RawBatch:
     readings: bytes
     """CSV of :data:`RAW_COPY_COLUMNS`, one line per valid reading (duplicates allowed)."""
     alerts: bytes
-    """CSV of :data:`~cloud.streaming.rules.ALERT_COLUMNS`: per-reading alerts."""
+    """CSV of :data:`~cloud.streaming.rules.STAGE_ALERT_COLUMNS`: per-reading alerts."""
     rejects: bytes
     """CSV of :data:`REJECT_COPY_COLUMNS`: malformed records."""
     days: tuple[date, ...]
@@ -181,6 +188,8 @@ class RawResult:
     """Event-to-row latency of the batch's readings (ms)."""
     write_ms: float
     """Wall time of the PostgreSQL work (ms)."""
+    incident_events: int = 0
+    """Incidents opened or auto-closed by this batch (``incident_events`` rows written)."""
 
 
 class PgSink:
@@ -195,6 +204,7 @@ class PgSink:
             **history_sql.history_params(cfg.alerts),
             "offline_s": float(cfg.alerts.offline_after_s),
         }
+        self._incident_params = {"quiet_s": float(cfg.alerts.incident_quiet_s)}
 
     # ------------------------------------------------------------------ connection
     def conn(self) -> Any:
@@ -255,7 +265,7 @@ class PgSink:
         try:
             with conn.cursor() as cur:
                 self._copy(cur, "stage_raw", RAW_COPY_COLUMNS, batch.readings)
-                self._copy(cur, "stage_alerts", ALERT_COLUMNS, batch.alerts)
+                self._copy(cur, "stage_alerts", STAGE_ALERT_COLUMNS, batch.alerts)
                 self._copy(cur, "stage_rejects", REJECT_COPY_COLUMNS, batch.rejects)
                 inserted = alerts = rejects = 0
                 lat: tuple[Any, ...] = (None, None, None)
@@ -272,6 +282,12 @@ class PgSink:
                 if batch.alerts:
                     cur.execute(INSERT_ALERTS)
                     alerts += cur.rowcount
+                events = 0
+                if batch.readings or batch.alerts:
+                    for stmt in history_sql.INCIDENT_SQL:
+                        cur.execute(stmt, self._incident_params)
+                        if stmt is not history_sql.INCIDENT_HOLD_SQL:
+                            events += cur.rowcount
                 if batch.rejects:
                     cur.execute(INSERT_REJECTS)
                     rejects = cur.rowcount
@@ -288,7 +304,7 @@ class PgSink:
             conn.commit()
         except Exception as exc:
             raise self._fail(f"raw batch {batch_id}", exc) from exc
-        return RawResult(inserted, alerts, rejects, lat[0], lat[1], lat[2], write_ms)
+        return RawResult(inserted, alerts, rejects, lat[0], lat[1], lat[2], write_ms, events)
 
     def write_agg(self, data: bytes, batch_id: int) -> int:
         """Upsert updated windows; returns rows written."""

@@ -14,7 +14,7 @@ from fleetsim.kernel.config import FleetsimConfig, secret
 
 MqttIdentity = Literal["bridge", "sim", "tool"]
 KafkaIdentity = Literal["bridge", "stream", "admin"]
-PgRole = Literal["admin", "writer", "reader"]
+PgRole = Literal["admin", "writer", "reader", "operator"]
 
 
 # ------------------------------------------------------------------------------------------ MQTT
@@ -155,7 +155,7 @@ def spark_kafka_options(cfg: FleetsimConfig, identity: KafkaIdentity = "stream")
 
 # ------------------------------------------------------------------------------------ PostgreSQL
 def pg_dsn_kwargs(cfg: FleetsimConfig, role: PgRole) -> dict[str, Any]:
-    """psycopg2.connect kwargs for one of the three roles."""
+    """psycopg2.connect kwargs for one of the four roles."""
     pg = cfg.postgres
     return {
         "host": pg.host,

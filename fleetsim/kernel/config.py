@@ -17,7 +17,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from fleetsim.kernel import timespec
 from fleetsim.kernel.components import COMPONENT_NAMES, ComponentName
@@ -119,7 +127,7 @@ class KafkaConfig(_Section):
 
 
 class PostgresConfig(_Section):
-    """PostgreSQL database and its three roles."""
+    """PostgreSQL database and its four roles."""
 
     host: str = "127.0.0.1"
     port: int = Field(54329, ge=1, le=65535)
@@ -134,6 +142,10 @@ class PostgresConfig(_Section):
     reader_user: str = "fleetsim_reader"
     """Used by the dashboard: SELECT only."""
     reader_password: SecretStr | None = None
+    operator_user: str = "fleetsim_operator"
+    """Used by ``fleetsim alerts`` and the dashboard's incident actions: SELECT, plus changing only
+    incidents' state and notes (docs/alerts.md)."""
+    operator_password: SecretStr | None = None
     retention_days: int = Field(30, ge=1)
     """Days of ``sensor_data`` partitions kept."""
 
@@ -181,8 +193,78 @@ class SparkConfig(_Section):
     """Prometheus metrics port of the job's driver (0 disables)."""
 
 
+RuleMeasurement = Literal["temperature", "humidity", "co2", "pressure"]
+"""Measurements a class rule may set thresholds for (battery has ``low_battery_pct``)."""
+
+
+class AlertRule(_Section):
+    """Thresholds of one measurement for one class of devices (docs/alerts.md).
+
+    A rule matches a device when every selector it sets (``indoor``, ``type``, ``site``) equals the
+    device's registry value; unset selectors match anything. Per device and measurement the
+    matching rule with the most selectors wins (the later one among equals); it replaces the
+    fleet-wide ``<measurement>_low``/``_high`` entirely (an unset bound means no alarm that way).
+    """
+
+    measurement: RuleMeasurement
+    indoor: bool | None = None
+    """Match indoor (true) or outdoor (false) devices (registry ``devices.indoor``)."""
+    type: Literal["fixed", "mobile"] | None = None
+    """Match the registry's device type."""
+    site: str | None = Field(None, min_length=1)
+    """Match one site."""
+    low: float | None = None
+    """Alarm below this value (None: no low alarm)."""
+    high: float | None = None
+    """Alarm above this value (None: no high alarm)."""
+    clear_low: float | None = None
+    """Hysteresis: an open low incident keeps going while the value stays below this (>= ``low``);
+    default ``low`` (no hysteresis)."""
+    clear_high: float | None = None
+    """Hysteresis: an open high incident keeps going while the value stays above this (<= ``high``);
+    default ``high``."""
+    min_duration_s: float = Field(0.0, ge=0)
+    """The condition must hold this long (event time) before the incident opens (0: at once)."""
+    severity: Literal["info", "warning", "critical"] = "warning"
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AlertRule:
+        if self.low is None and self.high is None:
+            raise ValueError("set low and/or high")
+        if self.low is not None and self.high is not None and self.low >= self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.clear_high is not None and (self.high is None or self.clear_high > self.high):
+            raise ValueError(f"clear_high ({self.clear_high}) needs high and must be <= high ({self.high})")
+        if self.clear_low is not None and (self.low is None or self.clear_low < self.low):
+            raise ValueError(f"clear_low ({self.clear_low}) needs low and must be >= low ({self.low})")
+        return self
+
+    @property
+    def selectors(self) -> int:
+        """How specific the rule is (number of selectors set)."""
+        return sum(x is not None for x in (self.indoor, self.type, self.site))
+
+
+DEFAULT_ALERT_RULES: list[AlertRule] = [
+    # Outdoors RH sits near 100 % on most November nights in Lyon (devices.csv): weather, not a fault.
+    AlertRule(measurement="humidity", indoor=False, low=5.0),
+    # Outdoor air may be colder than any office; -10 °C is a cold night, not a broken sensor.
+    AlertRule(
+        measurement="temperature", indoor=False, low=-25.0, high=45.0, clear_low=-23.0, clear_high=43.0
+    ),
+    # Indoors: a humid spell (cooking, showers) must last 10 min, and it ends only below 80 %.
+    AlertRule(
+        measurement="humidity", indoor=True, low=15.0, high=85.0, clear_high=80.0, min_duration_s=600.0
+    ),
+]
+
+
 class AlertsConfig(_Section):
-    """Alert rules evaluated by the streaming job. Extreme ranges default to the contract's."""
+    """Alert rules evaluated by the streaming job. Extreme ranges default to the contract's.
+
+    The ``<measurement>_low``/``_high`` keys are the fleet-wide rule (devices of no class, e.g. not
+    in the registry); ``rules`` refine them per device class.
+    """
 
     temperature_low: float = -10.0
     temperature_high: float = 40.0
@@ -199,6 +281,14 @@ class AlertsConfig(_Section):
     """Change of a measurement across ``drift_window_readings`` that counts as drift (in its unit)."""
     offline_after_s: float = Field(60.0, gt=0)
     """A device with no reading for this long (event time) raises an ``offline`` alert."""
+    rules: list[AlertRule] = DEFAULT_ALERT_RULES
+    """Per device class thresholds (``[[alerts.rules]]`` tables in fleetsim.toml)."""
+    incident_quiet_s: float = Field(900.0, gt=0)
+    """An incident closes itself (resolved by ``system``) once its device has reported for this long
+    (event time) without the condition (docs/alerts.md)."""
+    operator: str = Field("operator", min_length=1, max_length=64)
+    """Name recorded as who acknowledged/resolved/noted an incident from the CLI and the dashboard
+    (``fleetsim alerts ack --by`` overrides it per command)."""
 
 
 class SimulationConfig(_Section):

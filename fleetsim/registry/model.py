@@ -53,6 +53,8 @@ class DeviceRecord:
     """Wire format the device publishes (the adapter that decodes it)."""
     interval_s: float | None = None
     """Expected reporting interval in seconds (informational)."""
+    indoor: bool | None = None
+    """Indoor (True) or outdoor (False) for the per-class alert rules; None: unknown (fleet-wide rule)."""
     placed: bool = True
     """False for devices auto-registered from an unknown id: no location known yet."""
     enabled: bool = True

@@ -45,6 +45,7 @@ def simulated_devices(cfg: FleetsimConfig, path: Path | None = None) -> list[Dev
             lon=s.lon,
             payload_format="native",
             interval_s=s.interval_s,
+            indoor=s.indoor,
             placed=True,
         )
         for s in specs

@@ -128,7 +128,8 @@ def upsert_simulated(conn: Any, rows: Iterable[DeviceRecord]) -> int:
     same file writes nothing and ``updated_at`` keeps its meaning.
     """
     values = [
-        (d.device_id, d.name, d.type, d.site, d.lat, d.lon, d.payload_format, d.interval_s) for d in rows
+        (d.device_id, d.name, d.type, d.site, d.lat, d.lon, d.payload_format, d.interval_s, d.indoor)
+        for d in rows
     ]
     if not values:
         return 0
@@ -136,23 +137,29 @@ def upsert_simulated(conn: Any, rows: Iterable[DeviceRecord]) -> int:
         result = execute_values(
             cur,
             """INSERT INTO devices AS d (device_id, name, type, site, lat, lon, payload_format,
-                                         interval_s, kind, placed)
+                                         interval_s, indoor, kind, placed)
                SELECT v.device_id, v.name, v.type, v.site, v.lat, v.lon, v.payload_format,
-                      v.interval_s, 'simulated', true
-                 FROM (VALUES %s) AS v (device_id, name, type, site, lat, lon, payload_format, interval_s)
+                      v.interval_s, v.indoor, 'simulated', true
+                 FROM (VALUES %s) AS v (device_id, name, type, site, lat, lon, payload_format, interval_s,
+                                        indoor)
                ON CONFLICT (device_id) DO UPDATE
                   SET name = EXCLUDED.name, type = EXCLUDED.type, site = EXCLUDED.site,
                       lat = EXCLUDED.lat, lon = EXCLUDED.lon, payload_format = EXCLUDED.payload_format,
-                      interval_s = EXCLUDED.interval_s, placed = true, kind = 'simulated',
+                      interval_s = EXCLUDED.interval_s, indoor = EXCLUDED.indoor, placed = true,
+                      kind = 'simulated',
                       updated_at = now()
                 WHERE (d.kind = 'simulated' OR (NOT d.placed AND d.name = 'auto-registered'))  -- AUTO_NAME
-                  AND (d.name, d.type, d.site, d.lat, d.lon, d.payload_format, d.interval_s, d.placed)
+                  AND (d.name, d.type, d.site, d.lat, d.lon, d.payload_format, d.interval_s, d.indoor,
+                       d.placed)
                       IS DISTINCT FROM
                       (EXCLUDED.name, EXCLUDED.type, EXCLUDED.site, EXCLUDED.lat, EXCLUDED.lon,
-                       EXCLUDED.payload_format, EXCLUDED.interval_s, true)
+                       EXCLUDED.payload_format, EXCLUDED.interval_s, EXCLUDED.indoor, true)
                RETURNING 1""",
             values,
-            template="(%s, %s, %s, %s, %s::double precision, %s::double precision, %s, %s::double precision)",
+            template=(
+                "(%s, %s, %s, %s, %s::double precision, %s::double precision, %s, %s::double precision,"
+                " %s::boolean)"
+            ),
             page_size=1000,
             fetch=True,
         )

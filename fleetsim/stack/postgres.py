@@ -1,6 +1,6 @@
 """A private PostgreSQL 15 cluster under ``<run_dir>/postgres`` on its own port.
 
-Authentication: the three login roles (admin/writer/reader, from ``[postgres]``) use
+Authentication: the four login roles (admin/writer/reader/operator, from ``[postgres]``) use
 scram-sha-256 over TCP on 127.0.0.1 only; the cluster's bootstrap superuser (the OS user that
 owns the cluster) can connect only over the unix socket in the run dir, via peer authentication
 mapped from the OS user running the stack. No other host or socket access is allowed.
@@ -27,7 +27,8 @@ log = logging.getLogger("fleetsim.stack.postgres")
 
 SERVICE_USER = "postgres"
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
-GROUP_ROLES = ("fleetsim_write", "fleetsim_read")
+GROUP_ROLES = ("fleetsim_write", "fleetsim_read", "fleetsim_operate")
+"""Group roles; V006 grants ``fleetsim_operate`` (incident state and notes only, docs/alerts.md)."""
 
 
 def pg_binary(name: str) -> str:
@@ -243,7 +244,7 @@ class Postgres(Service):
 
 
 def setup_roles(svc: Postgres) -> None:
-    """Create/refresh the group roles, the three login roles and the database (idempotent).
+    """Create/refresh the group roles, the four login roles and the database (idempotent).
 
     Runs as the bootstrap superuser over the socket. Passwords go in as bound parameters;
     identifiers through ``psycopg2.sql.Identifier``.
@@ -256,6 +257,7 @@ def setup_roles(svc: Postgres) -> None:
         (p.admin_user, secret(p.admin_password, "postgres.admin_password"), None),
         (p.writer_user, secret(p.writer_password, "postgres.writer_password"), "fleetsim_write"),
         (p.reader_user, secret(p.reader_password, "postgres.reader_password"), "fleetsim_read"),
+        (p.operator_user, secret(p.operator_password, "postgres.operator_password"), "fleetsim_operate"),
     ]
     conn = svc.superuser_connect()
     conn.autocommit = True
@@ -285,7 +287,11 @@ def setup_roles(svc: Postgres) -> None:
                 )
             db = sql.Identifier(p.database)
             cur.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(db))
-            cur.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO fleetsim_write, fleetsim_read").format(db))
+            cur.execute(
+                sql.SQL(
+                    "GRANT CONNECT ON DATABASE {} TO fleetsim_write, fleetsim_read, fleetsim_operate"
+                ).format(db)
+            )
     finally:
         conn.close()
     conn = svc.superuser_connect(p.database)
@@ -297,7 +303,7 @@ def setup_roles(svc: Postgres) -> None:
             cur.execute(
                 sql.SQL(
                     "ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA public "
-                    "GRANT SELECT ON TABLES TO fleetsim_read, fleetsim_write"
+                    "GRANT SELECT ON TABLES TO fleetsim_read, fleetsim_write, fleetsim_operate"
                 ).format(sql.Identifier(p.admin_user))
             )
     finally:
