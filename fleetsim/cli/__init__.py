@@ -1,7 +1,7 @@
 """``fleetsim`` command line: a thin dispatcher.
 
 Each runtime registers its own sub-commands through a ``register(subparsers)`` function in its
-thin ``cli`` module; the operations commands (stack, devices, experiments, bench) live beside this
+thin ``cli`` module; the operations commands (stack, devices, alerts, experiments, bench) live beside this
 file. :data:`COMMANDS` lists them all, imported here so the import graph shows every entry point.
 A registered command sets ``func(args, cfg) -> int`` with ``parser.set_defaults(func=...)``.
 The configuration is loaded and validated here, once, then passed down.
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from fleetsim.bridge import cli as bridge_cli
-from fleetsim.cli import bench, devices, experiments
+from fleetsim.cli import alerts, bench, devices, experiments
 from fleetsim.cli import stack as cli_stack
 from fleetsim.cloud.dashboard import cli as dashboard_cli
 from fleetsim.cloud.streaming import cli as stream_cli
@@ -35,6 +35,7 @@ COMMANDS = (
     stream_cli,  # stream
     dashboard_cli,  # dashboard
     experiments,  # experiment
+    alerts,  # alerts list/show/ack/resolve/note (incidents)
     bench,  # bench
 )
 """Modules that register sub-commands, in ``--help`` order."""
