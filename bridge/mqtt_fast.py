@@ -8,6 +8,10 @@ pair plus one ``send``. At 15k+ messages per second those syscalls dominate the 
 - :meth:`_sock_recv` serves paho's small reads from a 64 KiB user-space buffer (one ``recv``
   per ~200 telemetry messages), and :meth:`loop_read` keeps parsing while that buffer holds
   data (``select`` cannot see bytes that already left the kernel);
+- :meth:`_packet_read` parses every complete QoS 0/1 PUBLISH already in that buffer in one
+  loop (fixed header, length, body: plain slicing, no per-packet ``recv`` calls or ``_in_packet``
+  dict traffic); a partial packet at the buffer's end or any other packet type goes through
+  paho's own reader, which then refills the buffer;
 - :meth:`ack_many` queues the PUBACKs of a whole confirmed batch as ONE write.
 
 Packet parsing, callbacks, keep-alive, reconnects and the session stay paho's. The overrides
@@ -154,6 +158,50 @@ class FastClient(mqtt.Client):
             rc = super().loop_read(max_packets)
         return rc
 
+    def _packet_read(self) -> mqtt.MQTTErrorCode:
+        if not self._fast or self._in_packet["command"] != 0:
+            return super()._packet_read()  # mid-packet on paho's path: let it finish
+        sock, buf, pos = self._rbuf_state()
+        if sock is not self._sock:
+            return super()._packet_read()  # new connection: _sock_recv resets the buffer
+        end_buf = len(buf)
+        v5 = self._protocol == mqtt.MQTTv5
+        handled = 0
+        rc = mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+        while pos < end_buf:
+            header = buf[pos]
+            if header & 0xF0 != 0x30 or header & 0x06 == 0x04:
+                break  # not a PUBLISH, or QoS 2 (never subscribed to): paho's path
+            # Remaining length (variable byte integer, at most 4 bytes).
+            length, mult, i = 0, 1, pos + 1
+            while True:
+                if i >= end_buf or i - pos > 4:
+                    length = -1
+                    break
+                byte = buf[i]
+                i += 1
+                length += (byte & 127) * mult
+                if not byte & 128:
+                    break
+                mult *= 128
+            if length < 0 or i + length > end_buf:
+                break  # incomplete (or malformed: paho's reader judges it)
+            pos = i + length
+            self._fs_pos = pos
+            try:
+                message = parse_publish(header, buf[i:pos], v5)
+            except (ValueError, IndexError):
+                return mqtt.MQTTErrorCode.MQTT_ERR_PROTOCOL
+            handled += 1
+            rc = self._deliver(message)
+            if rc:
+                break
+        if not handled:
+            return super()._packet_read()
+        with self._msgtime_mutex:
+            self._last_bytes_received = time.monotonic()
+        return rc
+
     def _handle_publish(self) -> mqtt.MQTTErrorCode:
         header = self._in_packet["command"]
         if not self._fast or (header & 0x06) >> 1 == 2:
@@ -162,6 +210,10 @@ class FastClient(mqtt.Client):
             message = parse_publish(header, self._in_packet["packet"], self._protocol == mqtt.MQTTv5)
         except (ValueError, IndexError):
             return mqtt.MQTTErrorCode.MQTT_ERR_PROTOCOL
+        return self._deliver(message)
+
+    def _deliver(self, message: InMessage) -> mqtt.MQTTErrorCode:
+        """paho's ``_handle_publish`` tail for QoS 0/1: on_message, then the PUBACK unless manual."""
         message.timestamp = time.monotonic()
         on_message = self.on_message
         if on_message is not None:

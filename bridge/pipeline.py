@@ -19,7 +19,7 @@ from fleetsim.kernel.contract import Rejected, RejectReason, is_valid_device_id
 log = logging.getLogger("fleetsim.bridge")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Forward:
     """Valid: send ``records`` to the telemetry topic."""
 
@@ -62,13 +62,21 @@ class Processor:
         self.deadletter_unknown = unknown_device == "deadletter"
         # The default directory knows everybody: skip the per-record calls entirely.
         self._check_directory = not isinstance(self.directory, AcceptAll)
+        self._key_ids: dict[str, str | None] = {}
+        """Topic device id -> itself if it is a valid id (the record key), else None (cached)."""
 
     def process(self, topic: str, payload: bytes, received_ms: int) -> Outcome:
         resolved = self.router.resolve(topic)
         if resolved is None:
             return DeadLetter(RejectReason.UNSUPPORTED_FORMAT, "no route for topic", None, "")
         route, topic_id = resolved
-        key_id = topic_id if topic_id is not None and is_valid_device_id(topic_id) else None
+        if topic_id is None:
+            key_id = None
+        else:
+            try:
+                key_id = self._key_ids[topic_id]
+            except KeyError:
+                key_id = self._key_id(topic_id)
         fmt = route.adapter.name
         if len(payload) > self.max_payload:
             return DeadLetter(
@@ -87,6 +95,12 @@ class Processor:
             if refused is not None:
                 return DeadLetter(RejectReason.UNKNOWN_DEVICE, refused, key_id, fmt)
         return Forward(fmt, records)
+
+    def _key_id(self, topic_id: str) -> str | None:
+        if len(self._key_ids) >= 200_000:
+            self._key_ids.clear()  # bounded under a flood of distinct topics
+        key = self._key_ids[topic_id] = topic_id if is_valid_device_id(topic_id) else None
+        return key
 
     def _directory_verdict(self, records: list[Adapted]) -> str | None:
         for rec in records:

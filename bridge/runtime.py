@@ -107,7 +107,10 @@ class Bridge:
         """``/metrics`` on 127.0.0.1:``metrics_port`` (0: off) from ``start()`` to the end of ``stop()``."""
         self._client: Any = None
         self._v5 = cfg.mqtt.protocol == "5"
-        self._topic_bytes: dict[str, bytes] = {}
+        self._topic_str: dict[bytes, str] = {}
+        """Topic bytes -> decoded name (``source_topic`` header is the original bytes)."""
+        self._fmt_header: dict[str, tuple[str, bytes]] = {}
+        """Adapter name -> its ``format`` header (built once, shared by every record)."""
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -236,20 +239,23 @@ class Bridge:
             return  # not acked: redelivered to the next session
         received_ms = time.time_ns() // 1_000_000
         payload = msg.payload
-        try:
-            topic = msg.topic
-        except UnicodeDecodeError:
-            topic = None
+        topic_b = msg._topic
+        topic = self._topic_str.get(topic_b)
+        if topic is None:
+            try:
+                topic = self._remember_topic(topic_b)
+            except UnicodeDecodeError:
+                topic = None
         tracker = self.tracker
         inflight = tracker.new(msg.mid if msg.qos else 0, self._epoch, t0)
         if topic is None:
             out: Any = DeadLetter(RejectReason.INVALID_UTF8, "topic is not UTF-8", None, "")
-            src = repr(msg._topic).encode()[:1024]
+            src = repr(topic_b).encode()[:1024]
         else:
             out = self.processor.process(topic, payload, received_ms)
-            src = self._topic_bytes.get(topic) or self._remember_topic(topic)
+            src = topic_b
         at = str(received_ms).encode()
-        if isinstance(out, DeadLetter):
+        if out.__class__ is DeadLetter:
             if out.internal:
                 stats.internal_errors += 1
             headers = [
@@ -262,28 +268,34 @@ class Bridge:
             key = out.device_id.encode() if out.device_id else None
             tracker.record(inflight, self.deadletter_topic, key, payload, headers, out.reason.value)
         else:
-            headers = [(H_SOURCE, src), (H_RECEIVED, at), (H_FORMAT, out.fmt.encode())]
+            fmt_h = self._fmt_header.get(out.fmt)
+            if fmt_h is None:
+                fmt_h = self._fmt_header[out.fmt] = (H_FORMAT, out.fmt.encode())
+            headers = [(H_SOURCE, src), (H_RECEIVED, at), fmt_h]
             for rec in out.records:
                 tracker.record(inflight, self.telemetry_topic, rec.device_id.encode(), rec.value, headers)
         with self._lock:
-            if tracker.holding:
+            if tracker.failed or tracker.deferred:  # holding: keep receive order behind retries
                 tracker.deferred.extend(inflight.sends)
             else:
+                produce = self.sink.produce
                 for send in inflight.sends:
                     try:
-                        self.sink.produce(send)
+                        produce(send)
                     except Exception as exc:
                         send.error = exc
                         tracker.failed.append(send)
-            tracker.add(inflight)
-        if len(tracker) > self.max_inflight and not self._v5:
+            tracker.queue.append(inflight)
+        if not self._v5 and len(tracker.queue) > self.max_inflight:
             self._wait_for_room()
 
-    def _remember_topic(self, topic: str) -> bytes:
-        if len(self._topic_bytes) > 200_000:
-            self._topic_bytes.clear()
-        b = self._topic_bytes[topic] = topic.encode()
-        return b
+    def _remember_topic(self, topic_b: bytes) -> str:
+        """Decode (strictly: a non-UTF-8 topic raises) and cache a topic name."""
+        topic = topic_b.decode("utf-8")
+        if len(self._topic_str) > 200_000:
+            self._topic_str.clear()  # bounded under a flood of distinct topics
+        self._topic_str[topic_b] = topic
+        return topic
 
     def _wait_for_room(self) -> None:
         # MQTT 3.1.1 only, when the broker's window exceeds ours: stop reading the socket. (With

@@ -502,6 +502,29 @@ def reading_from_wire(wire: Any) -> Reading:
     )  # fmt: skip
 
 
+def validate_obj(
+    obj: dict[str, Any],
+    *,
+    now: datetime | None = None,
+    max_future: timedelta = DEFAULT_MAX_FUTURE,
+) -> Any:
+    """:func:`reading_from_obj` (no topic id) for an already-decoded object, returning the
+    validated :data:`WireReading`: msgspec checks it against the Struct in C; anything it refuses
+    is judged by :func:`reading_from_obj`, whose reason and detail stand. The adapters' path."""
+    try:
+        w: Any = msgspec.convert(obj, WireReading)
+        ts = parse_ts(w.ts)
+        if EARLIEST_TS <= ts <= (now or datetime.now(UTC)) + max_future:
+            return w
+    except (msgspec.ValidationError, ValueError):
+        pass
+    r = reading_from_obj(obj, topic_device_id=None, now=now, max_future=max_future)
+    return WireReading(
+        r.device_id, format_ts(r.ts), r.seq, r.temperature, r.humidity, r.co2, r.pressure, r.battery,
+        r.lat, r.lon, r.status, r.fault,
+    )  # fmt: skip
+
+
 _WIRE_DECODER: Final = msgspec.json.Decoder(WireReading)
 _MAX_FAST_NESTING: Final = 32
 """Payloads with more ``{``/``[`` than this go to the Python path: its recursion limit (not

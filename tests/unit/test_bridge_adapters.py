@@ -274,6 +274,7 @@ def test_adapters_raise_only_rejected(payload: bytes, topic_id: str | None) -> N
             continue
         for rec in out:  # whatever passes is a valid contract record
             decode(rec.value, topic_device_id=rec.device_id)
+            assert rec.reading is not None and rec.value == rec.reading.encode()
 
 
 @settings(max_examples=300, deadline=None)

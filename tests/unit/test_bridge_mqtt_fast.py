@@ -151,3 +151,31 @@ def test_loop_read_returns_under_a_continuous_flood_so_acks_can_be_written() -> 
                 sent += peer.send(blob[sent : sent + 65536])
         c.loop_read()
     assert len(got) == 20_000  # and nothing is lost across the bounded calls
+
+
+def test_batched_parse_hands_other_packets_to_paho_and_keeps_keepalive_fresh() -> None:
+    c, peer, got = _wired_client(FastClient, True)
+    c._ping_t = 1.0  # a PINGREQ outstanding: paho's PINGRESP handler clears it
+    c._last_bytes_received = 0.0
+    pingresp = bytes((0xD0, 0))
+    stream = (
+        b"".join(publish_packet("sensors/a/telemetry", b"p%d" % i, i + 1, 1, True) for i in range(5))
+        + pingresp
+        + b"".join(publish_packet("sensors/b/telemetry", b"q%d" % i, i + 10, 1, True) for i in range(5))
+    )
+    peer.sendall(stream)
+    for _ in range(5):
+        c.loop_read()
+    assert [m.payload for m in got] == [b"p%d" % i for i in range(5)] + [b"q%d" % i for i in range(5)]
+    assert c._ping_t == 0  # the PINGRESP went through paho's handler, in stream order
+    assert c._last_bytes_received > 0.0
+
+
+def test_batched_parse_refuses_a_malformed_publish_like_paho() -> None:
+    c, peer, got = _wired_client(FastClient, True)
+    good = publish_packet("sensors/a/telemetry", b"x", 1, 1, True)
+    bad = bytes((0x32, 3, 0xFF, 0xFF, 0x00))  # topic length beyond the packet
+    peer.sendall(good + bad + good)
+    rc = c.loop_read()
+    assert [m.payload for m in got] == [b"x"]
+    assert rc != mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS

@@ -226,3 +226,29 @@ def test_numbers_parse_identically(vals: list[Any], seq: int, ms: int) -> None:
         ),
     )
     assert_same(json.dumps(obj).encode())
+
+
+@settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    keys=st.lists(st.sampled_from([*GOOD, "extra"]), min_size=1, max_size=3, unique=True),
+    values=st.lists(st.one_of(st.just(_GONE), _values), min_size=3, max_size=3),
+)
+@example(keys=["temperature"], values=[float("nan"), None, None])
+@example(keys=["seq"], values=[True, None, None])
+def test_validate_obj_gets_the_reference_verdict(keys: list[str], values: list[Any]) -> None:
+    """The adapters' path: msgspec.convert on a decoded dict, reading_from_obj for the rest."""
+    obj = dict(GOOD)
+    for k, v in zip(keys, values, strict=False):
+        if v is _GONE:
+            obj.pop(k, None)
+        else:
+            obj[k] = v
+    try:
+        ref: tuple[str, Any] = ("ok", c.reading_from_obj(obj, topic_device_id=None, now=NOW))
+    except c.Rejected as exc:
+        ref = (exc.reason.value, exc.detail)
+    try:
+        got: tuple[str, Any] = ("ok", c.reading_from_wire(c.validate_obj(obj, now=NOW)))
+    except c.Rejected as exc:
+        got = (exc.reason.value, exc.detail)
+    assert got == ref, obj
