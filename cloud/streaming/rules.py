@@ -224,5 +224,7 @@ def row_alerts(readings: DataFrame, alerts: AlertsConfig, *, stage: bool = False
 
 
 def with_alert_count(readings: DataFrame, alerts: AlertsConfig) -> DataFrame:
-    """Adds ``n_alerts``: how many per-reading rules fire for each reading (for window counts)."""
-    return _class_columns(readings).withColumn("n_alerts", F.size(_candidates(alerts)))
+    """Adds ``n_alerts``: how many per-reading rules fire for each reading (for window counts).
+    Class columns it had to add as NULL (no registry join before) are not kept."""
+    added = [c for c in CLASS_COLUMNS if c not in readings.columns]
+    return _class_columns(readings).withColumn("n_alerts", F.size(_candidates(alerts))).drop(*added)
