@@ -24,6 +24,7 @@ from fleetsim.cloud.streaming import flows
 from fleetsim.cloud.streaming.lines import string_array_bytes
 from fleetsim.cloud.streaming.listener import MetricsListener
 from fleetsim.cloud.streaming.metrics import StreamMetrics
+from fleetsim.cloud.streaming.notify import Notifier
 from fleetsim.cloud.streaming.pgsink import PgSink, RawBatch
 from fleetsim.cloud.streaming.session import build_session
 from fleetsim.kernel.clients import pg_dsn_kwargs, spark_kafka_options
@@ -79,6 +80,7 @@ class StreamJob:
         self.queries: list[Any] = []
         self.listener: MetricsListener | None = None
         self._sinks = {name: PgSink(cfg, name) for name in QUERY_NAMES}
+        self.notifier = Notifier(cfg, self.metrics)
 
     # ------------------------------------------------------------------ sources
     def kafka_stream(self, topic: str) -> Any:
@@ -198,6 +200,7 @@ class StreamJob:
         for name in QUERY_NAMES:
             self.queries.append(self._start_query(name))
             log.info("started query %s (checkpoint %s)", name, self.checkpoint(name))
+        self.notifier.start()
         return self.queries
 
     def ui_url(self) -> str:
@@ -266,6 +269,7 @@ class StreamJob:
     def stop(self, timeout_s: float = 30.0) -> None:
         """Let each query finish its running micro-batch (up to ``timeout_s``), then stop it."""
         deadline = time.monotonic() + timeout_s
+        self.notifier.stop()
         for q in self.queries:
             while q.isActive and q.status.get("isTriggerActive") and time.monotonic() < deadline:
                 time.sleep(0.05)

@@ -60,6 +60,18 @@ class StreamMetrics:
         self.watermark_s = Gauge(
             "fleetsim_stream_watermark_seconds", "Event-time watermark (epoch seconds)", ["query"], registry=r
         )
+        self.notifications = Counter(
+            "fleetsim_stream_notifications",
+            "Incident notification deliveries by channel (mqtt, webhook) and outcome (sent, error, failed)",
+            ["channel", "outcome"],
+            registry=r,
+        )
+        self.notifications_undelivered = Gauge(
+            "fleetsim_stream_notifications_undelivered",
+            "Incident notifications not delivered: failed for good, or still pending",
+            ["state"],
+            registry=r,
+        )
         self.input_rate = Gauge(
             "fleetsim_stream_input_rows_per_second", "Input rate of the last batch", ["query"], registry=r
         )

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from fleetsim.kernel.config import FleetsimConfig, secret
 
-MqttIdentity = Literal["bridge", "sim", "tool"]
+MqttIdentity = Literal["bridge", "sim", "tool", "notifier"]
 KafkaIdentity = Literal["bridge", "stream", "admin"]
 PgRole = Literal["admin", "writer", "reader", "operator"]
 

@@ -68,7 +68,7 @@ class DeviceRecord:
 def reserved_ids(cfg: FleetsimConfig) -> frozenset[str]:
     """MQTT user names of Fleetsim's own components: a device must never take one over."""
     m = cfg.mqtt
-    return frozenset({m.bridge_user, m.sim_user, m.tool_user})
+    return frozenset({m.bridge_user, m.sim_user, m.tool_user, m.notifier_user})
 
 
 def validate_new_device(

@@ -2,7 +2,8 @@
 
 Identities (from ``[mqtt]``): the bridge reads telemetry, the simulator writes as devices and
 reads control commands, the tool identity (CLI ``tap``/``fault``/experiments) reads everything
-and writes control commands. Per-device identities (device registry) live in
+and writes control commands, the notifier (streaming job) writes only incident notifications under
+``fleetsim/alerts/``. Per-device identities (device registry) live in
 ``<run_dir>/mosquitto/device_passwd`` in Mosquitto's own hashed format; each may publish only
 under ``sensors/<its id>/...`` (pattern ACL). :func:`reload_identities` regenerates the files and
 SIGHUPs the running broker so changes apply without a restart.
@@ -74,7 +75,11 @@ user {m.tool_user}
 topic read sensors/#
 topic read tele/#
 topic read $SYS/#
+topic read fleetsim/alerts/#
 topic write fleetsim/control/#
+
+user {m.notifier_user}
+topic write fleetsim/alerts/#
 """
 
 
@@ -163,12 +168,12 @@ class Mosquitto(Service):
     def _passwd_text(self, devices: Mapping[str, str]) -> str:
         m = self.cfg.mqtt
         lines = []
-        for ident in ("bridge", "sim", "tool"):
+        for ident in ("bridge", "sim", "tool", "notifier"):
             user = getattr(m, f"{ident}_user")
             lines.append(
                 f"{user}:{hash_password(secret(getattr(m, f'{ident}_password'), f'mqtt.{ident}_password'))}"
             )
-        reserved = {m.bridge_user, m.sim_user, m.tool_user}
+        reserved = {m.bridge_user, m.sim_user, m.tool_user, m.notifier_user}
         for device_id, hashed in sorted(devices.items()):
             if device_id in reserved or not is_valid_device_id(device_id):
                 continue

@@ -31,6 +31,15 @@ GROUP_ROLES = ("fleetsim_write", "fleetsim_read", "fleetsim_operate")
 """Group roles; V006 grants ``fleetsim_operate`` (incident state and notes only, docs/alerts.md)."""
 
 
+UNDELIVERED_SQL = """
+SELECT count(*) FILTER (WHERE webhook_state = 'failed'),
+       count(*) FILTER (WHERE mqtt_state = 'pending' OR webhook_state = 'pending')
+FROM incident_events
+"""
+"""(failed for good, still pending) incident notifications: the streaming job's notifier outbox
+(V007; the same query as ``fleetsim.cloud.streaming.notify.UNDELIVERED_SQL``)."""
+
+
 def pg_binary(name: str) -> str:
     candidate = PG_BIN / name
     if candidate.is_file():
@@ -237,10 +246,23 @@ class Postgres(Service):
                 if cur.fetchone()[0]:
                     cur.execute("SELECT count(*) FROM sensor_data")
                     rows = int(cur.fetchone()[0])
+                cur.execute("SELECT to_regclass('incident_events') IS NOT NULL")
+                failed = pending = 0
+                if cur.fetchone()[0]:
+                    # Undelivered incident notifications (docs/alerts.md): failed for good / pending.
+                    cur.execute(UNDELIVERED_SQL)
+                    failed, pending = (int(x) for x in cur.fetchone())
         finally:
             conn.close()
         figure = f"{rows} rows in sensor_data, db {size / 1e6:.1f} MB" if rows >= 0 else "no schema yet"
-        return figure, {"sensor_data_rows": rows, "db_bytes": size}
+        if failed or pending:
+            figure += f", notifications undelivered: {failed} failed, {pending} pending"
+        return figure, {
+            "sensor_data_rows": rows,
+            "db_bytes": size,
+            "notifications_failed": failed,
+            "notifications_pending": pending,
+        }
 
 
 def setup_roles(svc: Postgres) -> None:
