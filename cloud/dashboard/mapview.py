@@ -21,17 +21,20 @@ from fleetsim.cloud.dashboard.logic import REAL_OUTLINE, STATE_COLORS, fmt_age
 DEVICE_LAYER_ID = "devices"
 TRACK_LAYER_ID = "tracks"
 REAL_LAYER_ID = "real-devices"
+INCIDENT_LAYER_ID = "incident-devices"
+INCIDENT_OUTLINE = (230, 30, 30, 230)
+"""Red ring around a device with an open or acknowledged incident."""
 
 
 TOOLTIP_HTML = (
-    "<b>{device_id}</b> · {state}{real}<br/>site {site} · last reading {age} ago<br/>"
+    "<b>{device_id}</b> · {state}{real}{incident}<br/>site {site} · last reading {age} ago<br/>"
     "T {t} · RH {rh} · CO₂ {co2} · p {p}<br/>battery {bat}{fault}"
 )
 """deck.gl fills ``{field}`` from the hovered point; every field is pre-formatted and HTML-escaped."""
 
 _POINT_COLUMNS = [
     "device_id", "lon", "lat", "fill", "radius", "state", "real", "site", "age", "t", "rh", "co2", "p", "bat",
-    "fault",
+    "fault", "incident",
 ]  # fmt: skip
 
 
@@ -81,6 +84,10 @@ def map_points(fleet: pd.DataFrame) -> tuple[pd.DataFrame, int]:
             "p": _fmt(placed["pressure"], "{:.0f} hPa"),
             "bat": _fmt(placed["battery"], "{:.0f} %"),
             "fault": [f" · fault {esc(f)}" if isinstance(f, str) and f else "" for f in placed["fault"]],
+            "incident": [
+                "  · open incident" if isinstance(v, bool | np.bool_) and v else ""
+                for v in (placed["incident"] if "incident" in placed else [False] * len(placed))
+            ],
         }
     )
     return out.reset_index(drop=True), unplaced
@@ -168,6 +175,24 @@ def build_deck(points: pd.DataFrame, paths: pd.DataFrame) -> pdk.Deck:
                 stroked=True,
                 get_line_color=list(REAL_OUTLINE),
                 line_width_min_pixels=2,
+                pickable=False,
+            )
+        )
+    flagged = points[points["incident"] != ""] if not points.empty else points
+    if not flagged.empty:
+        # A red ring around devices with an open incident; not pickable (clicks reach the device).
+        layers.append(
+            pdk.Layer(
+                "ScatterplotLayer",
+                id=INCIDENT_LAYER_ID,
+                data=_records(flagged[["lon", "lat"]].assign(ring=flagged["radius"] + 6)),
+                get_position=["lon", "lat"],
+                get_radius="ring",
+                radius_units='"pixels"',
+                filled=False,
+                stroked=True,
+                get_line_color=list(INCIDENT_OUTLINE),
+                line_width_min_pixels=3,
                 pickable=False,
             )
         )

@@ -20,6 +20,8 @@ TABLES = (
     "deadletter_records",
     "sensor_data_rejects",
     "devices",
+    "incident_events",
+    "incidents",
 )
 
 # id, name, kind, type, site, lat, lon, enabled

@@ -1,4 +1,4 @@
-"""Live view: KPIs, alert feed, map, tracks and fine-grained series.
+"""Live view: KPIs, incident and alert feeds, map, tracks and fine-grained series.
 
 Only ``device_latest`` (one row per device), the ``devices`` registry, index range scans of
 ``sensor_alerts`` by time and per-device index scans of ``sensor_data`` are used, so the cost does
@@ -55,7 +55,9 @@ SELECT count(*) AS devices,
          WHERE event_ts >= now() - make_interval(secs => %(active_alert_s)s)) AS active_alerts,
        (SELECT count(*) FROM sensor_alerts
          WHERE event_ts >= now() - make_interval(secs => 2 * %(active_alert_s)s)
-           AND event_ts < now() - make_interval(secs => %(active_alert_s)s)) AS previous_alerts
+           AND event_ts < now() - make_interval(secs => %(active_alert_s)s)) AS previous_alerts,
+       (SELECT count(*) FROM incidents WHERE state = 'open') AS open_incidents,
+       (SELECT count(*) FROM incidents WHERE state = 'acknowledged') AS acknowledged_incidents
   FROM ({fleet}) f
 """
 
@@ -79,7 +81,9 @@ _MAP = """
 SELECT device_id, kind, site, lat, lon, online,
        extract(epoch FROM now() - last_seen)::float8 AS age_s,
        CASE WHEN NOT online THEN 'OFFLINE' ELSE coalesce(status, 'OFFLINE') END AS state,
-       fault, battery, temperature, humidity, co2, pressure
+       fault, battery, temperature, humidity, co2, pressure,
+       EXISTS (SELECT 1 FROM incidents i
+                WHERE i.device_id = f.device_id AND i.state IN ('open', 'acknowledged')) AS incident
   FROM ({fleet}) f
  ORDER BY (kind = 'real') DESC, device_id
  LIMIT %(limit)s
@@ -108,6 +112,34 @@ SELECT event_ts, detected_at, device_id, kind, measurement, severity, value, thr
 def alert_feed(conn: Any, *, limit: int = 50) -> pd.DataFrame:
     """The newest alerts by event time."""
     return fetch_df(conn, _ALERT_FEED, {"limit": limit})
+
+
+_INCIDENT_FEED = """
+SELECT incident_id, state, severity, device_id, site, kind, measurement, opened_at, last_seen, n_alerts,
+       peak_value, threshold, acknowledged_by, ack_note, resolved_by, resolve_note
+  FROM incidents
+ WHERE state = ANY(%(states)s)
+   AND (%(severities)s::text[] IS NULL OR severity = ANY(%(severities)s))
+   AND (%(sites)s::text[] IS NULL OR site = ANY(%(sites)s))
+ ORDER BY opened_at DESC, incident_id DESC
+ LIMIT %(limit)s
+"""
+
+
+def incident_feed(
+    conn: Any, *, states: list[str], severities: list[str] | None, sites: list[str] | None, limit: int = 100
+) -> pd.DataFrame:
+    """Incidents newest first, filtered by state, severity and site (None: any)."""
+    return fetch_df(
+        conn,
+        _INCIDENT_FEED,
+        {"states": list(states), "severities": severities or None, "sites": sites or None, "limit": limit},
+    )
+
+
+def incident_sites(conn: Any) -> pd.DataFrame:
+    """Sites that have incidents (filter choices)."""
+    return fetch_df(conn, "SELECT DISTINCT site FROM incidents WHERE site IS NOT NULL ORDER BY site")
 
 
 _TRACKS = """

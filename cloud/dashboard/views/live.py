@@ -1,4 +1,5 @@
-"""Live view: "what is happening now?" KPIs, map, alert feed, drill-down and fine-grained series.
+"""Live view: "what is happening now?" KPIs, map, incident feed, drill-down and fine-grained series;
+below them the incident actions (acknowledge, resolve, note) as the operator role.
 
 Everything below the pause toggle is a fragment re-run every ``dashboard.refresh_s`` seconds (no
 page reload, the rest of the page and the widget states stay put).
@@ -11,11 +12,14 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from fleetsim.cloud.dashboard import logic, mapview
+from fleetsim.cloud.dashboard import incidents, logic, mapview
+from fleetsim.cloud.dashboard.incidents import LIVE_STATES, SEVERITIES
+from fleetsim.cloud.dashboard.incidents import VISIBLE_STATES as INCIDENT_STATES
 from fleetsim.cloud.dashboard.queries import MEASUREMENT_COLUMNS
 from fleetsim.cloud.dashboard.queries import devices as qdev
 from fleetsim.cloud.dashboard.queries import live as qlive
 from fleetsim.cloud.dashboard.ui import Context, empty_fleet_message
+from fleetsim.kernel.clients import pg_connect
 
 SERIES_WINDOWS = {"Last 5 minutes": 300, "Last 15 minutes": 900, "Last hour": 3600, "Last 6 hours": 21600}
 TRACK_WINDOW_S = 1800.0
@@ -98,6 +102,21 @@ def _kpis(ctx: Context) -> None:
         delta_color="inverse",
         help=f"Latest battery below {ctx.cfg.alerts.low_battery_pct:.0f} %.",
     )
+    c = st.columns(4)
+    c[0].metric(
+        "Open incidents",
+        int(row.open_incidents),
+        since("open_incidents"),
+        delta_color="inverse",
+        help="Incidents nobody has acknowledged yet (see the incident feed).",
+    )
+    c[1].metric(
+        "Acknowledged incidents",
+        int(row.acknowledged_incidents),
+        since("acknowledged_incidents"),
+        delta_color="off",
+        help="Incidents someone is on, not resolved yet.",
+    )
     st.caption(
         f"Status of online devices: {int(row.warning)} WARNING · {int(row.failure)} FAILURE. "
         f"Deltas of counts and means are since the previous refresh."
@@ -128,7 +147,8 @@ def _map(ctx: Context) -> None:
         for s in logic.STATES
     )
     st.markdown(
-        f"{legend} · <span style='color:rgb(20,20,230)'>◯</span> real device · size/opacity = battery",
+        f"{legend} · <span style='color:rgb(20,20,230)'>◯</span> real device · "
+        "<span style='color:rgb(230,30,30)'>◯</span> open incident · size/opacity = battery",
         unsafe_allow_html=True,
     )
     st.pydeck_chart(
@@ -151,18 +171,91 @@ def _map(ctx: Context) -> None:
     st.caption(" · ".join(notes) + ". Click a device to drill down.")
 
 
+FEED_COLUMNS = (
+    "incident_id", "state", "severity", "device_id", "site", "kind", "measurement", "opened_at", "last_seen",
+    "n_alerts", "peak_value",
+)  # fmt: skip
+
+
 def _alert_feed(ctx: Context) -> None:
-    st.subheader("Alert feed")
-    feed = ctx.load(qlive.alert_feed, limit=50)
-    if feed.empty:
-        st.info("No alerts yet.")
-        return
-    st.dataframe(
-        feed[["event_ts", "device_id", "kind", "measurement", "severity", "value", "site"]],
-        hide_index=True,
-        height=420,
-        column_config={"event_ts": st.column_config.DatetimeColumn("event time (UTC)", format="HH:mm:ss")},
+    st.subheader("Incidents")
+    sites_df = ctx.load(qlive.incident_sites, "slow")
+    sites = sites_df["site"].tolist() if not sites_df.empty else []
+    f = st.columns(3)
+    states = f[0].multiselect("State", list(INCIDENT_STATES), default=list(LIVE_STATES), key="inc_states")
+    severities = f[1].multiselect("Severity", list(SEVERITIES), key="inc_severities")
+    chosen_sites = f[2].multiselect("Site", sites, key="inc_sites")
+    feed = ctx.load(
+        qlive.incident_feed, states=states or list(INCIDENT_STATES), severities=severities, sites=chosen_sites
     )
+    if feed.empty:
+        st.info("No incidents match." if (states or severities or chosen_sites) else "No incidents.")
+    else:
+        st.dataframe(
+            feed[list(FEED_COLUMNS)],
+            hide_index=True,
+            height=300,
+            column_config={
+                "opened_at": st.column_config.DatetimeColumn("opened (UTC)", format="YYYY-MM-DD HH:mm:ss"),
+                "last_seen": st.column_config.DatetimeColumn("last seen (UTC)", format="HH:mm:ss"),
+            },
+        )
+    with st.expander("Raw alerts (every alert row)"):
+        raw = ctx.load(qlive.alert_feed, limit=50)
+        if raw.empty:
+            st.info("No alerts yet.")
+        else:
+            st.dataframe(
+                raw[["event_ts", "device_id", "kind", "measurement", "severity", "value", "site"]],
+                hide_index=True,
+                height=300,
+                column_config={
+                    "event_ts": st.column_config.DatetimeColumn("event time (UTC)", format="HH:mm:ss")
+                },
+            )
+
+
+ACTIONS = {"Acknowledge": incidents.acknowledge, "Resolve": incidents.resolve, "Add note": incidents.add_note}
+
+
+def _incident_actions(ctx: Context) -> None:
+    """Acknowledge / resolve / note, as the operator role (the only writes the dashboard makes).
+    Outside the auto-refreshing fragment, in a form: a refresh never eats a half-typed note."""
+    flash = st.session_state.pop("inc_flash", None)
+    if flash:
+        st.success(flash)
+    live = ctx.load(qlive.incident_feed, states=list(LIVE_STATES), severities=None, sites=None, limit=200)
+    if live.empty:
+        return
+    labels = {
+        int(r.incident_id): f"#{int(r.incident_id)} · {r.device_id} · {r.kind} {r.measurement} · {r.state}"
+        for r in live.itertuples()
+    }
+    with st.form("incident_action", clear_on_submit=True):
+        st.markdown(f"**Act on an incident** (recorded as *{ctx.cfg.alerts.operator}*, `[alerts] operator`)")
+        cols = st.columns([3, 2])
+        chosen = cols[0].selectbox("Incident", list(labels), format_func=labels.__getitem__, key="inc_pick")
+        action = cols[1].radio("Action", list(ACTIONS), horizontal=True, key="inc_action")
+        note = st.text_input("Note (required)", key="inc_note", max_chars=incidents.MAX_NOTE)
+        submitted = st.form_submit_button("Apply", key="inc_apply")
+    if not submitted or chosen is None:
+        return
+    try:
+        conn = pg_connect(ctx.cfg, "operator", options="-c TimeZone=UTC -c statement_timeout=5000")
+    except Exception as exc:
+        st.error(f"Cannot reach the database as the operator role: {exc}")
+        return
+    try:
+        inc = ACTIONS[str(action)](conn, int(chosen), ctx.cfg.alerts.operator, note or "")
+    except incidents.IncidentError as exc:
+        st.error(str(exc))
+        return
+    finally:
+        conn.close()
+    # Rerun so the KPIs, feed and map above (drawn before this form) show the new state at once.
+    st.cache_data.clear()
+    st.session_state["inc_flash"] = f"Incident #{inc.incident_id} is {inc.state}."
+    st.rerun()
 
 
 def _drill_down(ctx: Context) -> None:
@@ -272,3 +365,5 @@ def render(ctx: Context) -> None:
             _series(ctx, chosen, window_s, measurement)
 
     live_panel()
+    with ctx.section():
+        _incident_actions(ctx)
