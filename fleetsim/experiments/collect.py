@@ -96,9 +96,11 @@ class Window:
     """Wall-clock start of the run: rows ingested (alerts detected) before it belong to earlier
     runs, whose devices and seqs may coincide with this one's."""
     seq_from: int = 0
-    """The run's first seq: a simulator running beside it (the demo's, another experiment's)
-    may publish the same device ids in the same event-time window, always with other seqs (each
-    process counts from its own start instant), so rows and alerts below it are not this run's."""
+    seq_to: int = 2**63 - 1
+    """The run's seqs, first to last: a simulator running beside it (the demo's, another
+    experiment's) may publish the same device ids in the same event-time window, always with
+    other seqs (each process counts from its own start instant in epoch ms), so rows and alerts
+    outside them are not this run's."""
 
 
 # ------------------------------------------------------------------------------------ postgres
@@ -127,15 +129,15 @@ def count_rows(cfg: FleetsimConfig, w: Window) -> tuple[int, int]:
     with pg_connect(cfg, "reader") as conn, conn.cursor() as cur:
         cur.execute(
             "SELECT count(*) FROM sensor_data WHERE ts >= %s AND ts <= %s AND device_id = ANY(%s)"
-            " AND ingest_ts >= %s AND seq >= %s",
-            (w.start, w.end, list(w.devices), w.since, w.seq_from),
+            " AND ingest_ts >= %s AND seq BETWEEN %s AND %s",
+            (w.start, w.end, list(w.devices), w.since, w.seq_from, w.seq_to),
         )
         rows = int(cur.fetchone()[0])
         cur.execute(
             "SELECT count(*) FROM sensor_alerts"
             " WHERE event_ts >= %s AND event_ts <= %s AND device_id = ANY(%s) AND detected_at >= %s"
-            " AND (seq IS NULL OR seq >= %s)",
-            (w.start, w.end, list(w.devices), w.since, w.seq_from),
+            " AND (seq IS NULL OR seq BETWEEN %s AND %s)",
+            (w.start, w.end, list(w.devices), w.since, w.seq_from, w.seq_to),
         )
         alerts = int(cur.fetchone()[0])
     conn.close()
@@ -150,11 +152,12 @@ def fetch_alerts(cfg: FleetsimConfig, w: Window) -> list[AlertRow]:
     LEFT JOIN LATERAL (
       SELECT s.bridge_ts FROM sensor_data s
       WHERE s.device_id = a.device_id AND s.ts <= a.event_ts AND s.ts >= %(start)s
-        AND s.ingest_ts >= %(since)s AND s.seq >= %(seq_from)s AND (a.seq IS NULL OR s.seq = a.seq)
+        AND s.ingest_ts >= %(since)s AND s.seq BETWEEN %(seq_from)s AND %(seq_to)s
+        AND (a.seq IS NULL OR s.seq = a.seq)
       ORDER BY s.ts DESC LIMIT 1
     ) d ON true
     WHERE a.event_ts >= %(start)s AND a.event_ts <= %(end)s AND a.device_id = ANY(%(devices)s)
-      AND a.detected_at >= %(since)s AND (a.seq IS NULL OR a.seq >= %(seq_from)s)
+      AND a.detected_at >= %(since)s AND (a.seq IS NULL OR a.seq BETWEEN %(seq_from)s AND %(seq_to)s)
     ORDER BY a.event_ts
     """
     with pg_connect(cfg, "reader") as conn, conn.cursor() as cur:
@@ -166,6 +169,7 @@ def fetch_alerts(cfg: FleetsimConfig, w: Window) -> list[AlertRow]:
                 "devices": list(w.devices),
                 "since": w.since,
                 "seq_from": w.seq_from,
+                "seq_to": w.seq_to,
             },
         )
         rows = cur.fetchall()
@@ -182,13 +186,13 @@ def fetch_table_seqs(
            extract(epoch FROM ts) * 1000, extract(epoch FROM bridge_ts) * 1000,
            extract(epoch FROM kafka_ts) * 1000, extract(epoch FROM ingest_ts) * 1000
     FROM sensor_data WHERE ts >= %s AND ts <= %s AND device_id = ANY(%s) AND ingest_ts >= %s
-      AND seq >= %s
+      AND seq BETWEEN %s AND %s
     """
     out: dict[str, StageSeqs] = {}
     hops: list[tuple[float | None, float | None, float | None, float | None]] = []
     with pg_connect(cfg, "reader") as conn, conn.cursor(name="exp_rows") as cur:
         cur.itersize = 20_000
-        cur.execute(sql, (w.start, w.end, list(w.devices), w.since, w.seq_from))
+        cur.execute(sql, (w.start, w.end, list(w.devices), w.since, w.seq_from, w.seq_to))
         for dev, seq, late, ts, br, ka, ing in cur:
             st = out.get(dev)
             if st is None:

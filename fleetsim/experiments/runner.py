@@ -193,7 +193,7 @@ def score_run(
         sim_end + margin + timedelta(seconds=max(sc.grace_s, cfg.alerts.offline_after_s)),
         tuple(devices),
         wall_start,
-        first_seq(ledger),
+        *seq_span(ledger),
     )
     alerts = collect.fetch_alerts(cfg, window)
     table, hop_rows = collect.fetch_table_seqs(cfg, window)
@@ -263,7 +263,7 @@ def run_experiment(
         margin = timedelta(seconds=_max_skew_s(scenario) + 1.0)
         sim_end = datetime.fromisoformat(totals["end"])
         window = collect.Window(
-            sim_start - margin, sim_end + margin, tuple(devices), wall_start, first_seq(ledger)
+            sim_start - margin, sim_end + margin, tuple(devices), wall_start, *seq_span(ledger)
         )
         drained = wait_drained(cfg, window, expected, scenario.scoring.drain_timeout_s, opts, say, stop)
         say(f"pipeline drained: {drained[0]} ({drained[1]}); scoring")
@@ -285,10 +285,11 @@ def run_experiment(
     return report, out_dir
 
 
-def first_seq(ledger: collect.GroundTruth) -> int:
-    """The lowest seq this run made (its devices all start at the run's seq base)."""
-    firsts = [r[0][0] for s in ledger.sent.values() for r in (s.published, *s.dropped.values()) if r]
-    return min(firsts, default=0)
+def seq_span(ledger: collect.GroundTruth) -> tuple[int, int]:
+    """The lowest and highest seq this run made (its devices all start at the run's seq base)."""
+    if not ledger.sent:
+        return 0, -1
+    return min(s.first_seq for s in ledger.sent.values()), max(s.last_seq for s in ledger.sent.values())
 
 
 def _published(sent: Any) -> set[int]:

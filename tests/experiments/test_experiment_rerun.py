@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from waiting import wait_until, while_running
 
 from fleetsim.experiments.runner import RunOptions, run_experiment
 from fleetsim.experiments.scenario import load_scenario
@@ -38,7 +39,7 @@ interval_s = 5
 
 [run]
 duration = "120s"
-speed = 6
+speed = 12
 seed = 3
 
 [scoring]
@@ -83,6 +84,12 @@ def demo_sim(exp_pipeline: FleetsimConfig, fleet_dir: Path) -> Iterator[subproce
     with (fleet_dir / "demo.log").open("wb") as out:
         proc = subprocess.Popen(cmd, env=env, cwd=fleet_dir, stdout=out, stderr=out)
     try:
+        # Running and stored, as after `fleetsim up`: the experiments below start while it publishes.
+        wait_until(
+            while_running(proc, lambda: _stored(exp_pipeline, "rr-n1") > 0, "demo", fleet_dir / "demo.log"),
+            300,
+            what="the demo simulator's readings in sensor_data",
+        )
         yield proc
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -91,6 +98,14 @@ def demo_sim(exp_pipeline: FleetsimConfig, fleet_dir: Path) -> Iterator[subproce
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
+
+
+def _stored(cfg: FleetsimConfig, device_id: str) -> int:
+    with pg_connect(cfg, "reader") as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM sensor_data WHERE device_id = %s", (device_id,))
+        (n,) = cur.fetchone()
+    conn.close()
+    return int(n)
 
 
 def _run(cfg: FleetsimConfig, fleet_dir: Path) -> dict:
@@ -119,7 +134,10 @@ def test_the_same_scenario_twice_beside_a_demo_simulator_scores_the_same(
         assert report["run"]["drained"], report["run"]["drain_note"]
         score = _score(report)
         assert score["detected"] == {"sensor_failure": (2, 2), "stuck": (1, 1)}, report["detection"]["faults"]
-        assert (score["lost"], score["duplicated_db"], score["unexpected"]) == (0, 0, 0), score
+        assert (score["lost"], score["duplicated_db"], score["unexpected"]) == (0, 0, 0), (
+            report["run_id"],
+            report["integrity"]["devices"],
+        )
         for row in report["integrity"]["devices"]:
             assert row["made"] == row["in_db"] > 15, row
     assert _score(first) == _score(second)
