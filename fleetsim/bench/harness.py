@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +31,10 @@ from fleetsim.kernel.config import FleetsimConfig, config_to_env
 from fleetsim.kernel.errors import FleetsimError
 
 BENCH_RE = re.compile(r"^bench_([a-z0-9_]+)\.py$")
+
+QUIET_LOAD: float = 1.5
+"""Highest 1-minute load average (2 cores) at which a benchmark's figures count as measured: the
+dedicated engines idle at well under 1; more means other work shares the machine."""
 
 
 class BenchError(FleetsimError):
@@ -147,6 +151,28 @@ def run_one(name: str, path: Path, cfg: FleetsimConfig, quick: bool, timeout_s: 
         return BenchOutcome(name, status, round(duration, 1), result, error)
 
 
+def wait_quiet(
+    max_load: float,
+    timeout_s: float,
+    *,
+    loadavg: Callable[[], float] = lambda: os.getloadavg()[0],
+    sleep: Callable[[float], None] = time.sleep,
+    report: Callable[[str], None] = print,
+) -> tuple[float, bool]:
+    """Wait up to ``timeout_s`` for the 1-minute load average to fall to ``max_load`` (the last
+    benchmark's own load decays in about a minute). Returns (load, quiet)."""
+    deadline = time.monotonic() + timeout_s
+    load = loadavg()
+    said = False
+    while load > max_load and time.monotonic() < deadline:
+        if not said:
+            report(f"  waiting for a quiet machine: load average {load:.2f} > {max_load}")
+            said = True
+        sleep(5.0)
+        load = loadavg()
+    return round(load, 2), load <= max_load
+
+
 def write_results(results_dir: Path, payload: dict[str, Any]) -> Path:
     results_dir.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -158,13 +184,15 @@ def write_results(results_dir: Path, payload: dict[str, Any]) -> Path:
 def latest_results(results_dir: Path) -> dict[str, dict[str, Any]]:
     """The newest outcome of every benchmark across the stored result files.
 
-    A full run beats a ``--quick`` one, and a finished run beats a failed one, whatever their age:
-    a smoke check must not overwrite the published figures.
+    A run on a quiet machine beats one on a busy machine, a full run beats a ``--quick`` one, and
+    a finished run beats a failed one, whatever their age: neither a smoke check nor figures taken
+    while other work loaded the machine may overwrite the published figures.
     """
     newest: dict[str, dict[str, Any]] = {}
 
-    def rank(o: dict[str, Any]) -> tuple[int, int]:
-        return (0 if o.get("quick") else 1, 1 if o.get("status") == "ok" else 0)
+    def rank(o: dict[str, Any]) -> tuple[int, int, int]:
+        quiet = o.get("quiet", True)  # results from before the guard: judged by their load figure
+        return (1 if quiet else 0, 0 if o.get("quick") else 1, 1 if o.get("status") == "ok" else 0)
 
     for path in sorted(results_dir.glob("*.json")):
         try:

@@ -77,6 +77,12 @@ def render_bench(name: str, outcome: dict[str, Any]) -> str:
         )
     )
     lines.append("")
+    if outcome.get("quiet") is False:
+        lines += [
+            f"**Taken on a busy machine (1-min load average {outcome.get('load_before')} before the "
+            "run): not a measurement.** Rerun it alone.",
+            "",
+        ]
     if outcome.get("status") != "ok":
         lines += ["```", str(outcome.get("error", ""))[-2000:], "```", ""]
         return "\n".join(lines)

@@ -30,6 +30,14 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--repo", type=Path, default=Path.cwd(), help="repository root (default: cwd)")
     p.add_argument(
+        "--max-load",
+        type=float,
+        default=harness.QUIET_LOAD,
+        help="1-min load average above which figures are recorded as taken on a busy machine "
+        f"(default {harness.QUIET_LOAD}; each benchmark first waits up to --quiet-wait s for it)",
+    )
+    p.add_argument("--quiet-wait", type=float, default=180.0, help="seconds to wait for a quiet machine")
+    p.add_argument(
         "--render-only", action="store_true", help="rebuild BENCHMARKS.md from stored results, run nothing"
     )
     p.set_defaults(func=run)
@@ -57,8 +65,9 @@ def run(args: argparse.Namespace, cfg: FleetsimConfig) -> int:
         for i, (name, path) in enumerate(chosen.items(), start=1):
             print(f"[{i}/{len(chosen)}] {name} ...", flush=True)
             timeout_s = args.timeout or harness.declared_timeout(path) or DEFAULT_TIMEOUT_S
-            # Load average before and after: a figure taken on a busy machine must say so.
-            load_before = round(os.getloadavg()[0], 2)
+            # A figure taken on a busy machine is not a measurement: wait for quiet, and when it
+            # does not come, record the figures marked as such (they never replace quiet ones).
+            load_before, quiet = harness.wait_quiet(args.max_load, args.quiet_wait)
             outcome = harness.run_one(name, path, bench_cfg, args.quick, timeout_s)
             load_after = round(os.getloadavg()[0], 2)
             print(
@@ -66,6 +75,8 @@ def run(args: argparse.Namespace, cfg: FleetsimConfig) -> int:
                 f"(load average {load_before} -> {load_after})",
                 flush=True,
             )
+            if not quiet:
+                print(f"  NOT A MEASUREMENT: load average {load_before} > {args.max_load} before the run")
             if outcome.error:
                 print(outcome.error)
             outcomes[name] = {
@@ -76,6 +87,7 @@ def run(args: argparse.Namespace, cfg: FleetsimConfig) -> int:
                 "timeout_s": timeout_s,
                 "load_before": load_before,
                 "load_after": load_after,
+                "quiet": quiet,
             }
     payload = {
         "started_at": time.strftime(

@@ -10,7 +10,7 @@ import pytest
 from fleetsim.bench import harness, report
 
 
-def _store(results: Path, stamp: str, quick: bool, status: str, value: float) -> None:
+def _store(results: Path, stamp: str, quick: bool, status: str, value: float, quiet: bool = True) -> None:
     payload = {
         "quick": quick,
         "machine": {"cores": 2},
@@ -33,6 +33,9 @@ def _store(results: Path, stamp: str, quick: bool, status: str, value: float) ->
                 if status == "ok"
                 else {},
                 "error": "" if status == "ok" else "boom",
+                "quiet": quiet,
+                "load_before": 0.4 if quiet else 7.9,
+                "load_after": 0.5,
             }
         },
     }
@@ -47,6 +50,34 @@ def test_full_results_beat_later_quick_and_failed_runs(tmp_path: Path) -> None:
     assert latest["sim"]["result"]["figures"][0]["value"] == 30_000.0
     _store(tmp_path, "20260104T000000Z", quick=False, status="ok", value=20_000.0)
     assert harness.latest_results(tmp_path)["sim"]["result"]["figures"][0]["value"] == 20_000.0
+
+
+def test_figures_from_a_busy_machine_never_replace_quiet_ones_and_say_so(tmp_path: Path) -> None:
+    _store(tmp_path, "20260101T000000Z", quick=False, status="ok", value=30_000.0)
+    _store(tmp_path, "20260102T000000Z", quick=False, status="ok", value=9_000.0, quiet=False)
+    latest = harness.latest_results(tmp_path)
+    assert latest["sim"]["result"]["figures"][0]["value"] == 30_000.0
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    _store(busy, "20260102T000000Z", quick=False, status="ok", value=9_000.0, quiet=False)
+    text = report.render_bench("sim", harness.latest_results(busy)["sim"])
+    assert "not a measurement" in text and "7.9" in text
+
+
+def test_wait_quiet_waits_for_the_load_to_fall_and_says_when_it_did_not() -> None:
+    loads = iter([3.0, 2.0, 1.2])
+    said: list[str] = []
+    assert harness.wait_quiet(
+        1.5, 60, loadavg=lambda: next(loads), sleep=lambda _: None, report=said.append
+    ) == (
+        1.2,
+        True,
+    )
+    assert len(said) == 1 and "3.00 > 1.5" in said[0]
+    assert harness.wait_quiet(1.5, 0, loadavg=lambda: 4.0, sleep=lambda _: None, report=said.append) == (
+        4.0,
+        False,
+    )
 
 
 def test_report_lists_targets_with_verdicts(tmp_path: Path) -> None:
