@@ -53,8 +53,6 @@ class DeviceRecord:
     """Wire format the device publishes (the adapter that decodes it)."""
     interval_s: float | None = None
     """Expected reporting interval in seconds (informational)."""
-    indoor: bool | None = None
-    """Indoor (True) or outdoor (False) for the per-class alert rules; None: unknown (fleet-wide rule)."""
     placed: bool = True
     """False for devices auto-registered from an unknown id: no location known yet."""
     enabled: bool = True
@@ -63,6 +61,8 @@ class DeviceRecord:
     """Row creation time (UTC), set by the database."""
     updated_at: datetime | None = None
     """Last change (UTC), set by the store on every update."""
+    indoor: bool | None = None  # last: the store builds records positionally from its SELECT
+    """Indoor (True) or outdoor (False) for the per-class alert rules; None: unknown (fleet-wide rule)."""
 
 
 def reserved_ids(cfg: FleetsimConfig) -> frozenset[str]:

@@ -151,3 +151,17 @@ def test_minimum_duration_pending_expired_and_promoted(sink_cfg: FleetsimConfig)
         assert events(sink_cfg, "d3") == [("opened", "system")]
     finally:
         sink.close()
+
+
+def test_registry_seed_gives_devices_their_class(postgres: FleetsimConfig) -> None:
+    # The per-class rules need devices.indoor: seeded from the fleet file's `indoor` column.
+    from fleetsim.registry.seed import seed_from_csv
+
+    seed_from_csv(postgres)
+    rows = dict(
+        admin(
+            postgres,
+            "SELECT device_id, indoor FROM devices WHERE device_id IN ('lyon-pd-01', 'lyon-out-tete-dor-1')",
+        )
+    )
+    assert rows == {"lyon-pd-01": True, "lyon-out-tete-dor-1": False}
