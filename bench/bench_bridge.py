@@ -46,11 +46,12 @@ import urllib.request
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import paho.mqtt.client as mqtt
+import pydantic
 from confluent_kafka import Producer
-from kafka import KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parents[1]
@@ -230,8 +231,6 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 def _kafka_order(cfg: FleetsimConfig, n: int) -> dict[str, float]:
     """Read the telemetry topic back: records, distinct (device, seq), and per-device order (in
     each partition's offset order; one device = one partition)."""
-    from kafka import KafkaConsumer, TopicPartition
-
     topic = cfg.kafka.telemetry_topic
     consumer = KafkaConsumer(**kafka_python_kwargs(cfg, "stream"), enable_auto_commit=False)
     seqs: dict[bytes, list[int]] = {}
@@ -330,10 +329,6 @@ def _contract_payloads(n: int) -> list[tuple[str, bytes]]:
 def _pydantic_validator() -> Any:
     """pydantic-core, the alternative considered: a strict model with the contract's types and
     ranges (built from contract.FIELDS), ``ts`` checked in Python as on the other paths."""
-    from typing import Annotated, Literal
-
-    import pydantic
-
     fields: dict[str, Any] = {}
     for f in contract.FIELDS:
         if f.name == "device_id":

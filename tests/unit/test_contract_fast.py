@@ -252,3 +252,12 @@ def test_validate_obj_gets_the_reference_verdict(keys: list[str], values: list[A
     except c.Rejected as exc:
         got = (exc.reason.value, exc.detail)
     assert got == ref, obj
+
+
+def test_the_encoders_write_the_fields_in_the_definitions_order() -> None:
+    """The simulator's f-string encoder and Reading.encode follow FIELDS (the one definition)."""
+    raw = c.encode_reading(
+        DEV, "2026-11-29T04:59:00.000Z", 7, 1.0, 2.0, 3.0, 400.0, 5.0, 6.0, 7.0, "OK", "stuck"
+    )
+    assert list(json.loads(raw)) == [f.name for f in c.FIELDS]
+    assert raw == c.decode(raw, topic_device_id=DEV, now=NOW).encode()
