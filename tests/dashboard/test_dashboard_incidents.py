@@ -88,6 +88,13 @@ def test_kpis_feed_filters_and_map_marks(with_incidents: dict[str, int], app_cfg
     assert flagged == {"dev-ok-1", "dev-fail-3"}  # the resolved one is not marked
     assert len(layers["incident-devices"]["data"]) == 2
 
+    # The drill-down lists the device's incident history.
+    at.text_input(key="drill_device").set_value("dev-fail-3").run()
+    history = next(d.value for d in at.dataframe if "acknowledged_by" in d.value.columns)
+    assert history[["incident_id", "state", "acknowledged_by"]].values.tolist() == [
+        [with_incidents["dev-fail-3"], "acknowledged", "bob"]
+    ]
+
 
 def test_acknowledge_and_resolve_from_the_dashboard(
     with_incidents: dict[str, int], app_cfg: FleetsimConfig

@@ -131,3 +131,18 @@ SELECT event_ts, kind, measurement, severity, value, threshold, message, fault
 def device_alerts(conn: Any, *, device_id: str, limit: int = 50) -> pd.DataFrame:
     """Newest alerts of one device."""
     return fetch_df(conn, _DEVICE_ALERTS, {"device_id": device_id, "limit": limit})
+
+
+_DEVICE_INCIDENTS = """
+SELECT incident_id, state, severity, kind, measurement, opened_at, last_seen, n_alerts, peak_value,
+       acknowledged_by, ack_note, resolved_by, resolve_note
+  FROM incidents
+ WHERE device_id = %(device_id)s AND state IN ('open', 'acknowledged', 'resolved')
+ ORDER BY opened_at DESC, incident_id DESC
+ LIMIT %(limit)s
+"""
+
+
+def device_incidents(conn: Any, *, device_id: str, limit: int = 20) -> pd.DataFrame:
+    """Incident history of one device, newest first (who acknowledged/resolved it, with the notes)."""
+    return fetch_df(conn, _DEVICE_INCIDENTS, {"device_id": device_id, "limit": limit})

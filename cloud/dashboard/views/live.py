@@ -284,6 +284,10 @@ def _drill_down(ctx: Context) -> None:
     c[5].metric("Last seen", logic.fmt_age(logic.age_seconds(d.last_seen, logic.utc_now())))
     if isinstance(d.fault, str) and d.fault:
         st.caption(f"Injected fault active at the last reading: {d.fault}")
+    history = ctx.load(qdev.device_incidents, device_id=device_id, limit=20)
+    if not history.empty:
+        st.caption("Incidents of this device")
+        st.dataframe(history, hide_index=True, height=200)
     alerts = ctx.load(qdev.device_alerts, device_id=device_id, limit=20)
     if not alerts.empty:
         st.dataframe(alerts, hide_index=True, height=200)
