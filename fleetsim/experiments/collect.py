@@ -20,7 +20,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
 from fleetsim.edge.ledger import read_ledger
-from fleetsim.experiments.detection import AlertRow, FaultInstance
+from fleetsim.experiments.detection import AlertRow, FaultInstance, IncidentRow
 from fleetsim.experiments.integrity import SentLog, StageSeqs
 from fleetsim.kernel.clients import kafka_python_kwargs, pg_connect
 from fleetsim.kernel.config import FleetsimConfig
@@ -175,6 +175,72 @@ def fetch_alerts(cfg: FleetsimConfig, w: Window) -> list[AlertRow]:
         rows = cur.fetchall()
     conn.close()
     return [AlertRow(r[0], r[1], r[2] or "", r[3], r[4], r[5], r[6]) for r in rows]
+
+
+def fetch_incidents(cfg: FleetsimConfig, w: Window) -> list[IncidentRow]:
+    """The incidents of the run's devices whose span meets its event-time window (any state),
+    each with the wall-clock instant of its ``opened`` event and the bridge receive time of the
+    run's reading that opened it.
+
+    Incidents carry no seq: one that a run beside this one (same device ids) opened is told apart
+    by event time only. An incident still open from an earlier run of the same devices (within
+    ``alerts.incident_quiet_s``) that this run's alerts extend is included: it is the incident
+    the operator sees."""
+    sql = """
+    SELECT i.incident_id, i.device_id, i.kind, i.measurement, i.opened_at, i.last_seen, i.n_alerts,
+           i.min_duration_s, i.fault, ev.at, d.bridge_ts, i.state
+    FROM incidents i
+    LEFT JOIN LATERAL (
+      SELECT e.at FROM incident_events e
+      WHERE e.incident_id = i.incident_id AND e.action = 'opened' ORDER BY e.event_id LIMIT 1
+    ) ev ON true
+    LEFT JOIN LATERAL (
+      SELECT s.bridge_ts FROM sensor_data s
+      WHERE s.device_id = i.device_id AND s.ts >= %(start)s
+        AND s.ts <= i.opened_at + make_interval(secs => i.min_duration_s)
+        AND s.ingest_ts >= %(since)s AND s.seq BETWEEN %(seq_from)s AND %(seq_to)s
+      ORDER BY s.ts DESC LIMIT 1
+    ) d ON true
+    WHERE i.device_id = ANY(%(devices)s) AND i.last_seen >= %(start)s AND i.opened_at <= %(end)s
+    ORDER BY i.opened_at, i.incident_id
+    """
+    with pg_connect(cfg, "reader") as conn, conn.cursor() as cur:
+        cur.execute(
+            sql,
+            {
+                "start": w.start,
+                "end": w.end,
+                "devices": list(w.devices),
+                "since": w.since,
+                "seq_from": w.seq_from,
+                "seq_to": w.seq_to,
+            },
+        )
+        rows = cur.fetchall()
+    conn.close()
+    return [
+        IncidentRow(
+            r[0], r[1], r[2], r[3] or "", r[4], r[5], int(r[6]), float(r[7] or 0.0), r[8], r[9], r[10], r[11]
+        )
+        for r in rows
+    ]
+
+
+def fetch_incident_events(
+    cfg: FleetsimConfig, incident_ids: Sequence[int]
+) -> list[tuple[int, str, datetime]]:
+    """``(incident_id, action, at)`` of every event of these incidents."""
+    if not incident_ids:
+        return []
+    with pg_connect(cfg, "reader") as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT incident_id, action, at FROM incident_events WHERE incident_id = ANY(%s)"
+            " ORDER BY event_id",
+            (list(incident_ids),),
+        )
+        rows = cur.fetchall()
+    conn.close()
+    return [(int(r[0]), str(r[1]), r[2]) for r in rows]
 
 
 def fetch_table_seqs(

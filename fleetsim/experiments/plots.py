@@ -33,10 +33,16 @@ def _save(fig: Figure, path: Path) -> Path:
 
 
 def timeline(report: dict[str, Any], path: Path, max_devices: int = 40) -> Path:
-    """Injected faults (bars, hatched when missed) and alerts (markers) per device over event time."""
+    """Injected faults (bars, hatched when missed), incidents (red spans, opened to last seen) and
+    alerts (markers) per device over event time."""
     faults = report["detection"]["faults"] + report.get("integrity_faults", [])
     alerts = report.get("alerts", [])
-    devices = sorted({f["device_id"] for f in faults} | {a["device_id"] for a in alerts})[:max_devices]
+    incidents = report.get("incidents", [])
+    devices = sorted(
+        {f["device_id"] for f in faults}
+        | {a["device_id"] for a in alerts}
+        | {i["device_id"] for i in incidents}
+    )[:max_devices]
     row = {d: i for i, d in enumerate(devices)}
     kinds = sorted({f["kind"] for f in faults})
     akinds = sorted({a["kind"] for a in alerts})
@@ -52,6 +58,15 @@ def timeline(report: dict[str, Any], path: Path, max_devices: int = 40) -> Path:
             row[f["device_id"]], width, left=mdates.date2num(s), height=0.6, color=color[f["kind"]],
             alpha=0.45 if missed else 0.8, hatch="//" if missed else None, edgecolor="black", linewidth=0.3,
         )  # fmt: skip
+    labelled = False
+    for inc in incidents:
+        if inc["device_id"] not in row or inc.get("state") not in ("open", "acknowledged", "resolved"):
+            continue
+        y = row[inc["device_id"]] + 0.38
+        x0, x1 = mdates.date2num(_ts(inc["opened_at"])), mdates.date2num(_ts(inc["last_seen"]))
+        ax.plot([x0, max(x1, x0 + 2 / 86400)], [y, y], color="#d62728", linewidth=2.5, solid_capstyle="butt",
+                label=None if labelled else "incident", zorder=4)  # fmt: skip
+        labelled = True
     markers = "ov^sDP*XhH+x"
     for i, k in enumerate(akinds):
         pts = [
@@ -74,7 +89,7 @@ def timeline(report: dict[str, Any], path: Path, max_devices: int = 40) -> Path:
     ax.xaxis.set_major_locator(locator)
     ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
     ax.set_xlabel("event time (UTC)")
-    ax.set_title(f"Injected faults vs alerts — {report['scenario']['name']} (hatched: missed)")
+    ax.set_title(f"Injected faults vs incidents and alerts — {report['scenario']['name']} (hatched: missed)")
     if handles:
         ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return _save(fig, path)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from fleetsim.experiments import plots
-from fleetsim.experiments.detection import AlertRow, DetectionReport, FaultInstance, overall
+from fleetsim.experiments.detection import AlertRow, DetectionReport, FaultInstance, IncidentRow, overall
 from fleetsim.experiments.integrity import DeviceIntegrity, as_dicts, totals
 from fleetsim.experiments.mapping import INTEGRITY_FAULTS
 from fleetsim.experiments.scenario import Scenario
@@ -48,10 +48,24 @@ def build_report(
     integrity_rows: Sequence[DeviceIntegrity],
     latency: dict[str, Any],
     pipeline: dict[str, Any],
+    *,
+    alert_detection: DetectionReport | None = None,
+    incidents: Sequence[IncidentRow] = (),
+    notifications: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The machine-readable report (``report.json``)."""
+    """The machine-readable report (``report.json``). ``detection`` is the primary score (incidents
+    since issue 21); ``alert_detection`` the secondary per-alert-row score, without its fault list."""
     det = detection.to_dict()
     det["overall"] = overall(detection)
+    det["notifications"] = notifications
+    raw: dict[str, Any] | None = None
+    if alert_detection is not None:
+        raw = alert_detection.to_dict()
+        raw["overall"] = overall(alert_detection)
+        raw["faults"] = [
+            {"device_id": f["device_id"], "kind": f["kind"], "detected": f["detected"], "ttd_s": f["ttd_s"]}
+            for f in raw["faults"]
+        ]
     return {
         "run_id": info.run_id,
         "scenario": {
@@ -78,6 +92,21 @@ def build_report(
             "drain_note": info.drain_note,
         },
         "detection": det,
+        "alert_detection": raw,
+        "incidents": [
+            {
+                "incident_id": i.incident_id,
+                "device_id": i.device_id,
+                "kind": i.kind,
+                "measurement": i.measurement,
+                "state": i.state,
+                "opened_at": i.opened_at.isoformat(),
+                "last_seen": i.last_seen.isoformat(),
+                "n_alerts": i.n_alerts,
+                "fault": i.fault,
+            }
+            for i in list(incidents)[:MAX_ALERTS_IN_REPORT]
+        ],
         "integrity_faults": [
             {
                 "device_id": f.device_id,
@@ -121,28 +150,42 @@ def _pct(v: Any) -> str:
     return "–" if v is None else f"{100 * v:.1f} %"
 
 
-def summary_markdown(report: dict[str, Any]) -> str:
-    """The human-readable ``summary.md``."""
-    sc, run, det = report["scenario"], report["run"], report["detection"]
+def _detection_section(det: dict[str, Any], sc: dict[str, Any]) -> list[str]:
+    """The primary detection table: incidents (or alert rows for reports from before issue 21)."""
     ov = det["overall"]
+    unit = det.get("unit", "alert")
+    what = "incidents" if unit == "incident" else "alert rows"
     out = [
-        f"# Experiment {report['run_id']}: {sc['name']}",
-        "",
-        sc["description"] or "",
-        "",
-        f"- Scenario file: `{sc['file']}` (seed {sc['seed']}, speed {sc['speed']}, "
-        f"{sc['duration_s']:g} s simulated, fleet ×{sc['scale']}: {run['devices']} devices)",
-        f"- Simulated time: {run['sim_start']} → {run['sim_end']}",
-        f"- Wall clock: {run['wall_start']} → {run['wall_end']}; pipeline drained: "
-        f"{'yes' if run['drained'] else 'NO'} ({run['drain_note']})",
-        f"- Matching: alerts within [start − {sc['lead_s']:g} s, end + {sc['grace_s']:g} s] (event time)",
-        "",
-        "## Detection",
+        "## Detection" + (" (incidents)" if unit == "incident" else ""),
         "",
         f"Overall: {ov['detected']}/{ov['injected']} detected, recall {_pct(ov['recall'])}, "
-        f"precision {_pct(ov['precision'])}, false alarms {ov['false_alarms']}, "
+        f"precision {_pct(ov['precision'])}, false alarms {ov['false_alarms']} ({what}), "
         f"time to detect p50 {_fmt(ov['ttd_p50_s'])} s / p95 {_fmt(ov['ttd_p95_s'])} s.",
         "",
+    ]
+    if unit == "incident":
+        out += [
+            f"A fault is detected by an incident of its device, of an expected kind, whose span "
+            f"overlaps [start − {sc['lead_s']:g} s, end + {sc['grace_s']:g} s]; precision and false "
+            f"alarms count incidents ({det['total_alerts']} opened"
+            + (
+                f", {det['suppressed']} never opened: shorter than their rule's minimum duration"
+                if det.get("suppressed")
+                else ""
+            )
+            + ").",
+            "",
+        ]
+    notif = det.get("notifications")
+    if notif:
+        ba = notif["by_action"]
+        out += [
+            f"**Notifications** an operator received during the run: {notif['total']} "
+            f"({ba['opened']} opened, {ba['acknowledged']} acknowledged, {ba['resolved']} resolved), "
+            f"{notif['for_false_alarms']} of them about false alarms.",
+            "",
+        ]
+    out += [
         "| fault kind | injected | detected | missed | precision | recall | TTD p50 (s) | TTD p95 (s) "
         "| wall latency p50 (s) | false alarms |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -157,14 +200,60 @@ def summary_markdown(report: dict[str, Any]) -> str:
             out.append(
                 f"| ↳ stuck within {sc['stuck_window_s']:g} s | | {ks['within_window']} | | | | | | | |"
             )
-    if not det["kinds"]:
+    for k, nd in (det.get("not_detectable") or {}).items():
+        out.append(f"| {k} | {nd['injected']} | not detectable: {nd['reason']} | | | | | | | |")
+    if not det["kinds"] and not det.get("not_detectable"):
         out.append("| (no detection faults injected) | | | | | | | | | |")
     if det["false_alarms"]:
         fa = ", ".join(f"{k}: {v}" for k, v in det["false_alarms"].items())
-        out += ["", f"False alarms by alert kind (alerts no injected fault explains): {fa}."]
+        out += ["", f"False alarms by alert kind ({what} no injected fault explains): {fa}."]
     if det["unscored"]:
         un = ", ".join(f"{k}: {v}" for k, v in det["unscored"].items())
-        out += ["", f"Integrity / unscored faults injected (scored below, not as detections): {un}."]
+        out += ["", f"Integrity faults injected (scored below, not as detections): {un}."]
+    out.append("")
+    return out
+
+
+def summary_markdown(report: dict[str, Any]) -> str:
+    """The human-readable ``summary.md``."""
+    sc, run, det = report["scenario"], report["run"], report["detection"]
+    out = [
+        f"# Experiment {report['run_id']}: {sc['name']}",
+        "",
+        sc["description"] or "",
+        "",
+        f"- Scenario file: `{sc['file']}` (seed {sc['seed']}, speed {sc['speed']}, "
+        f"{sc['duration_s']:g} s simulated, fleet ×{sc['scale']}: {run['devices']} devices)",
+        f"- Simulated time: {run['sim_start']} → {run['sim_end']}",
+        f"- Wall clock: {run['wall_start']} → {run['wall_end']}; pipeline drained: "
+        f"{'yes' if run['drained'] else 'NO'} ({run['drain_note']})",
+        f"- Matching: incidents (alert rows) meeting [start − {sc['lead_s']:g} s, end + {sc['grace_s']:g} s]"
+        " (event time)",
+        "",
+        *_detection_section(det, sc),
+    ]
+    raw = report.get("alert_detection")
+    if raw:
+        rov = raw["overall"]
+        out += [
+            "### Raw alert rows (secondary)",
+            "",
+            f"Per `sensor_alerts` row, as scored before incidents: {raw['total_alerts']} alert rows, "
+            f"{rov['detected']}/{rov['injected']} detected, recall {_pct(rov['recall'])}, "
+            f"precision {_pct(rov['precision'])}, false alarm rows {rov['false_alarms']}.",
+            "",
+            "| fault kind | detected | precision | recall | TTD p50 (s) | false alarm rows |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for k, ks in raw["kinds"].items():
+            out.append(
+                f"| {k} | {ks['detected']}/{ks['injected']} | {_pct(ks['precision'])} | {_pct(ks['recall'])} "
+                f"| {_fmt(ks['ttd_p50_s'])} | {ks['false_alarms']} |"
+            )
+        if raw["false_alarms"]:
+            fa = ", ".join(f"{k}: {v}" for k, v in raw["false_alarms"].items())
+            out += ["", f"False alarm rows by alert kind: {fa}."]
+        out.append("")
     t = report["integrity"]["totals"]
     out += [
         "",

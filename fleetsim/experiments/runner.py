@@ -25,7 +25,7 @@ from fleetsim.edge.app import SimOptions, run_simulation
 from fleetsim.edge.engine import Simulation
 from fleetsim.edge.runner import RunReport
 from fleetsim.experiments import collect, store
-from fleetsim.experiments.detection import score_detection
+from fleetsim.experiments.detection import count_notifications, score_detection, score_incidents
 from fleetsim.experiments.integrity import score_integrity
 from fleetsim.experiments.report import RunInfo, build_report, write_report
 from fleetsim.experiments.scenario import Scenario
@@ -196,13 +196,21 @@ def score_run(
         *seq_span(ledger),
     )
     alerts = collect.fetch_alerts(cfg, window)
+    incidents = collect.fetch_incidents(cfg, window)
     table, hop_rows = collect.fetch_table_seqs(cfg, window)
     watermark_s = collect.spark_interval_s(cfg.spark.watermark)
     kafka = collect.scan_kafka(cfg, window, wall_start, watermark_s) if opts.scan_kafka else None
     wall_end = datetime.now(UTC)
-    detection = score_detection(
+    raw = score_detection(
         ledger.faults, alerts, grace_s=sc.grace_s, lead_s=sc.lead_s, stuck_window_s=sc.stuck_window_s
     )
+    # Scored on incidents (what an operator is told about); the per-alert-row score stays secondary.
+    detection = score_incidents(
+        ledger.faults, incidents, grace_s=sc.grace_s, lead_s=sc.lead_s, stuck_window_s=sc.stuck_window_s,
+        alerts=raw,
+    )  # fmt: skip
+    events = collect.fetch_incident_events(cfg, [i.incident_id for i in incidents])
+    notifications = count_notifications(events, detection, wall_start, wall_end)
     integrity_rows = score_integrity(devices, ledger.sent, kafka, table)
     speed_is_wall = scenario.speed != "max" and float(scenario.speed) == 1.0 and _max_skew_s(scenario) == 0
     latency = hop_latencies(hop_rows, device_clock_is_wall=speed_is_wall)
@@ -212,8 +220,9 @@ def score_run(
         len(devices), drained[0], drained[1],
     )  # fmt: skip
     return build_report(
-        scenario, info, planned, detection, ledger.faults, alerts, integrity_rows, latency, pipeline
-    )
+        scenario, info, planned, detection, ledger.faults, alerts, integrity_rows, latency, pipeline,
+        alert_detection=raw, incidents=incidents, notifications=notifications,
+    )  # fmt: skip
 
 
 def run_experiment(

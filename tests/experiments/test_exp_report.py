@@ -8,7 +8,14 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from fleetsim.experiments.detection import AlertRow, FaultInstance, score_detection
+from fleetsim.experiments.detection import (
+    AlertRow,
+    FaultInstance,
+    IncidentRow,
+    count_notifications,
+    score_detection,
+    score_incidents,
+)
 from fleetsim.experiments.integrity import SentLog, StageSeqs, score_integrity
 from fleetsim.experiments.report import RunInfo, build_report, write_report
 from fleetsim.experiments.scenario import parse_scenario
@@ -38,12 +45,20 @@ def synthetic_report() -> dict[str, object]:
         FaultInstance("a", "stuck", t(60), t(180)),
         FaultInstance("b", "stuck", t(60), t(180)),
         FaultInstance("c", "duplicate", t(0), t(100), counters={"duplicates": 3}),
+        FaultInstance("c", "noise", t(0), t(600)),
     ]
     alerts = [
         AlertRow("a", "stuck", "temperature", t(110), t(200)),
         AlertRow("z", "drift", "temperature", t(300), t(301)),
     ]
-    det = score_detection(faults, alerts, grace_s=60)
+    raw = score_detection(faults, alerts, grace_s=60)
+    incidents = [
+        IncidentRow(1, "a", "stuck", "temperature", t(110), t(170), 7),
+        IncidentRow(2, "z", "drift", "temperature", t(300), t(300)),
+    ]
+    det = score_incidents(faults, incidents, grace_s=60, alerts=raw)
+    events = [(1, "opened", t(110)), (2, "opened", t(300)), (2, "resolved", t(400))]
+    notifications = count_notifications(events, det, t(0), t(600))
     sent = {"a": SentLog(((0, 59),), {}, 0, 59), "b": SentLog(((0, 49),), {"overflow": ((50, 59),)}, 0, 59)}
     db = {"a": StageSeqs(Counter(range(60))), "b": StageSeqs(Counter(range(50)))}
     integ = score_integrity(["a", "b"], sent, None, db)
@@ -51,7 +66,10 @@ def synthetic_report() -> dict[str, object]:
     info = RunInfo(
         "demo-1", t(0).isoformat(), t(600).isoformat(), t(0).isoformat(), t(60).isoformat(), 2, True, "ok"
     )
-    return build_report(sc, info, [], det, faults, alerts, integ, lat, {"late_rows_dropped_by_windows": 0})
+    return build_report(
+        sc, info, [], det, faults, alerts, integ, lat, {"late_rows_dropped_by_windows": 0},
+        alert_detection=raw, incidents=incidents, notifications=notifications,
+    )  # fmt: skip
 
 
 def test_report_files_agree_with_scores(tmp_path: Path) -> None:
@@ -68,11 +86,24 @@ def test_report_files_agree_with_scores(tmp_path: Path) -> None:
     stuck = data["detection"]["kinds"]["stuck"]
     assert (stuck["injected"], stuck["detected"], stuck["missed"], stuck["ttd_p50_s"]) == (2, 1, 1, 50.0)
     assert data["detection"]["false_alarms"] == {"drift": 1}
+    assert data["detection"]["unit"] == "incident"
+    assert data["detection"]["faults"][0]["incident_id"] == 1
+    assert data["detection"]["notifications"]["total"] == 3
+    assert data["detection"]["not_detectable"]["noise"]["injected"] == 1
+    assert data["alert_detection"]["kinds"]["stuck"]["detected"] == 1
+    assert [i["incident_id"] for i in data["incidents"]] == [1, 2]
     assert data["integrity"]["totals"]["lost"] == 10
     assert data["integrity"]["totals"]["dropped_overflow"] == 10
     assert data["plots"] == ["timeline.png", "detection_latency.png", "integrity.png"]
     md = (tmp_path / "summary.md").read_text()
     assert "| stuck | 2 | 1 | 1 |" in md
+    assert "## Detection (incidents)" in md
+    assert "| noise | 1 | not detectable: no rule targets it" in md
+    assert (
+        "Notifications** an operator received during the run: 3 (2 opened, 0 acknowledged, 1 resolved)" in md
+    )
+    assert "2 of them about false alarms" in md
+    assert "### Raw alert rows (secondary)" in md and "| stuck | 1/2 |" in md
     assert "n/a (simulated clock is not wall time)" in md
     assert "![timeline](timeline.png)" in md
 

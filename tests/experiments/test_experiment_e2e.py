@@ -97,6 +97,20 @@ def test_every_failure_detected_and_stuck_within_window(e2e_run: tuple[dict, Pat
     assert kinds["stuck"]["detected"] == 1
     assert kinds["stuck"]["within_window"] == 1, kinds["stuck"]
     assert kinds["stuck"]["ttd_p50_s"] <= 60
+    # Scored on incidents (issue 21): each detection is an incident, one per fault; the raw alert
+    # rows (dozens per failure) stay a secondary score.
+    assert report["detection"]["unit"] == "incident"
+    for f in report["detection"]["faults"]:
+        if f["kind"] in ("sensor_failure", "stuck"):
+            assert f["incident_id"] is not None, f
+    ids = {f["incident_id"] for f in report["detection"]["faults"] if f["kind"] == "sensor_failure"}
+    assert len(ids) == 2  # one incident per failed device, not one per alert row
+    assert kinds["sensor_failure"]["precision"] == 1.0
+    assert report["alert_detection"]["kinds"]["sensor_failure"]["detected"] == 2
+    assert report["alert_detection"]["total_alerts"] > report["detection"]["total_alerts"]
+    # Every incident opened during the run notified once (opened); nobody acknowledged anything.
+    notif = report["detection"]["notifications"]
+    assert notif["by_action"]["opened"] >= 3 and notif["by_action"]["acknowledged"] == 0, notif
     # The outage is scored as a detection target; whether `offline` fires depends on the job
     # seeing the silence in real time (a backlog processed in one batch hides it), so only its
     # ground truth is checked here: the 12 readings made while cut off, 8 of them overflowed.
@@ -130,7 +144,9 @@ def test_report_folder_plots_and_record(e2e_run: tuple[dict, Path], exp_pipeline
     report, out_dir = e2e_run
     data = json.loads((out_dir / "report.json").read_text())
     assert data["run_id"] == report["run_id"]
-    assert "| sensor_failure | 2 | 2 | 0 |" in (out_dir / "summary.md").read_text()
+    summary = (out_dir / "summary.md").read_text()
+    assert "| sensor_failure | 2 | 2 | 0 |" in summary
+    assert "**Notifications** an operator received during the run:" in summary
     for name in ("timeline.png", "detection_latency.png", "integrity.png"):
         w, h = png_size(out_dir / name)
         assert 400 <= w <= 3000 and 250 <= h <= 3000
