@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from waiting import wait_until, while_running
 from fleetsim.kernel.clients import kafka_python_kwargs, mqtt_client, mqtt_connect
 from fleetsim.kernel.config import FleetsimConfig, config_to_env
 from fleetsim.kernel.contract import encode_reading, format_ts_ms
+from fleetsim.kernel.scrape import scrape as kernel_scrape
 
 REPO = Path(__file__).resolve().parents[2]
 T0_MS = 1768471200000  # 2026-01-15T10:00:00Z: fixed, valid event times
@@ -147,17 +147,8 @@ class BridgeProcess:
 
 
 def scrape(port: int) -> dict[str, float]:
-    """``{"name{label=value}": value}`` from a Prometheus endpoint on 127.0.0.1."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
-        text = resp.read().decode()
-    out: dict[str, float] = {}
-    for fam in text_string_to_metric_families(text):
-        for s in fam.samples:
-            labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
-            out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
-    return out
+    """``{"name{label=value}": value}`` from a Prometheus endpoint on 127.0.0.1 (the kernel's scraper)."""
+    return kernel_scrape(port).flat()
 
 
 def seqs_by_device(records: Iterable[Record]) -> dict[str, list[int]]:

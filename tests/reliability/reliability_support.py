@@ -19,7 +19,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
@@ -33,6 +32,7 @@ from waiting import wait_until
 from fleetsim.kernel.clients import mqtt_client, mqtt_connect, pg_connect
 from fleetsim.kernel.config import FleetsimConfig, config_to_env
 from fleetsim.kernel.contract import encode_reading, format_ts_ms
+from fleetsim.kernel.scrape import scrape
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -98,14 +98,9 @@ class Child:
 
 def _metric(port: int, name: str) -> float | None:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
-            text = resp.read().decode()
+        return scrape(port).value(name)
     except OSError:
         return None
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    return None
 
 
 @dataclass

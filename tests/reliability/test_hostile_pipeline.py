@@ -20,7 +20,6 @@ import json
 import re
 import threading
 import time
-import urllib.request
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -34,6 +33,7 @@ from waiting import wait_until
 from fleetsim.kernel.clients import confluent_kafka_config, mqtt_client, mqtt_connect
 from fleetsim.kernel.config import FleetsimConfig
 from fleetsim.kernel.contract import RejectReason, encode_reading, format_ts, format_ts_ms
+from fleetsim.kernel.scrape import scrape
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark]
 
@@ -172,11 +172,7 @@ def rss_kb(pid: int) -> int:
 
 
 def bridge_deadlettered(cfg: FleetsimConfig) -> int:
-    with urllib.request.urlopen(f"http://127.0.0.1:{cfg.bridge.metrics_port}/metrics", timeout=5) as resp:
-        text = resp.read().decode()
-    return sum(
-        int(float(v)) for v in re.findall(r"^fleetsim_bridge_deadlettered_total\{[^}]*\} (\S+)$", text, re.M)
-    )
+    return int(scrape(cfg.bridge.metrics_port, timeout_s=5).total("fleetsim_bridge_deadlettered_total"))
 
 
 RAW_TABLES = ("sensor_data", "device_latest", "sensor_alerts")
