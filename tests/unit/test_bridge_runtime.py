@@ -7,6 +7,7 @@ shutdown.
 
 from __future__ import annotations
 
+import gc
 import threading
 from collections.abc import Callable
 from types import SimpleNamespace
@@ -271,3 +272,20 @@ def test_stop_acks_what_was_confirmed_and_drops_nothing_silently(
     assert len(b.tracker) == 1
     b._on_message(None, None, msg("dev-1", 3, mid=3))
     assert b.stats.received == 3 and len(sink.produced) == 2  # after stop: neither sent nor acked
+
+
+def test_released_messages_are_freed_without_the_cyclic_gc(bridge: Rig) -> None:
+    """Send <-> InFlight is a reference cycle; the release breaks it, so a message's objects go
+    with their last reference instead of piling up for (long, all-threads) GC passes."""
+    b, sink, client = bridge
+    gc.collect()
+    gc.disable()
+    try:
+        for i in range(1, 21):
+            b._on_message(None, None, msg("dev-1", i, mid=i))
+        b.pump_once(0)
+        assert client.acked == list(range(1, 21))
+        sink.produced.clear()  # the fake sink's own references
+        assert [o for o in gc.get_objects() if isinstance(o, Send)] == []
+    finally:
+        gc.enable()
