@@ -23,6 +23,7 @@ PASSWORDS = {
     "mqtt.bridge_password": "b-secret-1",
     "mqtt.sim_password": "s-secret-2",
     "mqtt.tool_password": "t-3",
+    "mqtt.notifier_password": "n-4",
 }
 
 
@@ -38,7 +39,7 @@ def test_mqtt_files_hold_hashes_acl_and_the_configured_limits(cfg: FleetsimConfi
         cfg, tmp_path / "out", Path("/mosquitto/auth"), Path("/mosquitto/data")
     )
     users = dict(line.split(":", 1) for line in passwd.read_text().splitlines())
-    assert set(users) == {cfg.mqtt.bridge_user, cfg.mqtt.sim_user, cfg.mqtt.tool_user}
+    assert set(users) == {cfg.mqtt.bridge_user, cfg.mqtt.sim_user, cfg.mqtt.tool_user, cfg.mqtt.notifier_user}
     assert all(h.startswith("$7$") for h in users.values())
     everything = passwd.read_text() + acl.read_text() + conf.read_text()
     assert not [p for p in PASSWORDS.values() if p in everything], "a clear password was written"
