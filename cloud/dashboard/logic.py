@@ -58,15 +58,19 @@ def age_seconds(ts: Any, now: datetime) -> float | None:
     return (now - stamp.to_pydatetime()).total_seconds()
 
 
-def delta(current: Any, previous: Any) -> float | None:
-    """``current - previous`` when both are numbers, else None (Streamlit then shows no delta)."""
+def delta(current: Any, previous: Any, digits: int = 0) -> float | int | None:
+    """``current - previous`` rounded to ``digits`` decimals (an int for 0: counts, whole ppm) when
+    both are numbers, else None (Streamlit then shows no delta). Streamlit prints a float delta as
+    ``repr`` (``0.18960459183673528``): round it to the precision the value itself is shown with."""
     try:
         c, p = float(current), float(previous)
     except (TypeError, ValueError):
         return None
     if math.isnan(c) or math.isnan(p):
         return None
-    return c - p
+    if digits <= 0:
+        return round(c - p)
+    return round(c - p, digits) + 0.0  # + 0.0: no "-0.0" (Streamlit would draw a down arrow)
 
 
 def battery_radius(battery: Any) -> float:

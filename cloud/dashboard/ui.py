@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
@@ -107,6 +108,10 @@ def context() -> Context:
     """The page context (config loaded once per process, one pool per database)."""
     cfg = app_config()
     return Context(cfg=cfg, pool=_pool(pool_key(cfg), cfg))
+
+
+FAVICON = Path(__file__).with_name("favicon.png")
+"""The page icon: a 32 px PNG (a device dot in a ring) shipped with the package."""
 
 
 def empty_fleet_message() -> None:

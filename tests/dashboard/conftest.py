@@ -37,3 +37,9 @@ def seeded(app_cfg: FleetsimConfig) -> seeding.SeedFacts:
 def empty_db(app_cfg: FleetsimConfig) -> FleetsimConfig:
     seeding.clear(app_cfg)
     return app_cfg
+
+
+@pytest.fixture
+def with_incidents(seeded: seeding.SeedFacts, app_cfg: FleetsimConfig) -> dict[str, int]:
+    """The seeded dataset plus three incidents (open, acknowledged, resolved); ids by device."""
+    return seeding.seed_incidents(app_cfg)

@@ -7,6 +7,7 @@ and "active alert" mean the same thing to the test and to the dashboard.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from fleetsim.kernel.clients import pg_connect
 from fleetsim.kernel.config import FleetsimConfig
@@ -223,3 +224,42 @@ def _seed_pipeline(cur: object) -> None:
         "INSERT INTO sensor_data_rejects (topic, kafka_partition, kafka_offset, reason, payload) "
         "VALUES ('sensors.telemetry', 0, 1, 'schema', '{}')"
     )
+
+
+# device, site, severity, state (incidents of the live page's tests)
+INCIDENTS = [
+    ("dev-ok-1", "alpha", "warning", "open"),
+    ("dev-fail-3", "beta", "critical", "acknowledged"),
+    ("truck-5", "gamma", "warning", "resolved"),
+]
+
+
+def execute(cfg: FleetsimConfig, role: str, stmt: str, params: Any = None) -> list[tuple[Any, ...]]:
+    """One statement as ``role``, committed; its rows (if any)."""
+    conn = pg_connect(cfg, role)  # type: ignore[arg-type]
+    try:
+        with conn.cursor() as cur:
+            cur.execute(stmt, params)
+            rows = cur.fetchall() if cur.description else []
+        conn.commit()
+        return rows
+    finally:
+        conn.close()
+
+
+def seed_incidents(cfg: FleetsimConfig) -> dict[str, int]:
+    """:data:`INCIDENTS`, opened 10, 11 and 12 minutes ago; their ids by device."""
+    ids = {}
+    for k, (dev, site, sev, state) in enumerate(INCIDENTS):
+        ids[dev] = execute(
+            cfg,
+            "admin",
+            "INSERT INTO incidents (device_id, kind, measurement, site, severity, state, opened_at,"
+            " last_seen,"
+            " n_alerts, peak_value, threshold, acknowledged_by, resolved_by) VALUES (%s, 'extreme_high',"
+            " 'co2', %s, %s, %s, now() - make_interval(mins => %s), now(), 4, 1900, 1500,"
+            " CASE WHEN %s = 'acknowledged' THEN 'bob' END, CASE WHEN %s = 'resolved' THEN 'bob' END)"
+            " RETURNING incident_id",
+            (dev, site, sev, state, 10 + k, state, state),
+        )[0][0]
+    return ids

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from dashboard_seed import SeedFacts
+from dashboard_seed import execute as _exec
 
 from fleetsim.kernel.config import FleetsimConfig
 
@@ -162,3 +163,76 @@ def _check_pages(page: Any, dashboard_url: str) -> None:
         page.screenshot(path=str(ARTIFACTS / f"dashboard_{path}.png"), full_page=True, timeout=90_000)
         assert page.locator('[data-testid="stException"]').count() == 0, path
     assert page.get_by_text("Traceback").count() == 0
+
+
+def test_acknowledge_in_the_browser_changes_postgres(
+    with_incidents: dict[str, int], app_cfg: FleetsimConfig, dashboard_url: str
+) -> None:
+    """Pick an incident, type a note, click Apply in a real browser: the row changes in PostgreSQL
+    (as the operator role, recorded as ``[alerts] operator``) and the page says so. Also the
+    screenshot of the live page with the incident feed (tests/artifacts/alerts_live.png, the source
+    of docs/img/alerts-live.png)."""
+    from playwright.sync_api import sync_playwright
+
+    # An open incident older than the seeded ones: not the form's default choice (the newest).
+    (iid,) = _exec(
+        app_cfg,
+        "admin",
+        "INSERT INTO incidents (device_id, kind, measurement, site, severity, state, opened_at, last_seen,"
+        " n_alerts, peak_value, threshold) VALUES ('dev-warn-2', 'extreme_high', 'co2', 'alpha', 'warning',"
+        " 'open', now() - interval '40 minutes', now(), 9, 1720, 1500) RETURNING incident_id",
+    )[0]
+    other = with_incidents["dev-ok-1"]
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        with contextlib.closing(browser):
+            # Wide enough for the incident feed's columns (the screenshot of docs/alerts.md).
+            page = browser.new_page(viewport={"width": 1800, "height": 1100})
+            try:
+                _acknowledge(page, dashboard_url, iid)
+            except Exception:
+                page.screenshot(path=str(ARTIFACTS / "alerts_failure.png"), full_page=True, timeout=90_000)
+                raise
+    rows = _exec(
+        app_cfg,
+        "admin",
+        "SELECT incident_id, state, acknowledged_by, ack_note FROM incidents WHERE incident_id IN (%s, %s)"
+        " ORDER BY incident_id",
+        (iid, other),
+    )
+    assert sorted(rows) == sorted(
+        [
+            (iid, "acknowledged", app_cfg.alerts.operator, "cellar sensor: on my way"),
+            (other, "open", None, None),
+        ]
+    )
+    events = _exec(
+        app_cfg, "admin", "SELECT action, actor, note FROM incident_events WHERE incident_id = %s", (iid,)
+    )
+    assert events == [("acknowledged", app_cfg.alerts.operator, "cellar sensor: on my way")]
+
+
+def _acknowledge(page: Any, dashboard_url: str, iid: int) -> None:
+    page.goto(dashboard_url, wait_until="domcontentloaded")
+    page.get_by_text("Act on an incident").wait_for(timeout=90_000)
+    page.locator('[data-testid="stDataFrame"]').first.wait_for(state="visible", timeout=90_000)
+    page.locator('[data-testid="stDeckGlJsonChart"] canvas').first.wait_for(state="visible", timeout=90_000)
+    page.wait_for_timeout(2500)  # deck.gl's first frame, the data grid's canvas
+    page.screenshot(path=str(ARTIFACTS / "alerts_live.png"), timeout=90_000)
+
+    # Choose it as a user does: open the select, type part of its label, pick the match.
+    pick = page.get_by_test_id("stSelectbox").filter(has_text="Incident")
+    box = pick.locator("input")
+    box.scroll_into_view_if_needed()
+    box.click()
+    box.fill("dev-warn-2")
+    page.get_by_role("option", name=f"#{iid} · dev-warn-2").click(timeout=30_000)
+    page.wait_for_timeout(300)
+    shown = f"{pick.inner_text()} {box.input_value()}"
+    assert f"#{iid} · dev-warn-2" in shown, shown
+    page.get_by_test_id("stRadio").get_by_text("Acknowledge", exact=True).click()
+    page.get_by_label("Note (required)").fill("cellar sensor: on my way")
+    page.get_by_role("button", name="Apply").click()
+    page.get_by_text(f"Incident #{iid} is acknowledged.").wait_for(timeout=60_000)
+    assert page.locator('[data-testid="stException"]').count() == 0

@@ -4,55 +4,16 @@ resolve / note actions, which write as the operator role (checked in PostgreSQL)
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pandas as pd
 import pytest
-from dashboard_seed import SeedFacts
+from dashboard_seed import execute as _exec
 from streamlit.testing.v1 import AppTest
 from test_dashboard_app import APP
 
-from fleetsim.kernel.clients import pg_connect
 from fleetsim.kernel.config import FleetsimConfig
 
 pytestmark = pytest.mark.integration
-
-# device, site, severity, state
-INCIDENTS = [
-    ("dev-ok-1", "alpha", "warning", "open"),
-    ("dev-fail-3", "beta", "critical", "acknowledged"),
-    ("truck-5", "gamma", "warning", "resolved"),
-]
-
-
-def _exec(cfg: FleetsimConfig, role: str, stmt: str, params: Any = None) -> list[tuple[Any, ...]]:
-    conn = pg_connect(cfg, role)  # type: ignore[arg-type]
-    try:
-        with conn.cursor() as cur:
-            cur.execute(stmt, params)
-            rows = cur.fetchall() if cur.description else []
-        conn.commit()
-        return rows
-    finally:
-        conn.close()
-
-
-@pytest.fixture
-def with_incidents(seeded: SeedFacts, app_cfg: FleetsimConfig) -> dict[str, int]:
-    ids = {}
-    for k, (dev, site, sev, state) in enumerate(INCIDENTS):
-        ids[dev] = _exec(
-            app_cfg,
-            "admin",
-            "INSERT INTO incidents (device_id, kind, measurement, site, severity, state, opened_at,"
-            " last_seen,"
-            " n_alerts, peak_value, threshold, acknowledged_by, resolved_by) VALUES (%s, 'extreme_high',"
-            " 'co2', %s, %s, %s, now() - make_interval(mins => %s), now(), 4, 1900, 1500,"
-            " CASE WHEN %s = 'acknowledged' THEN 'bob' END, CASE WHEN %s = 'resolved' THEN 'bob' END)"
-            " RETURNING incident_id",
-            (dev, site, sev, state, 10 + k, state, state),
-        )[0][0]
-    return ids
 
 
 def _page() -> AppTest:

@@ -51,6 +51,16 @@ def test_delta_only_between_numbers() -> None:
     assert logic.delta(float("nan"), 1) is None
 
 
+def test_delta_rounded_to_the_shown_precision() -> None:
+    # Streamlit prints a float delta with repr(): 17 digits of a mean's noise on the live page.
+    got = logic.delta(55.28960459183673528, 55.1, 1)
+    assert got == 0.2 and str(got) == "0.2"
+    assert str(logic.delta(0.1 + 0.2, 0.0, 2)) == "0.3"
+    counts = logic.delta(12.0, 5.0)
+    assert counts == 7 and isinstance(counts, int)
+    assert str(logic.delta(5.01, 5.04, 1)) == "0.0"  # not "-0.0" (a down arrow for no change)
+
+
 def test_battery_scales_are_bounded_and_vectorised_alike() -> None:
     values = pd.Series([-5.0, 0.0, 15.0, 100.0, 140.0, None], dtype="float64")
     assert mapview.battery_radii(values) == [round(logic.battery_radius(v), 1) for v in values]

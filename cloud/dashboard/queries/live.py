@@ -82,12 +82,17 @@ SELECT device_id, kind, site, lat, lon, online,
        extract(epoch FROM now() - last_seen)::float8 AS age_s,
        CASE WHEN NOT online THEN 'OFFLINE' ELSE coalesce(status, 'OFFLINE') END AS state,
        fault, battery, temperature, humidity, co2, pressure,
-       EXISTS (SELECT 1 FROM incidents i
-                WHERE i.device_id = f.device_id AND i.state IN ('open', 'acknowledged')) AS incident
+       coalesce(device_id IN (SELECT i.device_id FROM incidents i
+                               WHERE i.state IN ('open', 'acknowledged')), false) AS incident
   FROM ({fleet}) f
- ORDER BY (kind = 'real') DESC, device_id
+ ORDER BY (kind = 'real') DESC, device_id COLLATE "C"
  LIMIT %(limit)s
 """
+# ``IN (uncorrelated subquery)``: one scan of the live incidents (partial index incidents_state_idx)
+# into a hashed subplan, probed per device, instead of a correlated EXISTS run once per device (10k
+# index descents per refresh at 10k devices). Device ids are ASCII ([A-Za-z0-9_.-]): sorting them
+# bytewise (COLLATE "C") gives the same order as the database collation up to letter case, without
+# its locale-aware comparisons.
 
 
 def fleet_map(conn: Any, *, offline_after_s: float, limit: int) -> pd.DataFrame:
@@ -137,9 +142,18 @@ def incident_feed(
     )
 
 
+_INCIDENT_SITES = """
+SELECT site FROM devices WHERE site IS NOT NULL
+ UNION
+SELECT site FROM incidents WHERE state IN ('open', 'acknowledged') AND site IS NOT NULL
+ ORDER BY 1
+"""
+
+
 def incident_sites(conn: Any) -> pd.DataFrame:
-    """Sites that have incidents (filter choices)."""
-    return fetch_df(conn, "SELECT DISTINCT site FROM incidents WHERE site IS NOT NULL ORDER BY site")
+    """Site filter choices: the registry's sites and those of live incidents (devices not in the
+    registry). Not ``DISTINCT site FROM incidents``: a scan of every incident ever, which only grows."""
+    return fetch_df(conn, _INCIDENT_SITES)
 
 
 _TRACKS = """

@@ -8,6 +8,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+from fleetsim.cloud.dashboard import charts
 from fleetsim.cloud.dashboard.queries import experiments as qx
 from fleetsim.cloud.dashboard.ui import Context
 
@@ -28,7 +29,7 @@ def _trend(runs: pd.DataFrame) -> None:
         alt.Chart(long)
         .mark_line(point=True)
         .encode(
-            x=alt.X("wall_start:T", title="run start (UTC)"),
+            x=charts.utc_x("wall_start", "run start (UTC)"),
             y=alt.Y("value:Q", title="score", scale=alt.Scale(domain=[0, 1])),
             color="score:N",
             strokeDash="scenario:N",
@@ -63,7 +64,7 @@ def _run_detail(ctx: Context, run: pd.Series) -> None:
         alt.Chart(act)
         .mark_line()
         .encode(
-            x=alt.X("minute:T", title="event time (UTC)"),
+            x=charts.utc_x("minute", "event time (UTC)"),
             y=alt.Y("n:Q", title="per minute"),
             color=alt.Color("series:N", title=None),
         )
@@ -79,7 +80,7 @@ def _run_detail(ctx: Context, run: pd.Series) -> None:
             alt.Chart(spans)
             .mark_rect(opacity=0.18)
             .encode(
-                x="start_ts:T",
+                x=charts.utc_x("start_ts"),
                 x2="end_ts:T",
                 color=alt.condition("datum.missed", alt.value("#d62728"), alt.value("#7f7f7f")),
                 tooltip=["fault", "devices", "start_ts", "end_ts", "missed"],
@@ -88,7 +89,7 @@ def _run_detail(ctx: Context, run: pd.Series) -> None:
         layers.append(
             alt.Chart(spans.drop_duplicates(["fault", "start_ts"]))
             .mark_rule(strokeDash=[4, 3])
-            .encode(x="start_ts:T", tooltip=["fault", "devices", "start_ts"])
+            .encode(x=charts.utc_x("start_ts"), tooltip=["fault", "devices", "start_ts"])
         )
     st.altair_chart(alt.layer(*layers, lines).properties(height=300), width="stretch")
     with st.expander(f"Injected faults ({len(faults)})"):
@@ -106,7 +107,7 @@ def render(ctx: Context) -> None:
         if runs.empty:
             st.info(
                 "**No experiment runs yet.** Run one with `fleetsim experiment run scenarios/<name>.toml`.",
-                icon="🧪",
+                icon=":material/science:",
             )
             return
         view = runs.assign(recall=runs["recall"].map(_pct), precision=runs["precision"].map(_pct))

@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from fleetsim.cloud.dashboard import incidents, logic, mapview
+from fleetsim.cloud.dashboard import charts, incidents, logic, mapview
 from fleetsim.cloud.dashboard.incidents import LIVE_STATES, SEVERITIES
 from fleetsim.cloud.dashboard.incidents import VISIBLE_STATES as INCIDENT_STATES
 from fleetsim.cloud.dashboard.queries import MEASUREMENT_COLUMNS
@@ -52,8 +52,8 @@ def _kpis(ctx: Context) -> None:
     prev: dict[str, Any] = st.session_state.get("kpi_prev", {})
     cur = {k: row[k] for k in row.index}
 
-    def since(key: str) -> float | None:
-        return logic.delta(cur.get(key), prev.get(key))
+    def since(key: str, digits: int = 0) -> float | int | None:
+        return logic.delta(cur.get(key), prev.get(key), digits)
 
     c = st.columns(4)
     c[0].metric(
@@ -87,12 +87,15 @@ def _kpis(ctx: Context) -> None:
     c[0].metric(
         "Mean temperature",
         logic.fmt_num(row.temperature_mean, 1, "°C"),
-        since("temperature_mean"),
+        since("temperature_mean", 1),
         delta_color="off",
         help="Online devices' latest readings.",
     )
     c[1].metric(
-        "Mean humidity", logic.fmt_num(row.humidity_mean, 1, "%RH"), since("humidity_mean"), delta_color="off"
+        "Mean humidity",
+        logic.fmt_num(row.humidity_mean, 1, "%RH"),
+        since("humidity_mean", 1),
+        delta_color="off",
     )
     c[2].metric("Mean CO₂", logic.fmt_num(row.co2_mean, 0, "ppm"), since("co2_mean"), delta_color="off")
     c[3].metric(
@@ -302,14 +305,8 @@ def _series(ctx: Context, chosen: list[str], window_s: int, measurement: str) ->
         st.info("No readings from these devices in that window.")
         return
     # Long format: devices report at different instants, a wide pivot would leave NaN gaps (no lines).
-    st.line_chart(
-        raw,
-        x="ts",
-        y=measurement,
-        color="device_id",
-        height=280,
-        y_label=measurement,
-        x_label="event time (UTC)",
+    charts.time_chart(
+        raw, "ts", measurement, color="device_id", height=280, y_title=measurement, x_title="event time (UTC)"
     )
 
 

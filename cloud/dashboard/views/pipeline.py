@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from fleetsim.cloud.dashboard import health, logic
+from fleetsim.cloud.dashboard import charts, health, logic
 from fleetsim.cloud.dashboard.queries import pipeline as qpipe
 from fleetsim.cloud.dashboard.ui import Context
 from fleetsim.kernel.config import FleetsimConfig
@@ -85,11 +85,18 @@ def _batches(ctx: Context, window_s: int) -> None:
     b = ctx.load(qpipe.batches, window_s=float(window_s))
     cols = st.columns(3)
     cols[0].caption("Throughput (rows/s)")
-    cols[0].line_chart(b, x="recorded_at", y="processed_rate", color="query_name", height=220)
+    charts.time_chart(
+        b, "recorded_at", "processed_rate", color="query_name", height=220, y_title="", where=cols[0]
+    )
     cols[1].caption("Event-to-row latency p50 / p95 (ms)")
-    cols[1].line_chart(b.groupby("recorded_at")[["latency_p50_ms", "latency_p95_ms"]].max(), height=220)
+    lat = b.groupby("recorded_at", as_index=False)[["latency_p50_ms", "latency_p95_ms"]].max()
+    charts.time_chart(
+        lat, "recorded_at", ["latency_p50_ms", "latency_p95_ms"], height=220, y_title="", where=cols[1]
+    )
     cols[2].caption("Batch duration (ms)")
-    cols[2].line_chart(b, x="recorded_at", y="batch_duration_ms", color="query_name", height=220)
+    charts.time_chart(
+        b, "recorded_at", "batch_duration_ms", color="query_name", height=220, y_title="", where=cols[2]
+    )
 
 
 def _deadletters(ctx: Context, window_s: int) -> None:

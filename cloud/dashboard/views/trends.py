@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import streamlit as st
 
-from fleetsim.cloud.dashboard import logic
+from fleetsim.cloud.dashboard import charts, logic
 from fleetsim.cloud.dashboard.queries import MEASUREMENT_COLUMNS
 from fleetsim.cloud.dashboard.queries import devices as qdev
 from fleetsim.cloud.dashboard.queries import trends as qtr
@@ -60,14 +60,14 @@ def _window_means(
     if series.empty:
         st.info("No aggregated windows for this choice and period (the streaming job writes them).")
         return
-    st.line_chart(
+    charts.time_chart(
         series,
-        x="window_end",
-        y="mean",
+        "window_end",
+        "mean",
         color="key",
         height=300,
-        x_label="window end (UTC)",
-        y_label=f"{measurement} (window mean)",
+        x_title="window end (UTC)",
+        y_title=f"{measurement} (window mean)",
     )
     summary = ctx.load(qtr.window_summary, "slow", scope=scope, keys=keys, start=period.start, end=period.end)
     st.dataframe(summary, hide_index=True)
@@ -82,9 +82,12 @@ def _fleet_evolution(ctx: Context, period: logic.Period) -> None:
     cols = st.columns(len(MEASUREMENT_COLUMNS))
     for col, m in zip(cols, MEASUREMENT_COLUMNS, strict=True):
         col.caption(m)
-        col.line_chart(fleet.set_index("window_end")[[f"{m}_mean"]], height=160)
+        charts.time_chart(fleet, "window_end", f"{m}_mean", height=160, x_title=None, y_title="", where=col)
     st.caption("Messages per window and readings flagged WARNING/FAILURE")
-    st.area_chart(fleet.set_index("window_end")[["n_messages", "n_warnings", "n_failures"]], height=160)
+    charts.time_chart(
+        fleet, "window_end", ["n_messages", "n_warnings", "n_failures"], kind="area", height=160,
+        x_title="window end (UTC)", y_title="",
+    )  # fmt: skip
 
 
 def _alerts(ctx: Context, period: logic.Period) -> None:
@@ -141,7 +144,7 @@ def _compare(
     cols[1].metric(
         f"{mode_label} mean",
         logic.fmt_num(means.get("compared"), 2),
-        logic.delta(means.get("compared"), means.get("current")),
+        logic.delta(means.get("compared"), means.get("current"), 2),
         delta_color="off",
     )
 
