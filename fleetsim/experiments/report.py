@@ -187,23 +187,29 @@ def _detection_section(det: dict[str, Any], sc: dict[str, Any]) -> list[str]:
         ]
     out += [
         "| fault kind | injected | detected | missed | precision | recall | TTD p50 (s) | TTD p95 (s) "
-        "| wall latency p50 (s) | false alarms |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| wall latency p50 (s) | false alarms | true {what} |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for k, ks in det["kinds"].items():
         out.append(
             f"| {k} | {ks['injected']} | {ks['detected']} | {ks['missed']} | {_pct(ks['precision'])} "
             f"| {_pct(ks['recall'])} | {_fmt(ks['ttd_p50_s'])} | {_fmt(ks['ttd_p95_s'])} "
-            f"| {_fmt(ks['wall_p50_s'], 2)} | {ks['false_alarms']} |"
+            f"| {_fmt(ks['wall_p50_s'], 2)} | {ks['false_alarms']} | {ks['true_alerts']} |"
         )
         if ks.get("within_window") is not None:
             out.append(
-                f"| ↳ stuck within {sc['stuck_window_s']:g} s | | {ks['within_window']} | | | | | | | |"
+                f"| ↳ stuck within {sc['stuck_window_s']:g} s | | {ks['within_window']} | | | | | | | | |"
             )
     for k, nd in (det.get("not_detectable") or {}).items():
-        out.append(f"| {k} | {nd['injected']} | not detectable: {nd['reason']} | | | | | | | |")
+        out.append(f"| {k} | {nd['injected']} | not detectable: {nd['reason']} | | | | | | | | |")
     if not det["kinds"] and not det.get("not_detectable"):
-        out.append("| (no detection faults injected) | | | | | | | | | |")
+        out.append("| (no detection faults injected) | | | | | | | | | | |")
+    if unit == "incident" and any(ks["true_alerts"] > ks["detected"] for ks in det["kinds"].values()):
+        out += [
+            "",
+            "More true incidents than detected faults: one fault raised several incidents (e.g. a stuck "
+            "sensor flat-lines every measurement, one incident per measurement), each notified.",
+        ]
     if det["false_alarms"]:
         fa = ", ".join(f"{k}: {v}" for k, v in det["false_alarms"].items())
         out += ["", f"False alarms by alert kind ({what} no injected fault explains): {fa}."]

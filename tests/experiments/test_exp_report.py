@@ -97,6 +97,7 @@ def test_report_files_agree_with_scores(tmp_path: Path) -> None:
     assert data["plots"] == ["timeline.png", "detection_latency.png", "integrity.png"]
     md = (tmp_path / "summary.md").read_text()
     assert "| stuck | 2 | 1 | 1 |" in md
+    assert "| false alarms | true incidents |" in md and md.count("| 0 | 1 |") >= 1
     assert "## Detection (incidents)" in md
     assert "| noise | 1 | not detectable: no rule targets it" in md
     assert (
