@@ -20,7 +20,7 @@ from fleetsim.cloud.dashboard import incidents
 from fleetsim.cloud.streaming.notify import SIGNATURE_HEADER, Notifier
 from fleetsim.kernel.clients import mqtt_client, mqtt_connect, pg_connect
 from fleetsim.kernel.config import FleetsimConfig
-from fleetsim.stack import Postgres
+from fleetsim.stack import Postgres, dedicated
 from fleetsim.stack.process import free_ports
 
 pytestmark = pytest.mark.integration
@@ -72,9 +72,20 @@ def _exec(cfg: FleetsimConfig, role: str, stmt: str, params: Any = None) -> list
         conn.close()
 
 
+@pytest.fixture(scope="module")
+def own_engines(
+    fleet_cfg: FleetsimConfig, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[FleetsimConfig]:
+    """A Mosquitto and a PostgreSQL of this module's own: on the shared database a streaming job
+    of another test (the experiments' pipeline runs for the whole session) has a notifier thread
+    too, which would deliver these events first."""
+    with dedicated(fleet_cfg, tmp_path_factory.mktemp("notify"), "mosquitto", "postgres") as (cfg, _):
+        yield cfg
+
+
 @pytest.fixture
-def notify_cfg(postgres: FleetsimConfig, private_mosquitto: FleetsimConfig) -> FleetsimConfig:
-    cfg = private_mosquitto
+def notify_cfg(own_engines: FleetsimConfig) -> FleetsimConfig:
+    cfg = own_engines
     _exec(cfg, "admin", "TRUNCATE incident_events, incidents")
     # As the sink opens one: the incident and its 'opened' event (writer role).
     (iid,) = _exec(
