@@ -19,8 +19,11 @@ from fleetsim.kernel.config import AlertsConfig
 
 STUCK_MEASUREMENTS: Final = ("temperature", "humidity", "co2", "pressure")
 """Battery is left out: a slowly draining battery legitimately repeats the same value."""
-DRIFT_MEASUREMENTS: Final = ("temperature", "humidity", "pressure")
-"""CO2 is left out: one absolute threshold in 'its unit' cannot suit ppm and degrees alike."""
+DRIFT_MEASUREMENTS: Final = ("temperature", "pressure")
+"""CO2 is left out (occupancy moves it by hundreds of ppm), and so is relative humidity: it follows
+temperature (about 6 % per °C) and saturates at 100 %, so a change threshold flags weather and
+motion, not sensors (30 min of a Lyon night: 23 false drift incidents on outdoor and mobile units at
+20 %, 135 in the sensor-degradation scenario at 5 %)."""
 LOOKBACK_SPAN: Final = "1 day"
 """Oldest history row considered (bounds the index scans to about two day partitions)."""
 
@@ -50,7 +53,10 @@ def history_params(alerts: AlertsConfig) -> dict[str, Any]:
         "drift_back": n_d - 1,
         "drift_half": half,
         "drift_half_back": half - 1,
-        "drift_threshold": alerts.drift_threshold,
+        "drift_threshold_temperature": alerts.drift_threshold,
+        "drift_threshold_pressure": alerts.drift_threshold_pressure,
+        # A humidity sensor reads its bound (0 or 100 %, fog) for hours: saturated, not stuck.
+        "humidity_bounds": [0.0, 100.0],
     }
 
 
@@ -73,9 +79,16 @@ def stuck_drift_sql() -> sql.Composed:
                 m=ident(m), n=ident(f"{m}_sn"), lo=ident(f"{m}_smin"), hi=ident(f"{m}_smax")
             )
         )
+        saturated = sql.SQL(" AND {lo} <> ALL(%(humidity_bounds)s)" if m == "humidity" else "").format(
+            lo=ident(f"{m}_smin")
+        )
         flag_cols.append(
-            sql.SQL("({n} = %(stuck_n)s AND {lo} = {hi}) AS {f}").format(
-                n=ident(f"{m}_sn"), lo=ident(f"{m}_smin"), hi=ident(f"{m}_smax"), f=ident(f"{m}_stuck")
+            sql.SQL("({n} = %(stuck_n)s AND {lo} = {hi}{sat}) AS {f}").format(
+                n=ident(f"{m}_sn"),
+                lo=ident(f"{m}_smin"),
+                hi=ident(f"{m}_smax"),
+                f=ident(f"{m}_stuck"),
+                sat=saturated,
             )
         )
         prev_cols.append(
@@ -94,8 +107,12 @@ def stuck_drift_sql() -> sql.Composed:
             ).format(m=ident(m), n=ident(f"{m}_dn"), old=ident(f"{m}_dold"), new=ident(f"{m}_dnew"))
         )
         flag_cols.append(
-            sql.SQL("({n} = %(drift_n)s AND abs({new} - {old}) > %(drift_threshold)s) AS {f}").format(
-                n=ident(f"{m}_dn"), old=ident(f"{m}_dold"), new=ident(f"{m}_dnew"), f=ident(f"{m}_drift")
+            sql.SQL("({n} = %(drift_n)s AND abs({new} - {old}) > {t}) AS {f}").format(
+                n=ident(f"{m}_dn"),
+                old=ident(f"{m}_dold"),
+                new=ident(f"{m}_dnew"),
+                f=ident(f"{m}_drift"),
+                t=sql.Placeholder(f"drift_threshold_{m}"),
             )
         )
         prev_cols.append(
@@ -104,12 +121,13 @@ def stuck_drift_sql() -> sql.Composed:
         values.append(
             sql.SQL(
                 "('drift', {name}, f.{f} AND NOT coalesce(f.{p}, false), f.{new} - f.{old}, "
-                "%(drift_threshold)s::float8, format('%%s moved %%s over %%s readings', {name}, "
+                "{t}::float8, format('%%s moved %%s over %%s readings', {name}, "
                 "round((f.{new} - f.{old})::numeric, 3), %(drift_n)s))"
             ).format(
                 name=sql.Literal(m),
                 f=ident(f"{m}_drift"),
                 p=ident(f"{m}_drift_prev"),
+                t=sql.Placeholder(f"drift_threshold_{m}"),
                 new=ident(f"{m}_dnew"),
                 old=ident(f"{m}_dold"),
             )

@@ -281,7 +281,9 @@ class AlertsConfig(_Section):
     """Identical consecutive values of a measurement that count as a stuck (flatline) sensor."""
     drift_window_readings: int = Field(12, ge=3)
     drift_threshold: float = Field(5.0, gt=0)
-    """Change of a measurement across ``drift_window_readings`` that counts as drift (in its unit)."""
+    """Change of temperature across ``drift_window_readings`` that counts as drift, in °C."""
+    drift_threshold_pressure: float = Field(8.0, gt=0)
+    """The same for pressure, in hPa (weather fronts move it ~1 hPa an hour)."""
     offline_after_s: float = Field(60.0, gt=0)
     """A device with no reading for this long (event time) raises an ``offline`` alert."""
     rules: list[AlertRule] = DEFAULT_ALERT_RULES

@@ -17,6 +17,7 @@ from fleetsim.experiments.runner import RunOptions, run_experiment
 from fleetsim.experiments.scenario import load_scenario
 from fleetsim.kernel.clients import pg_connect
 from fleetsim.kernel.config import FleetsimConfig
+from fleetsim.registry.seed import seed_from_csv
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1800)]
 
@@ -25,11 +26,17 @@ SCENARIOS = sorted((REPO / "scenarios").glob("*.toml"))
 log = logging.getLogger(__name__)
 
 
+@pytest.fixture(scope="module")
+def registered(exp_pipeline: FleetsimConfig) -> FleetsimConfig:
+    """The default fleet in the registry, as `fleetsim up` seeds it: the device classes (indoor or
+    outdoor) the alert rules are chosen by."""
+    seed_from_csv(exp_pipeline, REPO / "devices.csv")
+    return exp_pipeline
+
+
 @pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
-def test_shipped_scenario_in_full_meets_the_incident_targets(
-    path: Path, exp_pipeline: FleetsimConfig
-) -> None:
-    report, _ = run_experiment(exp_pipeline, load_scenario(path), opts=RunOptions())
+def test_shipped_scenario_in_full_meets_the_incident_targets(path: Path, registered: FleetsimConfig) -> None:
+    report, _ = run_experiment(registered, load_scenario(path), opts=RunOptions())
     assert report["run"]["drained"], report["run"]["drain_note"]
     kinds = report["detection"]["kinds"]
     figures = {

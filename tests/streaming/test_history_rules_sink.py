@@ -1,0 +1,79 @@
+"""Stuck and drift rules of the raw sink on real PostgreSQL (no Spark: batches as the raw flow's
+COPY text): drift judged on temperature (and pressure) with their own thresholds, not on relative
+humidity, and a humidity sensor saturated at 100 % is not stuck."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from fleetsim.cloud.streaming.pgsink import PgSink, RawBatch
+from fleetsim.kernel.clients import pg_connect
+from fleetsim.kernel.config import FleetsimConfig
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 11, 21, 3, 0, tzinfo=UTC)
+
+
+def _admin(cfg: FleetsimConfig, stmt: str, params: Any = None) -> list[tuple[Any, ...]]:
+    conn = pg_connect(cfg, "admin")
+    try:
+        with conn.cursor() as cur:
+            cur.execute(stmt, params)
+            rows = cur.fetchall() if cur.description else []
+        conn.commit()
+        return rows
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def sink_cfg(postgres: FleetsimConfig) -> Iterator[FleetsimConfig]:
+    _admin(postgres, "TRUNCATE incident_events, incidents, sensor_data, device_latest, sensor_alerts")
+    yield postgres
+
+
+def _batch(series: dict[str, list[tuple[float | None, float | None]]]) -> RawBatch:
+    """``{device: [(temperature, humidity), ...]}``, one reading a minute from T0, no alert rows."""
+    lines = []
+    for dev, values in series.items():
+        for i, (temp, hum) in enumerate(values):
+            ts = (T0 + timedelta(minutes=i)).isoformat()
+            t = "" if temp is None else temp
+            h = "" if hum is None else hum
+            lines.append(f"{dev},{i},{ts},{t},{h},,,,,,OK,,0,{i},{ts},{ts}\n")
+    return RawBatch("".join(lines).encode(), b"", b"", (T0.date(),))
+
+
+def _alerts(cfg: FleetsimConfig) -> set[tuple[str, str, str]]:
+    rows = _admin(
+        cfg, "SELECT device_id, kind, measurement FROM sensor_alerts WHERE kind IN ('stuck', 'drift')"
+    )
+    return {(r[0], r[1], r[2]) for r in rows}
+
+
+def test_drift_thresholds_are_per_measurement_and_saturated_humidity_is_not_stuck(
+    sink_cfg: FleetsimConfig,
+) -> None:
+    rise = range(12)
+    series = {
+        # +1 °C a reading: the newest half's mean is 6 °C above the oldest half's (threshold 5 °C).
+        "hr-temp": [(15.0 + i, 50.0 + (i % 2)) for i in rise],
+        # +2 % a reading: 12 % between the halves, a room filling up; relative humidity is not
+        # judged for drift (the old shared threshold of 5 made it a drift incident).
+        "hr-hum": [(20.0 + (i % 2) * 0.1, 40.0 + 2 * i) for i in rise],
+        # Fog: 100 % for 12 readings is a saturated sensor, not a stuck one ...
+        "hr-fog": [(8.0 + (i % 2) * 0.1, 100.0) for i in rise],
+        # ... but 55 % for 12 readings is stuck.
+        "hr-stuck": [(18.0 + (i % 2) * 0.1, 55.0) for i in rise],
+    }
+    sink = PgSink(sink_cfg, "raw")
+    try:
+        sink.write_raw(_batch(series), batch_id=1)
+    finally:
+        sink.close()
+    assert _alerts(sink_cfg) == {("hr-temp", "drift", "temperature"), ("hr-stuck", "stuck", "humidity")}
