@@ -7,7 +7,8 @@ and "active alert" mean the same thing to the test and to the dashboard.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+
+from pg_support import execute
 
 from fleetsim.kernel.clients import pg_connect
 from fleetsim.kernel.config import FleetsimConfig
@@ -232,19 +233,6 @@ INCIDENTS = [
     ("dev-fail-3", "beta", "critical", "acknowledged"),
     ("truck-5", "gamma", "warning", "resolved"),
 ]
-
-
-def execute(cfg: FleetsimConfig, role: str, stmt: str, params: Any = None) -> list[tuple[Any, ...]]:
-    """One statement as ``role``, committed; its rows (if any)."""
-    conn = pg_connect(cfg, role)  # type: ignore[arg-type]
-    try:
-        with conn.cursor() as cur:
-            cur.execute(stmt, params)
-            rows = cur.fetchall() if cur.description else []
-        conn.commit()
-        return rows
-    finally:
-        conn.close()
 
 
 def seed_incidents(cfg: FleetsimConfig) -> dict[str, int]:

@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from pg_support import execute as _exec
 from waiting import wait_until
 
 from fleetsim.cloud.dashboard import incidents
@@ -58,18 +59,6 @@ class Receiver:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
-
-
-def _exec(cfg: FleetsimConfig, role: str, stmt: str, params: Any = None) -> list[tuple[Any, ...]]:
-    conn = pg_connect(cfg, role)  # type: ignore[arg-type]
-    try:
-        with conn.cursor() as cur:
-            cur.execute(stmt, params)
-            rows = cur.fetchall() if cur.description else []
-        conn.commit()
-        return rows
-    finally:
-        conn.close()
 
 
 @pytest.fixture(scope="module")

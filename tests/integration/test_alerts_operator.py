@@ -8,27 +8,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import psycopg2
 import pytest
+from pg_support import execute as _exec
 
-from fleetsim.kernel.clients import pg_connect
 from fleetsim.kernel.config import FleetsimConfig, config_to_env
 
 pytestmark = pytest.mark.integration
-
-
-def _exec(cfg: FleetsimConfig, role: str, stmt: str, params: Any = None) -> list[tuple[Any, ...]]:
-    conn = pg_connect(cfg, role)  # type: ignore[arg-type]
-    try:
-        with conn.cursor() as cur:
-            cur.execute(stmt, params)
-            rows = cur.fetchall() if cur.description else []
-        conn.commit()
-        return rows
-    finally:
-        conn.close()
 
 
 @pytest.fixture

@@ -6,29 +6,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
+from pg_support import admin as _admin
 
 from fleetsim.cloud.streaming.pgsink import PgSink, RawBatch
-from fleetsim.kernel.clients import pg_connect
 from fleetsim.kernel.config import FleetsimConfig
 
 pytestmark = pytest.mark.integration
 
 T0 = datetime(2026, 11, 21, 3, 0, tzinfo=UTC)
-
-
-def _admin(cfg: FleetsimConfig, stmt: str, params: Any = None) -> list[tuple[Any, ...]]:
-    conn = pg_connect(cfg, "admin")
-    try:
-        with conn.cursor() as cur:
-            cur.execute(stmt, params)
-            rows = cur.fetchall() if cur.description else []
-        conn.commit()
-        return rows
-    finally:
-        conn.close()
 
 
 @pytest.fixture

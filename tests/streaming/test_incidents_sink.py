@@ -9,9 +9,9 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
+from pg_support import admin
 
 from fleetsim.cloud.streaming.pgsink import PgSink, RawBatch
-from fleetsim.kernel.clients import pg_connect
 from fleetsim.kernel.config import FleetsimConfig
 
 pytestmark = pytest.mark.integration
@@ -35,18 +35,6 @@ def sink_cfg(postgres: FleetsimConfig) -> Iterator[FleetsimConfig]:
             (dev,),
         )
     yield cfg
-
-
-def admin(cfg: FleetsimConfig, stmt: str, params: Any = None) -> list[tuple[Any, ...]]:
-    conn = pg_connect(cfg, "admin")
-    try:
-        with conn.cursor() as cur:
-            cur.execute(stmt, params)
-            rows = cur.fetchall() if cur.description else []
-        conn.commit()
-        return rows
-    finally:
-        conn.close()
 
 
 def _iso(t: datetime) -> str:
