@@ -102,6 +102,17 @@ class Window:
     other seqs (each process counts from its own start instant in epoch ms), so rows and alerts
     outside them are not this run's."""
 
+    def sql_params(self) -> dict[str, Any]:
+        """The window as named query parameters (``%(start)s`` ... ``%(seq_to)s``)."""
+        return {
+            "start": self.start,
+            "end": self.end,
+            "devices": list(self.devices),
+            "since": self.since,
+            "seq_from": self.seq_from,
+            "seq_to": self.seq_to,
+        }
+
 
 # ------------------------------------------------------------------------------------ postgres
 def latest_event_ts(cfg: FleetsimConfig) -> datetime | None:
@@ -163,14 +174,7 @@ def fetch_alerts(cfg: FleetsimConfig, w: Window) -> list[AlertRow]:
     with pg_connect(cfg, "reader") as conn, conn.cursor() as cur:
         cur.execute(
             sql,
-            {
-                "start": w.start,
-                "end": w.end,
-                "devices": list(w.devices),
-                "since": w.since,
-                "seq_from": w.seq_from,
-                "seq_to": w.seq_to,
-            },
+            w.sql_params(),
         )
         rows = cur.fetchall()
     conn.close()
@@ -207,14 +211,7 @@ def fetch_incidents(cfg: FleetsimConfig, w: Window) -> list[IncidentRow]:
     with pg_connect(cfg, "reader") as conn, conn.cursor() as cur:
         cur.execute(
             sql,
-            {
-                "start": w.start,
-                "end": w.end,
-                "devices": list(w.devices),
-                "since": w.since,
-                "seq_from": w.seq_from,
-                "seq_to": w.seq_to,
-            },
+            w.sql_params(),
         )
         rows = cur.fetchall()
     conn.close()
