@@ -162,40 +162,12 @@ def build_deck(points: pd.DataFrame, paths: pd.DataFrame) -> pdk.Deck:
     )
     real = points[points["real"] != ""] if not points.empty else points
     if not real.empty:
-        # A ring around real (non-simulated) devices; not pickable so clicks reach the device layer.
-        layers.append(
-            pdk.Layer(
-                "ScatterplotLayer",
-                id=REAL_LAYER_ID,
-                data=_records(real[["lon", "lat"]].assign(ring=real["radius"] + 3)),
-                get_position=["lon", "lat"],
-                get_radius="ring",
-                radius_units='"pixels"',
-                filled=False,
-                stroked=True,
-                get_line_color=list(REAL_OUTLINE),
-                line_width_min_pixels=2,
-                pickable=False,
-            )
-        )
+        # A ring around real (non-simulated) devices.
+        layers.append(_ring_layer(REAL_LAYER_ID, real, 3, REAL_OUTLINE, 2))
     flagged = points[points["incident"] != ""] if not points.empty else points
     if not flagged.empty:
-        # A red ring around devices with an open incident; not pickable (clicks reach the device).
-        layers.append(
-            pdk.Layer(
-                "ScatterplotLayer",
-                id=INCIDENT_LAYER_ID,
-                data=_records(flagged[["lon", "lat"]].assign(ring=flagged["radius"] + 6)),
-                get_position=["lon", "lat"],
-                get_radius="ring",
-                radius_units='"pixels"',
-                filled=False,
-                stroked=True,
-                get_line_color=list(INCIDENT_OUTLINE),
-                line_width_min_pixels=3,
-                pickable=False,
-            )
-        )
+        # A red ring around devices with an open incident.
+        layers.append(_ring_layer(INCIDENT_LAYER_ID, flagged, 6, INCIDENT_OUTLINE, 3))
     return CompactDeck(
         layers=layers,
         initial_view_state=view_state(points),
@@ -209,3 +181,22 @@ class CompactDeck(pdk.Deck):
 
     def to_json(self) -> str:
         return json.dumps(self, default=default_serialize, separators=(",", ":"))
+
+
+def _ring_layer(
+    layer_id: str, frame: pd.DataFrame, gap_px: int, color: tuple[int, ...], width_px: int
+) -> pdk.Layer:
+    """An unfilled ring ``gap_px`` outside each device's dot; not pickable, so clicks reach the device."""
+    return pdk.Layer(
+        "ScatterplotLayer",
+        id=layer_id,
+        data=_records(frame[["lon", "lat"]].assign(ring=frame["radius"] + gap_px)),
+        get_position=["lon", "lat"],
+        get_radius="ring",
+        radius_units='"pixels"',
+        filled=False,
+        stroked=True,
+        get_line_color=list(color),
+        line_width_min_pixels=width_px,
+        pickable=False,
+    )

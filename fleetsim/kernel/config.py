@@ -23,6 +23,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -348,23 +349,16 @@ class SimulationConfig(_Section):
     metrics_port: int = Field(9101, ge=0, le=65535)
     """Prometheus metrics port (0 disables)."""
 
-    @field_validator("speed")
+    @field_validator("speed", "duration", "start")
     @classmethod
-    def _speed(cls, v: str) -> str:
-        timespec.parse_speed(v)
-        return v
-
-    @field_validator("duration")
-    @classmethod
-    def _duration(cls, v: str) -> str:
-        if v:
+    def _timespec(cls, v: str, info: ValidationInfo) -> str:
+        # Parsed here only to fail at start-up naming the allowed forms; the strings are kept.
+        if info.field_name == "speed":
+            timespec.parse_speed(v)
+        elif info.field_name == "start":
+            timespec.parse_start(v)
+        elif v:  # an empty duration runs until stopped
             timespec.parse_duration(v)
-        return v
-
-    @field_validator("start")
-    @classmethod
-    def _start(cls, v: str) -> str:
-        timespec.parse_start(v)
         return v
 
     @field_validator("instance")
