@@ -118,6 +118,7 @@ def run_simulation(
             ledger=ledger,
             buffer_size=sc.buffer_size,
             seq_base=seq_base,
+            weather_seed=sc.weather_seed,
         )
         # The fleet lives for the whole run: move it out of the cyclic GC's reach, or every
         # full collection rescans 100k devices and shows up as a lag spike.

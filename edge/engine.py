@@ -44,6 +44,7 @@ class Simulation:
         buffer_size: int = 1000,
         timezone: str = "Europe/Paris",
         seq_base: int = 0,
+        weather_seed: int = 0,
     ) -> None:
         self.env = simpy.Environment()
         self.seed = seed
@@ -52,7 +53,7 @@ class Simulation:
         mean_lat = sum(s.lat for s in specs) / len(specs) if specs else 45.76
         self.ctx = SimContext(
             env=self.env,
-            climate=Climate(seed, start, mean_lon, timezone, mean_lat),
+            climate=Climate(weather_seed, start, mean_lon, timezone, mean_lat),
             publisher=publisher,
             ledger=ledger,
             start=start,
@@ -73,6 +74,7 @@ class Simulation:
                 "record": "run",
                 "phase": "start",
                 "seed": seed,
+                "weather_seed": weather_seed,
                 "start": self.ctx.iso(0.0),
                 "devices": len(self.devices),
                 "buffer_size": buffer_size,

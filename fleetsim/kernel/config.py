@@ -327,6 +327,13 @@ class SimulationConfig(_Section):
 
     devices_file: Path = Path("devices.csv")
     seed: int = 42
+    """Seeds the devices: their noise, phases, routes and fault draws."""
+    weather_seed: int = 0
+    """Seeds the city's weather (synoptic pressure and temperature waves). The weather is a
+    function of absolute time and independent of ``seed``: runs with different seeds, consecutive
+    experiments and simulators beside each other see the same outdoor air at the same instant,
+    as real devices in one city would. A per-run weather made consecutive runs jump by several
+    degC and hPa at their boundary, which the drift rule rightly took for drift."""
     speed: str = "1"
     """Simulated seconds per wall second, or ``max`` for as fast as possible."""
     duration: str = ""
