@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import logging
 import queue
-import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -19,9 +18,11 @@ import simpy
 
 from fleetsim.edge.device import Device, SimContext
 from fleetsim.edge.faults import FaultInjector
+from fleetsim.edge.fleet import Fleet
 from fleetsim.edge.ledger import Ledger
 from fleetsim.edge.physics import Climate
 from fleetsim.edge.publisher import Publisher
+from fleetsim.edge.sampler import Sampler
 from fleetsim.kernel.contract import ControlAction, ControlCommand
 from fleetsim.kernel.fleetfile import DeviceSpec, haversine_km
 
@@ -51,6 +52,7 @@ class Simulation:
         self.ledger = ledger
         mean_lon = sum(s.lon for s in specs) / max(1, len(specs))
         mean_lat = sum(s.lat for s in specs) / len(specs) if specs else 45.76
+        self.fleet = Fleet(specs, seed)
         self.ctx = SimContext(
             env=self.env,
             climate=Climate(weather_seed, start, mean_lon, timezone, mean_lat),
@@ -58,14 +60,15 @@ class Simulation:
             ledger=ledger,
             start=start,
             buffer_size=buffer_size,
+            fleet=self.fleet,
             seed=seed,
             seq_base=seq_base,
         )
         self.injector = FaultInjector(self.ctx)
         self.devices: dict[str, Device] = {}
-        for spec in specs:
-            dev = Device(spec, self.ctx, random.Random(f"{seed}:{spec.device_id}"))
-            self.devices[spec.device_id] = dev
+        for idx, spec in enumerate(specs):
+            self.devices[spec.device_id] = Device(spec, self.ctx, idx)
+        self.sampler = Sampler(self.ctx, list(self.devices.values()))
         self.commands: queue.SimpleQueue[tuple[str, ControlCommand, str]] = queue.SimpleQueue()
         self.control_rejected = 0
         """Control commands that could not be applied (bad parameters), logged with the reason."""
@@ -81,9 +84,16 @@ class Simulation:
                 "seq_base": seq_base,
             }
         )
+        self.env.process(self._boot())
         for dev in self.devices.values():
-            self.env.process(dev.run())
             self.injector.start_profile(dev, seed)
+        self.env.process(self.sampler.run())
+
+    def _boot(self) -> Generator[simpy.Event, Any, None]:
+        """Every device powers up at the start: its retained status says ``online``."""
+        for dev in self.devices.values():
+            dev.set_online(True)
+        yield from ()
 
     @property
     def stats(self) -> Any:
@@ -161,9 +171,8 @@ class Simulation:
                 dev.go_down("killed")
                 self._event(dev, "killed")
         elif action is ControlAction.REVIVE:
-            if "battery" in dev.down and dev.battery is not None:
-                dev.battery.replace()
-                dev.warned = False
+            if "battery" in dev.down and dev.has_battery:
+                dev.replace_battery()
                 self._event(dev, "battery_replaced")
                 dev.go_up("battery")
             self.injector.clear(dev, cmd.fault)  # a reboot clears injected faults

@@ -72,6 +72,7 @@ class FaultInjector:
             self.end(dev, old)
         af = ActiveFault(kind, merged, self.env.now, source)
         dev.faults[kind] = af
+        dev.faults_changed()
         if kind is FaultKind.CRASH:
             dev.go_down("crash")
         elif kind is FaultKind.NETWORK_OUTAGE:
@@ -89,6 +90,7 @@ class FaultInjector:
         """End ``af`` now, undo its side effects and record it in the ledger."""
         if dev.faults.get(af.kind) is af:
             del dev.faults[af.kind]
+            dev.faults_changed()
         if af.kind is FaultKind.CRASH and not truncated:
             dev.go_up("crash")
         elif af.kind is FaultKind.NETWORK_OUTAGE:

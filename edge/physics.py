@@ -15,10 +15,19 @@ import math
 import random
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Final
+from typing import TYPE_CHECKING, Final
 from zoneinfo import ZoneInfo
 
-from fleetsim.kernel.fleetfile import haversine_km
+import numpy as np
+
+from fleetsim.kernel.fleetfile import OCCUPANCY_KINDS, haversine_km
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from numpy.typing import NDArray
+
+    from fleetsim.kernel.fleetfile import DeviceSpec
 
 TWO_PI: Final = 2 * math.pi
 DAY_S: Final = 86_400.0
@@ -44,9 +53,35 @@ def magnus_rh(temp_c: float, dew_c: float) -> float:
     return min(100.0, max(1.0, rh))
 
 
+def magnus_rh_array(temp_c: NDArray[np.float64], dew_c: NDArray[np.float64]) -> NDArray[np.float64]:
+    """:func:`magnus_rh` over arrays."""
+    a, b = 17.625, 243.04
+    rh = 100.0 * np.exp(a * dew_c / (b + dew_c) - a * temp_c / (b + temp_c))
+    return np.clip(rh, 1.0, 100.0)
+
+
+def pressure_factor(altitude_m: float) -> float:
+    """Station over sea-level pressure at ``altitude_m`` (standard atmosphere)."""
+    return float((1.0 - 2.25577e-5 * altitude_m) ** 5.25588)
+
+
 def station_pressure(slp_hpa: float, altitude_m: float) -> float:
     """Barometric pressure (hPa) at ``altitude_m`` for a sea-level pressure (standard atmosphere)."""
-    return slp_hpa * (1.0 - 2.25577e-5 * altitude_m) ** 5.25588
+    return slp_hpa * pressure_factor(altitude_m)
+
+
+def indoor_setpoint(kind: str, hour: float, weekday: int, outdoor_c: float) -> float:
+    """Room temperature the HVAC holds, with a little leakage of the outdoor temperature."""
+    leak = 0.12 * (outdoor_c - 15.0)
+    if kind in ("office", "meeting", "lab"):
+        if weekday < 5 and 6.5 <= hour < 19.5:
+            return 21.5 + leak
+        return min(26.0, max(18.5, 10.0 + 0.5 * outdoor_c))  # set-back: heating or cooling off
+    if kind == "retail":
+        return (20.5 if 8.5 <= hour < 20.0 else 17.5) + leak
+    if kind == "home":
+        return 20.5 + leak
+    return 16.0 + 0.4 * (outdoor_c - 15.0)  # unheated storage
 
 
 def _smooth(x: float, lo: float, hi: float) -> float:
@@ -189,6 +224,18 @@ class Climate:
             value = self._occ_cache[key] = occupancy(kind, city.local_hour, city.weekday)
         return value
 
+    def minute_table(
+        self, minute: int
+    ) -> tuple[float, float, float, float, tuple[float, ...], tuple[float, ...]]:
+        """What every device shares in simulated minute ``minute``: (outdoor °C, dew point, sea-level
+        hPa, traffic, occupancy per kind, indoor set-point per kind), kinds in
+        :data:`OCCUPANCY_KINDS` order. The vectorised engine gathers its readings' inputs from it."""
+        city = self.at(minute * 60.0)
+        h, wd, out = city.local_hour, city.weekday, city.temp_c
+        occ = tuple(occupancy(k, h, wd) for k in OCCUPANCY_KINDS)
+        setp = tuple(indoor_setpoint(k, h, wd, out) for k in OCCUPANCY_KINDS)
+        return out, city.dew_c, city.slp_hpa, city.traffic, occ, setp
+
     def _compute(self, t: float) -> CityState:
         epoch = self._start_epoch + t
         slp = self._slp_mean + sum(a * math.sin(TWO_PI * epoch / p + ph) for a, p, ph in self._p_waves)
@@ -264,3 +311,45 @@ class Battery:
 
     def replace(self) -> None:
         self.remaining_mah = self.capacity_mah
+
+
+# ------------------------------------------------------------------------- the reading model
+NOISE_SIGMA: Final = {
+    "indoor": (0.08, 0.6, 8.0, 0.12),
+    "outdoor": (0.15, 1.0, 5.0, 0.12),
+}
+"""Measurement noise (1 sigma) of temperature (°C), humidity (%RH), CO2 (ppm) and pressure (hPa)."""
+TRAFFIC_CO2_PPM: Final = {"fixed": 25.0, "mobile": 60.0}
+"""CO2 above background at full road traffic, beside a road (fixed) or in it (mobile)."""
+
+
+def reference_reading(
+    spec: DeviceSpec, climate: Climate, t: float, co2_state: float, dt: float, gauss: Callable[..., float]
+) -> tuple[tuple[float, float, float, float], float]:
+    """One clean reading of one device, one device at a time: the model the vectorised engine
+    (:mod:`fleetsim.edge.fleet`) computes for a whole class at once, kept readable here and as the
+    reference its statistical test compares against. Returns ((temp, rh, co2, pressure), the new
+    indoor CO2 state); ``dt`` is the time since the device's previous reading."""
+    city = climate.at(t)
+    if spec.indoor:
+        s_t, s_h, s_c, s_p = NOISE_SIGMA["indoor"]
+        occ = climate.occupancy(spec.occupancy, t)
+        temp = indoor_setpoint(spec.occupancy, city.local_hour, city.weekday, city.temp_c) + 1.2 * occ
+        temp += spec.temp_offset_c + gauss(0.0, s_t)
+        target = OUTDOOR_CO2_PPM + OCCUPANCY_PEAK_PPM[spec.occupancy] * occ
+        co2_state += (target - co2_state) * (1.0 - math.exp(-dt / CO2_TAU_S))
+        co2 = co2_state + gauss(0.0, s_c)
+        # Indoor air is outdoor air brought to room temperature (the HVAC condenses moisture
+        # above a ~12 °C dew point), plus the occupants' breath.
+        hum = magnus_rh(temp, min(city.dew_c, 12.0) + 2.0 * occ) + gauss(0.0, s_h)
+    else:
+        s_t, s_h, s_c, s_p = NOISE_SIGMA["outdoor"]
+        temp = city.temp_c + spec.temp_offset_c + gauss(0.0, s_t)
+        hum = magnus_rh(temp, city.dew_c) + gauss(0.0, s_h)
+        co2 = OUTDOOR_CO2_PPM + TRAFFIC_CO2_PPM[spec.type] * city.traffic + gauss(0.0, s_c)
+    pressure = station_pressure(city.slp_hpa, spec.altitude_m) + gauss(0.0, s_p)
+    return (temp, hum, co2, pressure), co2_state
+
+
+KIND_INDEX: Final = {k: i for i, k in enumerate(OCCUPANCY_KINDS)}
+"""Occupancy kind -> column of the per-minute tables of :meth:`Climate.minute_table`."""
