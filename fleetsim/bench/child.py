@@ -24,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cannot import {args.path}", file=sys.stderr)
         return 2
     module = importlib.util.module_from_spec(spec)
+    # Registered before it runs: dataclasses (and pickling) look their module up in sys.modules.
+    sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     cfg = load_config(None, cwd=Path(args.out).parent)
     result = module.run(cfg, args.quick)

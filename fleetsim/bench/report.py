@@ -7,6 +7,7 @@ A benchmark's ``run()`` returns a dict. The harness understands this shape (see 
      "figures": [{"name": ..., "value": 27100.0, "unit": "msg/s", "baseline_name": "bare paho loop",
                   "baseline": 30500.0, "ratio": 0.89, "target": ">= 25000 msg/s", "met": true,
                   "runs": [...]}],
+     "tables": [{"title": "CPU per stage", "columns": ["stage", ...], "rows": [[...], ...]}],
      "notes": ["..."]}
 
 Anything else in the dict is shown as a flat key/value list, so a benchmark is never hidden.
@@ -104,7 +105,13 @@ def render_bench(name: str, outcome: dict[str, Any]) -> str:
                 f"| {fig.get('target', '')} | {_met(fig)} |"
             )
         lines.append("")
-    rest = {k: v for k, v in result.items() if k not in {"title", "method", "figures", "notes"}}
+    for table in result.get("tables") or []:
+        cols = [str(c) for c in table.get("columns", [])]
+        lines += [f"**{table.get('title', '')}**", "", "| " + " | ".join(cols) + " |"]
+        lines.append("|" + "---|" * len(cols))
+        lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in table.get("rows", [])]
+        lines.append("")
+    rest = {k: v for k, v in result.items() if k not in {"title", "method", "figures", "tables", "notes"}}
     if rest:
         flat: list[tuple[str, Any]] = []
         _flatten("", rest, flat)

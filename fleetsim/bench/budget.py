@@ -1,0 +1,60 @@
+"""The end-to-end benchmark's CPU budget: 200 µs of CPU per message for every stage together.
+
+At 10k msg/s on 2 cores the whole machine has 200 µs of CPU per message. Each stage gets a share;
+the table built here puts each stage's measured µs/msg (from /proc) next to its share, per ramp,
+and names the stages over it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+BUDGET_US: dict[str, float] = {
+    "simulator": 50.0,
+    "mosquitto": 15.0,
+    "bridge": 25.0,
+    "kafka": 30.0,
+    "spark": 60.0,
+    "postgres": 20.0,
+}
+"""Each stage's share of 200 µs/msg, the whole machine's CPU at 10k msg/s on 2 cores. Spark gets
+the largest share (parse, validate, rules, two flows); the simulator's covers physics + encoding +
+paho. In external mode the load generator is outside the budget and reported on its own."""
+LOADGEN = "load generator"
+
+
+def shown_step(r: dict[str, Any]) -> dict[str, Any] | None:
+    """The step a ramp is judged by: its highest passing step, else its first (failing) one."""
+    return r["best"] or (r["steps"][0] if r["steps"] else None)
+
+
+def cpu_table(ramps: list[dict[str, Any]]) -> tuple[dict[str, Any], list[str]]:
+    """Stage x ramp, µs/msg at each ramp's judged step, against the budget; and the stages over."""
+    shown = [(r["mode"], shown_step(r)) for r in ramps]
+    cols = ["stage", "budget µs/msg"] + [
+        f"{m} @ {s['rate_target_msg_s']:,} msg/s" if s else m for m, s in shown
+    ] + ["verdict"]  # fmt: skip
+    rows, over = [], []
+    for stage in [*BUDGET_US, LOADGEN, "total (all but the load generator)"]:
+        budget = BUDGET_US.get(stage, 200.0 if stage.startswith("total") else None)
+        row: list[Any] = [stage, budget]
+        misses = []
+        for mode, s in shown:
+            cpu = s["cpu_us_per_msg"] if s else {}
+            if stage.startswith("total"):
+                value = round(sum(v for k, v in cpu.items() if k != LOADGEN), 1) if cpu else None
+            else:
+                value = cpu.get(stage)
+            row.append(value)
+            if budget is not None and value is not None and value > budget:
+                misses.append(mode)
+        if budget is None:
+            row.append("outside the budget")
+        else:
+            row.append("over in " + "; ".join(misses) if misses else "within")
+        if misses and not stage.startswith("total"):
+            over.append(f"{stage} over its {budget:g} µs/msg share in: {', '.join(misses)}")
+        rows.append(row)
+    table = {"title": "CPU per stage, µs per message (from /proc, whole process trees)", "columns": cols,
+             "rows": rows}  # fmt: skip
+    return table, over

@@ -1,0 +1,35 @@
+"""The end-to-end benchmark's CPU budget table: each stage against its share of 200 µs/msg."""
+
+from __future__ import annotations
+
+from fleetsim.bench import report
+from fleetsim.bench.budget import BUDGET_US, LOADGEN, cpu_table
+
+
+def _ramp(mode: str, cpu: dict[str, float], passed: bool = True) -> dict[str, object]:
+    step = {"rate_target_msg_s": 5000, "cpu_us_per_msg": cpu, "passed": passed}
+    return {"mode": mode, "steps": [step], "best": step if passed else None}
+
+
+def test_budget_shares_sum_to_the_machine_at_10k_msg_s() -> None:
+    # 2 cores = 2,000,000 µs of CPU per second; at 10,000 msg/s that is 200 µs per message.
+    assert sum(BUDGET_US.values()) == 200.0
+
+
+def test_cpu_table_names_the_stages_over_their_share_and_keeps_the_load_generator_apart() -> None:
+    ext = _ramp("external 100 devices", {"spark": 90.0, "bridge": 10.0, LOADGEN: 4.0})
+    sim = _ramp("sim 100 devices", {"spark": 40.0, "simulator": 70.0}, passed=False)
+    table, over = cpu_table([ext, sim])
+    rows = {row[0]: row for row in table["rows"]}
+    assert rows["spark"][1:] == [60.0, 90.0, 40.0, "over in external 100 devices"]
+    assert rows["simulator"][-1] == "over in sim 100 devices"
+    assert rows["bridge"][-1] == "within"
+    assert rows[LOADGEN][-1] == "outside the budget"
+    # The load generator is not part of the pipeline's total.
+    assert rows["total (all but the load generator)"][2:4] == [100.0, 110.0]
+    assert over == [
+        "simulator over its 50 µs/msg share in: sim 100 devices",
+        "spark over its 60 µs/msg share in: external 100 devices",
+    ]
+    text = report.render_bench("e2e", {"status": "ok", "result": {"title": "E2E", "tables": [table]}})
+    assert "| spark | 60.0 | 90.0 | 40.0 | over in external 100 devices |" in text
