@@ -438,6 +438,71 @@ class DashboardConfig(_Section):
     """An alert counts as active on the live view for this many seconds after its event time."""
 
 
+class ClusterConfig(_Section):
+    """The ``cluster`` profile (``fleetsim up --profile cluster``, docs/scale-out.md): the multi-node
+    shape on one machine. The compose file's ``cluster`` profile is checked against these values.
+
+    Ports are ``port_base`` + a fixed offset (see :class:`fleetsim.stack.cluster_ports.ClusterPorts`):
+    brokers' client listeners +0.., their controllers +10.., the Spark master +20 (UI +21), the
+    workers +22.. (RPC, UI pairs), the bridges' metrics +40.., the simulator shards' metrics +50..
+    Mosquitto, PostgreSQL, the streaming job and the dashboard keep their own sections' ports.
+    """
+
+    brokers: int = Field(3, ge=1, le=9)
+    """Kafka brokers, each a combined KRaft broker + controller (all of them controller voters)."""
+    replication_factor: int = Field(3, ge=1, le=9)
+    """Replicas of every topic (telemetry, dead letters, consumer offsets)."""
+    min_insync_replicas: int = Field(2, ge=1, le=9)
+    """Replicas that must have a record before an ``acks=all`` producer is told it is stored."""
+    broker_heap_mb: int = Field(384, ge=128)
+    """Heap of each broker JVM in MiB (three of them share the machine)."""
+    spark_workers: int = Field(2, ge=1, le=8)
+    """Spark standalone workers (each its own JVM, with its own executor for the job)."""
+    worker_cores: int = Field(1, ge=1)
+    """Cores each worker offers to executors."""
+    worker_memory: str = "1g"
+    """Memory each worker offers to executors (JVM size string, >= the job's executor memory)."""
+    daemon_memory: str = "256m"
+    """Heap of the Spark master and worker daemons."""
+    bridges: int = Field(2, ge=1, le=8)
+    """Bridge processes, all in the MQTT shared subscription ``shared_group``."""
+    shared_group: str = "fleetsim-cluster"
+    """MQTT shared-subscription group of the bridges (``$share/<group>/<filter>``)."""
+    sim_shards: int = Field(2, ge=1, le=16)
+    """Simulator processes, each running ``simulation.shard = i/sim_shards`` of the fleet."""
+    port_base: int = Field(29100, ge=1024, le=65400)
+    """First port of the profile's block of loopback ports (see the class docstring)."""
+
+    @field_validator("worker_memory", "daemon_memory")
+    @classmethod
+    def _jvm_size(cls, v: str, info: ValidationInfo) -> str:
+        if not re.fullmatch(r"[1-9][0-9]*[kmgKMG]", v):
+            raise ValueError(f"{info.field_name} {v!r} is not a JVM size; allowed: <n>k, <n>m or <n>g")
+        return v
+
+    @field_validator("shared_group")
+    @classmethod
+    def _group(cls, v: str) -> str:
+        # It becomes a topic level of $share/<group>/<filter>: no separators or wildcards.
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,40}", v):
+            raise ValueError(f"shared_group {v!r} is not allowed; allowed: 1-40 of A-Z a-z 0-9 _ . -")
+        return v
+
+    @model_validator(mode="after")
+    def _quorum(self) -> ClusterConfig:
+        if self.replication_factor > self.brokers:
+            raise ValueError(
+                f"replication_factor {self.replication_factor} needs as many brokers; "
+                f"allowed: 1..brokers ({self.brokers})"
+            )
+        if self.min_insync_replicas > self.replication_factor:
+            raise ValueError(
+                f"min_insync_replicas {self.min_insync_replicas} exceeds replication_factor "
+                f"{self.replication_factor}; allowed: 1..{self.replication_factor}"
+            )
+        return self
+
+
 class FleetsimConfig(_Section):
     """The whole configuration. Build it with :func:`load_config`."""
 
@@ -450,6 +515,7 @@ class FleetsimConfig(_Section):
     simulation: SimulationConfig = SimulationConfig()
     bridge: BridgeConfig = BridgeConfig()
     dashboard: DashboardConfig = DashboardConfig()
+    cluster: ClusterConfig = ClusterConfig()
 
     @property
     def run_dir(self) -> Path:
