@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from fleetsim.bridge import cli as bridge_cli
-from fleetsim.cli import alerts, bench, devices, experiments
+from fleetsim.cli import alerts, bench, chaos, devices, experiments
 from fleetsim.cli import stack as cli_stack
 from fleetsim.cloud.dashboard import cli as dashboard_cli
 from fleetsim.cloud.streaming import cli as stream_cli
@@ -37,6 +37,7 @@ COMMANDS = (
     experiments,  # experiment
     alerts,  # alerts list/show/ack/resolve/note (incidents)
     bench,  # bench
+    chaos,  # chaos (a seeded fault campaign against a dedicated pipeline)
 )
 """Modules that register sub-commands, in ``--help`` order."""
 

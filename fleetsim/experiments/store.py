@@ -158,3 +158,38 @@ def get_run(cfg: FleetsimConfig, run_id: str) -> dict[str, Any] | None:
     if not rows:
         return None
     return dict(zip((*RUN_COLUMNS, "report"), rows[0], strict=True))
+
+
+CHAOS_SCENARIO = "chaos"
+"""``experiment_runs.scenario`` of a chaos campaign (``fleetsim chaos``): the dashboard's
+experiments page lists it with the scored runs and shows its checker figures."""
+
+
+def record_chaos_run(cfg: FleetsimConfig, report: dict[str, Any]) -> None:
+    """One ``experiment_runs`` row for a finished chaos campaign: ``scored`` when every check
+    passed, ``failed`` with the verdict line otherwise. ``injected`` counts the campaign's faults;
+    ``lost``/``duplicated`` are the checker's (acked - stored, stored twice)."""
+    opts, checker = report["options"], report["checker"]
+    slim = {k: v for k, v in report.items() if k != "series"}
+    error = None
+    if not report["passed"]:
+        from_checker = report.get("checker_summary", "")
+        error = "; ".join(filter(None, [from_checker, *report.get("nemesis_errors", [])]))[:2000] or "failed"
+    try:
+        with pg_connect(cfg, "writer") as conn, conn.cursor() as cur:
+            cur.execute(
+                "INSERT INTO experiment_runs (run_id, scenario, status, wall_start, wall_end, seed, speed,"
+                " duration_s, devices, injected, lost, duplicated, late, report_dir, error, report)"
+                " VALUES (%s, %s, %s, %s, %s, %s, '1', %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (run_id) DO NOTHING",
+                (
+                    report["run_id"], CHAOS_SCENARIO, "scored" if report["passed"] else "failed",
+                    report["wall_start"], report["wall_end"], opts["seed"], opts["duration_s"],
+                    opts["devices"], report["schedule"]["faults"], checker["lost"], checker["dup"],
+                    report["aggregates"]["late_rows"], report.get("report_dir"), error,
+                    json.dumps(slim, default=str),
+                ),
+            )  # fmt: skip
+        conn.close()
+    except psycopg2.Error as exc:
+        raise _db_error(exc, "record the chaos run") from exc

@@ -17,9 +17,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from link_proxy import LinkProxy
-from reliability_support import Pipeline, pipeline
 
+from fleetsim.chaos.link import LinkProxy
+from fleetsim.chaos.pipeline import Pipeline, pipeline
 from fleetsim.kernel.config import FleetsimConfig
 from fleetsim.stack.kafka import kafka_port
 

@@ -24,10 +24,12 @@ import time
 from typing import Any
 
 import pytest
-from link_proxy import LinkProxy
-from reliability_support import Pipeline, TruthPublisher, check, drain, report, stored_counts
+from reliability_support import report
 from waiting import wait_until
 
+from fleetsim.chaos.checker import TruthPublisher, check, drain, stored_counts
+from fleetsim.chaos.link import LinkProxy
+from fleetsim.chaos.pipeline import Pipeline
 from fleetsim.kernel.clients import confluent_kafka_config
 from fleetsim.stack import process
 
@@ -129,6 +131,43 @@ def test_kafka_paused_30s_then_killed_loses_nothing(pipe: Pipeline) -> None:
     assert paused_state >= 1.0, "the bridge never reported holding back while Kafka was frozen"
     _assert_clean(v)
     assert v.acked > 30 * RATE, v.summary()  # it kept publishing through both faults
+
+
+def test_kafka_killed_five_times_in_a_row_loses_nothing(pipe: Pipeline) -> None:
+    """kill -9 the broker, restart it on the same data directory as soon as it is up, five times,
+    while the load runs: each restart recovers the log of a broker killed mid-recovery of the last
+    crash's clients (the bridge's idempotent producer, Spark's fetches)."""
+    kafka = pipe.services["kafka"]
+    restarts_before = _query_restarts(pipe)
+    pub = TruthPublisher(pipe.cfg, "eng-kafka5", devices=10, rate=RATE)
+    pub.start()
+    back_s: list[float] = []
+    try:
+        wait_until(lambda: _stored(pipe, pub) > 300, 120, what="rows of this drill to land")
+        for _ in range(5):
+            pid = kafka.pid()
+            assert pid is not None
+            _hard_kill(pid)
+            t_kill = time.monotonic()
+            kafka.start()  # same data directory, at once: the next kill hits a fresh recovery
+            back_s.append(round(time.monotonic() - t_kill, 1))
+            time.sleep(2)  # the load keeps going between kills
+        t_last = time.monotonic()
+        caught_up_s = _seconds_until_stored(pipe, pub, _snapshot(pub), t_last, timeout_s=300)
+        time.sleep(2)
+    finally:
+        pub.finish()
+    v = drain(pipe.cfg, pub, timeout_s=300)
+    report(
+        "kafka-kill9-x5", **v.figures(), kafka_back_s=back_s,
+        caught_up_after_last_kill_s=round(caught_up_s, 1),
+        spark_query_restarts=_query_restarts(pipe) - restarts_before, bridge_starts=pipe.bridge.starts,
+        redelivered=pipe.bridge_metric("fleetsim_bridge_redelivered_total"),
+    )  # fmt: skip
+    assert pipe.stream.alive, f"the streaming job died:\n{pipe.stream.tail()}"
+    assert pipe.bridge.alive, pipe.bridge.tail()
+    _assert_clean(v)
+    assert v.acked > 10 * RATE, v.summary()
 
 
 def test_mosquitto_graceful_restart_loses_nothing(pipe: Pipeline) -> None:

@@ -12,9 +12,11 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from reliability_support import Pipeline, TruthPublisher, drain, report
+from reliability_support import report
 from waiting import wait_until
 
+from fleetsim.chaos.checker import TruthPublisher, drain
+from fleetsim.chaos.pipeline import Pipeline
 from fleetsim.kernel.clients import mqtt_client, mqtt_connect, pg_connect
 from fleetsim.kernel.contract import encode_reading, format_ts_ms
 

@@ -25,11 +25,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import mqtt_raw
 import pytest
-from reliability_support import REPO, Pipeline, TruthPublisher, drain, query
+from reliability_support import REPO
 from waiting import wait_until
 
+from fleetsim.chaos import mqtt_raw
+from fleetsim.chaos.checker import TruthPublisher, drain, query
+from fleetsim.chaos.pipeline import Pipeline
 from fleetsim.kernel.clients import confluent_kafka_config, mqtt_client, mqtt_connect
 from fleetsim.kernel.config import FleetsimConfig
 from fleetsim.kernel.contract import RejectReason, encode_reading, format_ts, format_ts_ms

@@ -26,12 +26,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import mqtt_raw
 import psycopg2
 import pytest
-from reliability_support import Pipeline, query
 from waiting import wait_until
 
+from fleetsim.chaos import mqtt_raw
+from fleetsim.chaos.checker import query
+from fleetsim.chaos.pipeline import Pipeline
 from fleetsim.kernel.clients import pg_connect
 from fleetsim.kernel.config import DashboardConfig, FleetsimConfig, config_to_env
 from fleetsim.kernel.contract import encode_reading, format_ts_ms

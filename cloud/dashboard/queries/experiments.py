@@ -67,3 +67,8 @@ def activity(conn: Any, *, start: datetime, end: datetime) -> pd.DataFrame:
         """,
         {"start": start, "end": end},
     )
+
+
+def report(conn: Any, *, run_id: str) -> pd.DataFrame:
+    """One run's stored report (``report`` jsonb: a dict per row), for the chaos campaigns' figures."""
+    return fetch_df(conn, "SELECT report FROM experiment_runs WHERE run_id = %(run_id)s", {"run_id": run_id})

@@ -1,8 +1,11 @@
 """Experiments view: "does our monitoring catch what we inject?" Recorded fault-injection runs
 (``fleetsim experiment run``), their scores, a trend of recall/precision across runs, and the
-chosen run's activity with the injected faults drawn over it."""
+chosen run's activity with the injected faults drawn over it. Chaos campaigns (``fleetsim chaos``,
+scenario ``chaos``) are listed with them: their detail is the checker's verdict and timeline."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import altair as alt
 import pandas as pd
@@ -12,13 +15,16 @@ from fleetsim.cloud.dashboard import charts
 from fleetsim.cloud.dashboard.queries import experiments as qx
 from fleetsim.cloud.dashboard.ui import Context
 
+CHAOS = "chaos"
+"""``experiment_runs.scenario`` of a chaos campaign (``fleetsim.experiments.store.CHAOS_SCENARIO``)."""
+
 
 def _pct(v: object) -> str:
     return "–" if v is None or pd.isna(v) else f"{100 * float(v):.0f} %"  # type: ignore[arg-type]
 
 
 def _trend(runs: pd.DataFrame) -> None:
-    scored = runs[runs["status"] == "scored"].copy()
+    scored = runs[(runs["status"] == "scored") & (runs["scenario"] != CHAOS)].copy()
     if len(scored) < 2:
         return
     st.subheader("Scores across runs")
@@ -40,7 +46,41 @@ def _trend(runs: pd.DataFrame) -> None:
     st.altair_chart(chart, width="stretch")
 
 
+def _chaos_detail(ctx: Context, run: pd.Series) -> None:
+    """A chaos campaign: faults injected against what the checker found lost, duplicated, wrong."""
+    rid = str(run["run_id"])
+    st.subheader(f"Chaos campaign {rid}")
+    rows = ctx.load(qx.report, "slow", run_id=rid)
+    rep = rows.iloc[0]["report"] if not rows.empty else None
+    if not isinstance(rep, dict):
+        st.warning(f"Status **{run['status']}**" + (f": {run['error']}" if run["error"] else ""))
+        return
+    c, a, al = rep["checker"], rep["aggregates"], rep["alerts"]
+    cols = st.columns(6)
+    cols[0].metric("Faults", f"{rep['schedule']['faults']} ({rep['schedule']['overlapping']} overlapping)")
+    cols[1].metric("Acked", int(c["acked"]))
+    cols[2].metric("Readings lost", int(c["lost"]))
+    cols[3].metric("Duplicated", int(c["dup"]))
+    cols[4].metric(
+        "Aggregates", "exact" if a["exact"] else f"{a['missing'] + a['extra'] + a['mismatched']} off"
+    )
+    cols[5].metric("Fault alerts", f"{al['found']}/{al['injected']}")
+    if run["status"] != "scored":
+        st.error(f"Campaign failed: {run['error'] or 'see the report'}")
+    png = Path(str(run["report_dir"] or "")) / "timeline.png"
+    if run["report_dir"] and png.is_file():
+        st.image(str(png), caption="Faults against throughput and event-to-row latency")
+    faults = pd.DataFrame(rep["schedule"]["faults_list"])
+    with st.expander(f"Injected faults ({len(faults)})"):
+        st.dataframe(faults, hide_index=True)
+    if run["report_dir"]:
+        st.caption(f"Full report (summary.md, report.json, timeline.png): `{run['report_dir']}`")
+
+
 def _run_detail(ctx: Context, run: pd.Series) -> None:
+    if run["scenario"] == CHAOS:
+        _chaos_detail(ctx, run)
+        return
     rid = str(run["run_id"])
     st.subheader(f"Run {rid}")
     cols = st.columns(5)

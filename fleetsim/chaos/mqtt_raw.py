@@ -53,3 +53,48 @@ def puback_code(
     if puback[:1] != b"\x40" or puback[2:4] != (1).to_bytes(2, "big"):
         raise ConnectionError(f"expected PUBACK for packet 1, got {puback!r}")
     return puback[4] if puback[1] > 2 else 0
+
+
+# ------------------------------------------------------------------- packets for many sessions
+def connect_packet(client_id: str, username: str, password: str, *, session_expiry_s: int = 0,
+                   keepalive_s: int = 60) -> bytes:  # fmt: skip
+    """CONNECT (MQTT 5) with credentials; clean start only when ``session_expiry_s`` is 0."""
+    flags = 0xC0 | (0x02 if session_expiry_s == 0 else 0x00)
+    props = b"\x11" + session_expiry_s.to_bytes(4, "big") if session_expiry_s else b""
+    body = (
+        _string("MQTT") + bytes([5, flags]) + keepalive_s.to_bytes(2, "big") + _varint(len(props)) + props
+        + _string(client_id) + _string(username) + _string(password)
+    )  # fmt: skip
+    return b"\x10" + _varint(len(body)) + body
+
+
+def publish_packet(topic: str, packet_id: int, payload: bytes) -> bytes:
+    """PUBLISH at QoS 1 without properties."""
+    body = _string(topic) + packet_id.to_bytes(2, "big") + _varint(0) + payload
+    return b"\x32" + _varint(len(body)) + body
+
+
+DISCONNECT = b"\xe0\x00"
+
+
+def read_packet(sock: socket.socket) -> tuple[int, bytes]:
+    """One whole packet: (first header byte, body). ``ConnectionError`` when the peer closed."""
+
+    def exactly(n: int) -> bytes:
+        buf = b""
+        while len(buf) < n:
+            chunk = sock.recv(n - len(buf))
+            if not chunk:
+                raise ConnectionError("the broker closed the connection")
+            buf += chunk
+        return buf
+
+    first = exactly(1)[0]
+    length, shift = 0, 0
+    while True:
+        digit = exactly(1)[0]
+        length |= (digit & 0x7F) << shift
+        if not digit & 0x80:
+            break
+        shift += 7
+    return first, exactly(length)
