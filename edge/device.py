@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from collections import deque
 from collections.abc import Callable, Generator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
@@ -90,7 +90,9 @@ class Device:
         "fleet",
         "frng",
         "idx",
+        "lat",
         "link",
+        "lon",
         "online",
         "route",
         "seq",
@@ -101,7 +103,9 @@ class Device:
     )
 
     def __init__(self, spec: DeviceSpec, ctx: SimContext, idx: int) -> None:
-        self.spec = spec = replace(spec, lat=round(spec.lat, 6), lon=round(spec.lon, 6))
+        self.spec = spec
+        self.lat, self.lon = round(spec.lat, 6), round(spec.lon, 6)
+        """Position of a fixed device as on the wire (micro-degrees)."""
         self.ctx = ctx
         self.fleet = ctx.fleet
         self.idx = idx

@@ -140,7 +140,7 @@ class Simulation:
 
     @staticmethod
     def position(dev: Device, t: float) -> tuple[float, float]:
-        return dev.route.position(t) if dev.route is not None else (dev.spec.lat, dev.spec.lon)
+        return dev.route.position(t) if dev.route is not None else (dev.lat, dev.lon)
 
     def apply(self, target: str, cmd: ControlCommand, source: str = "api") -> int:
         """Apply one command to its devices; a bad one is logged and counted, never raised."""

@@ -227,7 +227,9 @@ class MqttPublisher:
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, reason: Any, props: Any) -> None:
         self._done += 1
-        if self._sent - self._done <= self.window // 2:
+        # Inline, the waiter is this thread (it pumps the socket itself): no Event to set, which
+        # took a lock for every message.
+        if not self.inline and self._sent - self._done <= self.window // 2:
             self._wakeup.set()
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
@@ -272,6 +274,61 @@ class MqttPublisher:
             self._sent += 1  # QoS 1 without a connection: paho keeps it and resends it
             return True
         return False  # the device keeps it in its store-and-forward buffer
+
+    def publish_many(self, items: list[tuple[str, str, bytes]]) -> int:
+        """Publish a batch of telemetry in order; returns how many were taken (a prefix).
+
+        At QoS 0 on the inline shared connection, the PUBLISH packets are built here and written
+        to paho's socket in one ``send``: paho would build three objects, take two locks and make
+        two system calls (its socket and its wake-up pair) for every message, which is most of a
+        message's cost. Only when paho has nothing queued itself (so the byte stream stays in
+        order); what the socket does not take at once is handed to paho's queue as raw bytes.
+        Everything else goes through :meth:`publish` one by one."""
+        client = self.main
+        if (
+            self.qos != 0
+            or not self.inline
+            or not self._connected
+            or client._out_packet  # paho has bytes of its own waiting: keep the stream in order
+            or client.socket() is None
+        ):
+            for n, (device_id, topic, payload) in enumerate(items):
+                if not self.publish(device_id, topic, payload):
+                    return n
+            return len(items)
+        buf = bytearray()
+        props = b"\x00" if client.protocol == self._mqtt.MQTTv5 else b""  # v5: no properties
+        for _, topic, payload in items:
+            t = topic.encode()
+            _frame(buf, t, props, payload)
+        try:
+            written = client.socket().send(buf)
+        except BlockingIOError:
+            written = 0
+        except OSError as exc:
+            log.warning("MQTT socket write failed (%s); devices buffer until the connection is back", exc)
+            self._connected = False
+            return 0
+        if written < len(buf):
+            # Raw bytes for paho to finish writing: "qos 1" so that, written, paho fires no
+            # on_publish for it (it does for a QoS 0 PUBLISH, and would expect a message info).
+            rest = bytes(buf[written:])
+            client._out_packet.append(
+                {
+                    "command": 0x30,
+                    "mid": 0,
+                    "qos": 1,
+                    "pos": 0,
+                    "to_process": len(rest),
+                    "packet": rest,
+                    "info": None,
+                }
+            )
+        n = len(items)
+        self._sent += n
+        self._done += n  # QoS 0 completes once written (or queued behind the bytes written)
+        client.loop(0.0)  # read acks and control messages, write what the socket left
+        return n
 
     def _wait_window(self) -> None:
         while self._sent - self._done >= self.window and self._connected and not self.stop.is_set():
@@ -369,6 +426,21 @@ class MqttPublisher:
                 client.loop(0.01)  # let the DISCONNECT go out
             else:
                 _stop_after_disconnect(client)
+
+
+def _frame(buf: bytearray, topic: bytes, props: bytes, payload: bytes) -> None:
+    """Append one QoS 0 PUBLISH packet (MQTT 3.1.1 or, with ``props`` = b"\\x00", 5)."""
+    n = 2 + len(topic) + len(props) + len(payload)
+    buf.append(0x30)
+    while True:  # remaining length: 7 bits a byte, high bit = more
+        byte, n = n & 0x7F, n >> 7
+        buf.append(byte | 0x80 if n else byte)
+        if not n:
+            break
+    buf += len(topic).to_bytes(2, "big")
+    buf += topic
+    buf += props
+    buf += payload
 
 
 def _stop_after_disconnect(client: Any, timeout_s: float = 2.0) -> None:

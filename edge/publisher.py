@@ -4,6 +4,9 @@ Devices never touch the network. They call :meth:`Publisher.publish` for telemet
 :meth:`Publisher.set_status` for the retained ``online``/``offline`` status, and ask
 :meth:`Publisher.link_ok` whether their uplink is up (when it is not, they store and forward).
 ``edge.mqtt`` implements it over paho; :class:`MemoryPublisher` records in memory for tests.
+A publisher may also have ``publish_many(items: list[(device_id, topic, payload)]) -> int``: a
+tick's readings in one call, in order, returning how many it took (a prefix; the devices keep the
+rest). The sampler uses it when present, else :meth:`Publisher.publish` one by one.
 """
 
 from __future__ import annotations
@@ -54,6 +57,12 @@ class MemoryPublisher:
             return False
         self.messages.append(Sent(topic, payload, False))
         return True
+
+    def publish_many(self, items: list[tuple[str, str, bytes]]) -> int:
+        if not self.up:
+            return 0
+        self.messages.extend(Sent(topic, payload, False) for _, topic, payload in items)
+        return len(items)
 
     def set_status(self, device_id: str, online: bool, abrupt: bool = False) -> None:
         state = DeviceState.ONLINE if online else DeviceState.OFFLINE

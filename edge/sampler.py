@@ -96,6 +96,9 @@ class Sampler:
         gps = b.gps[order]
         pub, stats = ctx.publisher, ctx.stats
         publish, link_ok = pub.publish, pub.link_ok
+        many = getattr(pub, "publish_many", None)
+        pending: list[tuple[str, str, bytes]] = []
+        owners: list[tuple[Device, int]] = []
         isnan = math.isnan
         published = 0
         for k, i in enumerate(rows):
@@ -115,11 +118,13 @@ class Sampler:
             dev.seqlog.last_seq = seq
             route = dev.route
             if route is None:
-                lat, lon = dev.spec.lat, dev.spec.lon
+                lat, lon = dev.lat, dev.lon
             else:
                 la, lo = route.position(t)
                 lat, lon = round(la + float(gps[k, 0]), 6), round(lo + float(gps[k, 1]), 6)
             if faulty[k]:
+                if pending:  # publish in time order: what is queued goes first
+                    self._send(many, pending, owners)
                 self._faulty(dev, b, int(order[k]), t, ms[k], seq, battery, lat, lon)
                 continue
             status = "OK"
@@ -135,13 +140,35 @@ class Sampler:
                 did, format_ts_ms(ms[k]), seq, temp[k], hum[k], co2[k], pres[k], battery, lat, lon, status
             )
             if dev.buffer or not dev.link or not link_ok(did):
+                if pending:
+                    self._send(many, pending, owners)
                 dev.deliver(seq, payload)
+            elif many is not None:
+                pending.append((did, dev.topic, payload))
+                owners.append((dev, seq))
             elif publish(did, dev.topic, payload):
                 dev.seqlog.sent(seq)
                 published += 1
             else:
                 dev.keep(seq, payload)
+        if pending:
+            self._send(many, pending, owners)
         stats.published += published
+
+    def _send(
+        self, many: Any, pending: list[tuple[str, str, bytes]], owners: list[tuple[Device, int]]
+    ) -> None:
+        """Hand the queued readings to the publisher in one call; what it did not take is kept
+        by its device (in seq order: the batch is in time order)."""
+        taken = many(pending)
+        for j, (dev, seq) in enumerate(owners):
+            if j < taken:
+                dev.seqlog.sent(seq)
+            else:
+                dev.keep(seq, pending[j][2])
+        self.ctx.stats.published += taken
+        pending.clear()
+        owners.clear()
 
     def _faulty(
         self,
