@@ -13,6 +13,7 @@ import os
 import shutil
 import sys
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +22,13 @@ from fleetsim.kernel.components import COMPONENT_NAMES, ENGINE_NAMES
 from fleetsim.kernel.config import ENV_DELIMITER, ENV_PREFIX, FleetsimConfig, secret
 from fleetsim.kernel.errors import FleetsimError, MissingDependencyError, StackError
 from fleetsim.registry.seed import seed_at_startup
-from fleetsim.stack import lifecycle, tap, tls
+from fleetsim.stack import cluster, lifecycle, tap, tls
+from fleetsim.stack.cluster_kafka import format_partitions
 from fleetsim.stack.postgres import pg_binary
 
 COMPONENTS = COMPONENT_NAMES
+PROFILES = ("single", "cluster")
+"""``--profile``: ``single`` (one process per component) or ``cluster`` (docs/scale-out.md)."""
 
 
 def _quiet_kafka_client() -> None:
@@ -51,9 +55,12 @@ def start_stack(
     global_args: Sequence[str] = (),
     child_env: dict[str, str] | None = None,
     report: lifecycle.Report = print,
+    profile: str = "single",
 ) -> FleetsimConfig:
-    """:func:`lifecycle.up` with the device registry seeded from the fleet file once PostgreSQL is up."""
-    return lifecycle.up(
+    """:func:`lifecycle.up` (or :func:`cluster.up`) with the device registry seeded from the fleet
+    file once PostgreSQL is up."""
+    start = cluster.up if profile == "cluster" else lifecycle.up
+    return start(
         cfg,
         global_args=global_args,
         child_env=child_env,
@@ -66,13 +73,16 @@ def start_stack(
 def run_up(args: argparse.Namespace, cfg: FleetsimConfig) -> int:
     _quiet_kafka_client()
     global_args, env = child_args(args, cfg)
-    print(f"fleetsim up: {', '.join(cfg.stack.components)} (run dir {cfg.run_dir})")
-    cfg = start_stack(cfg, global_args=global_args, child_env=env)
+    profile = args.profile
+    print(f"fleetsim up --profile {profile}: {', '.join(cfg.stack.components)} (run dir {cfg.run_dir})")
+    cfg = start_stack(cfg, global_args=global_args, child_env=env, profile=profile)
     print(f"secrets: {cfg.secrets_file} (mode 0600)")
 
     if tls.tls_enabled(cfg) and "mosquitto" in cfg.stack.components:
         print(f"Devices (TLS): {tls.public_host(cfg)}:{cfg.mqtt.tls_port}, CA file {tls.files(cfg).ca_cert}")
     dash = lifecycle.component("dashboard", cfg)
+    if profile == "cluster":
+        print(f"Spark master UI: {cfg.spark.master_ui_url}; Kafka: {cfg.kafka.bootstrap}")
     if "dashboard" in cfg.stack.components and dash.is_running():
         print(f"Dashboard: http://{cfg.dashboard.host}:{cfg.dashboard.port}/")
     else:
@@ -80,9 +90,12 @@ def run_up(args: argparse.Namespace, cfg: FleetsimConfig) -> int:
     return 0
 
 
-def run_down(_args: argparse.Namespace, cfg: FleetsimConfig) -> int:
-    lifecycle.down(cfg)
-    print("fleetsim down: everything stopped")
+def run_down(args: argparse.Namespace, cfg: FleetsimConfig) -> int:
+    if args.profile == "cluster":
+        cluster.down(cfg)
+    else:
+        lifecycle.down(cfg)
+    print(f"fleetsim down --profile {args.profile}: everything stopped")
     return 0
 
 
@@ -100,21 +113,51 @@ def _urls(cfg: FleetsimConfig) -> dict[str, str]:
 
 def run_status(args: argparse.Namespace, cfg: FleetsimConfig) -> int:
     _quiet_kafka_client()
-    rows = lifecycle.status(cfg)
+    if args.profile != "cluster":
+        rows = lifecycle.status(cfg)
+        if args.json:
+            doc = {
+                "run_dir": str(cfg.run_dir),
+                "secrets_file": str(cfg.secrets_file),
+                "urls": _urls(cfg),
+                "components": rows,
+            }
+            print(json.dumps(doc, indent=2, default=str))
+        else:
+            print(lifecycle.format_table(rows))
+        return 0
+    rows = cluster.status(cfg)
+    try:
+        parts: list[Any] = cluster.partitions(cfg)
+        parts_error = ""
+    except Exception as exc:  # no broker answers: say so, the process table still tells the rest
+        parts, parts_error = [], f"no Kafka broker answers: {exc}"
+    pcfg = cluster.profile_config(cfg)
     if args.json:
-        doc = {
+        cdoc: dict[str, Any] = {
+            "profile": "cluster",
             "run_dir": str(cfg.run_dir),
             "secrets_file": str(cfg.secrets_file),
-            "urls": _urls(cfg),
+            "urls": {**_urls(pcfg), "spark_master_ui": pcfg.spark.master_ui_url},
             "components": rows,
+            "partitions": [asdict(p) for p in parts],
+            "partitions_error": parts_error,
         }
-        print(json.dumps(doc, indent=2, default=str))
+        print(json.dumps(cdoc, indent=2, default=str))
     else:
         print(lifecycle.format_table(rows))
+        print()
+        print(parts_error or format_partitions(parts))
     return 0
 
 
 def run_logs(args: argparse.Namespace, cfg: FleetsimConfig) -> int:
+    allowed = cluster.member_names(cfg) if args.profile == "cluster" else list(COMPONENTS)
+    if args.component not in allowed:
+        raise FleetsimError(
+            f"logs: unknown component {args.component!r} for --profile {args.profile}; "
+            f"allowed: {', '.join(allowed)}"
+        )
     path = cfg.run_dir / "logs" / f"{args.component}.log"
     if not path.is_file():
         raise StackError(f"no log for {args.component} yet ({path}): start it with `fleetsim up`")
@@ -206,8 +249,19 @@ def _components_override(args: argparse.Namespace) -> dict[str, Any]:
     return {"stack.components": [n for n in COMPONENTS if n in names], **listen}
 
 
+def _add_profile(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--profile",
+        choices=PROFILES,
+        default="single",
+        help="single: one process per component (default); cluster: 3 Kafka brokers (RF 3), a Spark "
+        "master + workers, 2 bridges, 2 simulator shards ([cluster] settings, docs/scale-out.md)",
+    )
+
+
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("up", help="start the local stack (engines, then the app components)")
+    _add_profile(p)
     p.add_argument("--only", metavar="A,B", help=f"start only these components (of {', '.join(COMPONENTS)})")
     p.add_argument(
         "--listen",
@@ -218,16 +272,23 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run_up, config_overrides=_components_override)
 
     p = subparsers.add_parser("down", help="stop every component gracefully (reverse order)")
+    _add_profile(p)
     p.set_defaults(func=run_down)
 
     p = subparsers.add_parser("status", help="up/down, pid, port and a live figure per component")
+    _add_profile(p)
     p.add_argument(
         "--json", action="store_true", help="machine-readable, with connection URLs and secrets path"
     )
     p.set_defaults(func=run_status)
 
     p = subparsers.add_parser("logs", help="show a component's log")
-    p.add_argument("component", choices=COMPONENTS)
+    _add_profile(p)
+    p.add_argument(
+        "component",
+        help=f"one of {', '.join(COMPONENTS)}; with --profile cluster: kafka-1, spark-master, "
+        "spark-worker-1, bridge-2, sim-1, ... (see `fleetsim status --profile cluster`)",
+    )
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     p.add_argument("-n", "--lines", type=int, default=100, help="lines to show (default 100)")
     p.set_defaults(func=run_logs)

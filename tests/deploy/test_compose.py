@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from fleetsim.cli import build_parser
-from fleetsim.kernel.config import FleetsimConfig, KafkaConfig, load_config, parse_env
+from fleetsim.kernel.config import ClusterConfig, FleetsimConfig, KafkaConfig, load_config, parse_env
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yml"
@@ -200,10 +200,16 @@ def test_clients_point_at_the_services_that_serve_them() -> None:
     assert listeners["kafka:9092"] == "CLIENT", "containers use the broker's CLIENT listener"
     assert "127.0.0.1:1883" in svcs["mosquitto"]["ports"][0] and "5432" in svcs["postgres"]["ports"][0]
     internal = {"mosquitto:1883", "postgres:5432", "kafka:9092"}
+    cluster_bootstrap = ",".join(f"kafka-{n}:9092" for n in range(1, ClusterConfig().brokers + 1))
     for name, svc in svcs.items():
         if not is_fleetsim(svc) or name == "mqtt-config":
             continue
         cfg, env = service_config(name), environment(svc)
+        if "cluster" in svc.get("profiles", []):
+            # The cluster profile's clients bootstrap on every broker of the cluster, none else.
+            if any(k.startswith("FLEETSIM_KAFKA__") and k.endswith("_PASSWORD") for k in env):
+                assert cfg.kafka.bootstrap == cluster_bootstrap, f"{name}: Kafka {cfg.kafka.bootstrap}"
+            env = {k: v for k, v in env.items() if not k.startswith("FLEETSIM_KAFKA__")}
         if any(k.startswith("FLEETSIM_MQTT__") and k.endswith("_PASSWORD") for k in env):
             assert f"{cfg.mqtt.host}:{cfg.mqtt.port}" in internal, (
                 f"{name}: MQTT {cfg.mqtt.host}:{cfg.mqtt.port}"
@@ -389,3 +395,55 @@ def test_shell_scripts_parse() -> None:
     for script in (REPO / "docker").rglob("*.sh"):
         result = subprocess.run(["sh", "-n", str(script)], capture_output=True, text=True, check=False)
         assert result.returncode == 0, f"{script}: {result.stderr}"
+
+
+def in_profile(profile: str) -> dict[str, dict[str, Any]]:
+    return {n: s for n, s in services().items() if profile in s.get("profiles", [])}
+
+
+def test_cluster_profile_has_the_shape_and_settings_of_the_native_profile() -> None:
+    """Counts, replication and sizes of the compose `cluster` profile equal the [cluster] defaults
+    that `fleetsim up --profile cluster` reads (fleetsim/kernel/config.py: the one place)."""
+    want = ClusterConfig()
+    svcs = in_profile("cluster")
+    brokers = {n: environment(s) for n, s in svcs.items() if re.fullmatch(r"kafka-\d+", n)}
+    assert len(brokers) == want.brokers
+    single_jaas = environment(services()["kafka"])["KAFKA_LISTENER_NAME_CLIENT_PLAIN_SASL_JAAS_CONFIG"]
+    voters = {f"{n}@kafka-{n}:9093" for n in range(1, want.brokers + 1)}
+    for name, env in brokers.items():
+        assert env["KAFKA_NODE_ID"] == name.split("-")[1]
+        assert set(env["KAFKA_CONTROLLER_QUORUM_VOTERS"].split(",")) == voters
+        assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
+        assert int(env["KAFKA_DEFAULT_REPLICATION_FACTOR"]) == want.replication_factor
+        assert int(env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"]) == want.replication_factor
+        assert int(env["KAFKA_MIN_INSYNC_REPLICAS"]) == want.min_insync_replicas
+        assert int(env["KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"]) == want.min_insync_replicas
+        assert f"-Xmx{want.broker_heap_mb}m" in env["KAFKA_HEAP_OPTS"].split()
+        assert env["KAFKA_ADVERTISED_LISTENERS"] == f"CLIENT://{name}:9092"
+        # Same identities, super user and deny-by-default as the single-node broker.
+        assert env["KAFKA_LISTENER_NAME_CLIENT_PLAIN_SASL_JAAS_CONFIG"] == single_jaas
+        assert env["KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND"] == "false"
+        assert env["KAFKA_SUPER_USERS"] == environment(services()["kafka"])["KAFKA_SUPER_USERS"]
+        assert not svcs[name].get("ports"), f"{name}: the cluster's brokers are not published"
+
+    assert service_config("cluster-setup").kafka.replication_factor == want.replication_factor
+    worker = svcs["cluster-spark-worker"]
+    assert int(worker["deploy"]["replicas"]) == want.spark_workers
+    cmd = [str(c) for c in worker["command"]]
+    assert cmd[cmd.index("--cores") + 1] == str(want.worker_cores)
+    assert cmd[cmd.index("--memory") + 1] == want.worker_memory
+    assert environment(worker)["SPARK_DAEMON_MEMORY"] == want.daemon_memory
+    assert cmd[-1] == parse_command("cluster-stream").master == "spark://spark-master:7077"
+
+    bridge = svcs["cluster-bridge"]
+    assert int(bridge["deploy"]["replicas"]) == want.bridges
+    assert service_config("cluster-bridge").bridge.shared_group == want.shared_group
+    sims = sorted(n for n in svcs if n.startswith("cluster-sim-"))
+    assert len(sims) == want.sim_shards
+    shards = {service_config(n).simulation.shard for n in sims}
+    assert shards == {f"{i}/{want.sim_shards}" for i in range(want.sim_shards)}
+    ledgers = {service_config(n).simulation.ledger_file for n in sims}
+    assert len(ledgers) == want.sim_shards, "one ground-truth ledger per shard"
+    # The cluster's checkpoints must not be the single-node job's.
+    assert "cluster-checkpoints:/data/checkpoints" in svcs["cluster-stream"]["volumes"]
+    assert "cluster-checkpoints:/data/checkpoints" in worker["volumes"]
