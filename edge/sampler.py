@@ -41,6 +41,12 @@ class Sampler:
         self.devices = list(devices)
         self._wake: simpy.Event | None = None
         ctx.wake = self.wake
+        # A battery dying inside a window is replaced replace_after_s later: the window must end
+        # before that, or the device's readings after its replacement would be skipped.
+        self._window_s = min(
+            [MAX_WINDOW_S]
+            + [d.spec.replace_after_s for d in self.devices if d.has_battery and d.spec.replace_after_s > 0]
+        )
 
     def wake(self) -> None:
         """A parked device came back: its reading is due now."""
@@ -64,7 +70,7 @@ class Sampler:
         """Every reading due before the next other event; returns how many were made."""
         env, fleet = self.env, self.fleet
         now = env.now
-        horizon = min(env.peek(), now + MAX_WINDOW_S)
+        horizon = min(env.peek(), now + self._window_s)
         rounds: list[Batch] = []
         while True:
             rows = np.flatnonzero(fleet.due < horizon if horizon > now else fleet.due <= now)

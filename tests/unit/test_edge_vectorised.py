@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import statistics
 from datetime import UTC, datetime
@@ -99,3 +100,21 @@ def test_a_device_stream_does_not_depend_on_the_rest_of_the_fleet():
         return [m.payload for m in pub.telemetry() if m.topic == "sensors/park/telemetry"]
 
     assert stream(FLEET) == stream(FLEET[-1:])
+
+
+def test_a_battery_replaced_inside_a_batch_window_resumes_at_once():
+    # A 10-minute window would hold the death, the swap a minute later and the next readings.
+    spec = DeviceSpec(
+        device_id="cell", indoor=False, battery_mah=0.3, replace_after_s=60.0, **{**LYON, "interval_s": 10.0}
+    )
+    pub = MemoryPublisher()
+    sim = Simulation([spec], pub, seed=1, start=START, ledger=Ledger(None))
+    Runner(sim, speed=None, duration_s=4 * 3600).run()
+    ts = [
+        decode(m.payload, topic_device_id="cell", now=datetime(2030, 1, 1, tzinfo=UTC)).ts
+        for m in pub.telemetry()
+    ]
+    gaps = sorted((b - a).total_seconds() for a, b in itertools.pairwise(ts))
+    assert gaps[0] == pytest.approx(10.0) and gaps[-1] <= 60.0 + 10.0 + 1e-6  # dead 60 s, then on
+    events = [r["event"] for r in sim.ledger.records or [] if r["record"] == "event"]
+    assert events.count("battery_replaced") >= 2
