@@ -2,7 +2,8 @@
 
 * raw: every Kafka record becomes COPY lines in ONE pass over the batch (no cache, no re-read
   of Kafka): a reading line (kind 0), its alert lines (kind 1), or a reject line (kind 2).
-* windowed: parse -> watermark -> dedup (device_id, seq) -> site -> sliding windows per scope.
+* windowed: parse -> on-time readings (:mod:`.lateness`) -> dedup (device_id, seq) -> site ->
+  sliding windows per scope.
 * dead letters: the bridge's dead-letter records as COPY lines.
 """
 
@@ -17,14 +18,12 @@ from pyspark.sql import functions as F
 from fleetsim.cloud.streaming.lines import CSV_OPTIONS, copy_lines
 from fleetsim.cloud.streaming.parse import (
     deadletters,
-    deduplicate,
     parse_telemetry,
     reject_columns,
-    valid_readings,
 )
 from fleetsim.cloud.streaming.pgsink import DEADLETTER_COPY_COLUMNS, RAW_COPY_COLUMNS
-from fleetsim.cloud.streaming.rules import alert_array, with_alert_count, with_device_class
-from fleetsim.cloud.streaming.windows import AGG_COLUMNS, window_aggregates
+from fleetsim.cloud.streaming.rules import alert_array, with_device_class
+from fleetsim.cloud.streaming.windows import AGG_COLUMNS, fleet_windows
 from fleetsim.kernel.config import AlertsConfig, SparkConfig
 from fleetsim.kernel.contract import DEFAULT_MAX_FUTURE
 
@@ -68,10 +67,7 @@ def windowed(
     kafka_stream: DataFrame, registry: DataFrame, spark_cfg: SparkConfig, alerts: AlertsConfig
 ) -> DataFrame:
     """Kafka stream -> sliding-window aggregates (:data:`AGG_COLUMNS`) per device, site and fleet."""
-    readings = deduplicate(valid_readings(parse_telemetry(kafka_stream)), spark_cfg.watermark)
-    # One registry join gives the windows their site and the alert count its device class.
-    enriched = with_alert_count(with_device_class(readings, registry), alerts)
-    return window_aggregates(enriched, spark_cfg.window, spark_cfg.slide)
+    return fleet_windows(kafka_stream, registry, spark_cfg, alerts)
 
 
 def agg_lines(agg_df: DataFrame) -> DataFrame:

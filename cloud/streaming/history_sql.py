@@ -217,6 +217,89 @@ WITH rule AS (
          device_id, kind, measurement, event_ts, clear_threshold, min_duration_s
   FROM stage_alerts ORDER BY device_id, kind, measurement, event_ts
 ), g AS (
+SKEW_MIN_DEVICES: Final = 3
+"""Devices the fleet's median lag needs before it is a reference for clock skew."""
+REF_WINDOW_S: Final = 3.0
+"""Newest readings of the last this many wall seconds make the fleet's reference lag."""
+
+
+def fleet_clock_params(max_clock_skew_s: float, offline_after_s: float) -> dict[str, Any]:
+    """Parameters of :data:`FLEET_CLOCK_SQL`."""
+    return {
+        "skew_s": float(max_clock_skew_s),
+        "offline_s": float(offline_after_s),
+        "skew_min_devices": SKEW_MIN_DEVICES,
+        "ref_window_s": REF_WINDOW_S,
+        "span": LOOKBACK_SPAN,
+    }
+
+
+FLEET_CLOCK_SQL: Final = sql.SQL(
+    """
+WITH lag AS (
+  SELECT device_id, seq, ts, fault, extract(epoch FROM statement_timestamp() - ts) AS lag_s FROM stage_raw
+), fresh AS (
+  SELECT DISTINCT ON (device_id) * FROM lag ORDER BY device_id, lag_s, seq DESC
+), ref AS (
+  SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM ingest_ts - ts)) AS lag_s,
+         count(*) AS n
+  FROM device_latest WHERE ingest_ts >= statement_timestamp() - make_interval(secs => %(ref_window_s)s)
+), seqd AS (
+  SELECT device_id, seq, ts, fault, lag(ts) OVER (PARTITION BY device_id ORDER BY ts, seq) AS prev_ts
+  FROM stage_raw
+), gaps AS (
+  SELECT g.device_id, g.seq, g.ts, g.fault, coalesce(g.prev_ts, p.ts) AS prev_ts
+  FROM seqd g LEFT JOIN LATERAL (
+    SELECT s.ts FROM sensor_data s
+    WHERE g.prev_ts IS NULL AND s.device_id = g.device_id AND s.ts < g.ts
+      AND s.ts >= g.ts - %(span)s::interval
+    ORDER BY s.ts DESC LIMIT 1
+  ) p ON true
+), found AS (
+  SELECT f.device_id, 'clock_skew' AS kind, round((ref.lag_s - f.lag_s)::numeric, 3)::float8 AS value,
+         %(skew_s)s AS threshold, f.ts AS event_ts, f.seq, f.fault,
+         format('clock %%s s %%s the fleet''s', round(abs(ref.lag_s - f.lag_s)),
+                CASE WHEN ref.lag_s > f.lag_s THEN 'ahead of' ELSE 'behind' END) AS message
+  FROM fresh f CROSS JOIN ref
+  WHERE ref.n >= %(skew_min_devices)s AND abs(ref.lag_s - f.lag_s) > %(skew_s)s
+  UNION ALL
+  SELECT device_id, 'offline', extract(epoch FROM ts - prev_ts)::float8, %(offline_s)s,
+         prev_ts + make_interval(secs => %(offline_s)s), seq, fault,
+         format('no reading for %%s s of event time', round(extract(epoch FROM ts - prev_ts)))
+  FROM gaps WHERE ts - prev_ts > make_interval(secs => %(offline_s)s)
+), ins AS (
+INSERT INTO sensor_alerts (device_id, kind, measurement, severity, value, threshold, event_ts,
+                           detected_at, seq, site, fault, message)
+SELECT x.device_id, x.kind, '', 'warning', x.value, x.threshold, x.event_ts, statement_timestamp(), x.seq,
+       d.site, x.fault, x.message
+FROM found x LEFT JOIN devices d ON d.device_id = x.device_id
+WHERE coalesce(d.enabled, true)
+ON CONFLICT DO NOTHING"""  # noqa: S608 (a module constant)
+    + CAPTURE_NEW_ALERTS
+)
+"""The fleet's own clock as the reference. A reading's lag is how long before it reached the table
+it was stamped (``now - ts``); the fleet's lag is the median, over the devices whose newest reading
+reached ``device_latest`` in the last ``ref_window_s`` seconds (this batch's included, and those of
+the other partition writers), of the same lag at their arrival. So the reference is the fleet's
+own clock, in live and accelerated runs alike (a short window: an accelerated clock gains on the
+wall clock), and a few skewed devices do not move the median. A device's own lag is that of its
+freshest reading in the batch (the smallest: holding a reading back only adds lag). Two rules:
+
+* ``clock_skew``: the device's freshest reading is off the fleet's lag by more than ``skew_s``
+  (``spark.max_clock_skew_s``); ``value`` = seconds ahead (negative: behind). Its readings stay in
+  ``sensor_data`` with the device's own ``ts``; the windows cap a clock that runs ahead (:mod:`.lateness`).
+* ``offline`` (gap): two consecutive readings of a device (in its own event time; the first may be
+  stored already) more than ``offline_s`` apart: it made or delivered nothing in between (crash,
+  outage whose buffer overflowed). Event time: the reading before the gap + offline_s, the key
+  :data:`OFFLINE_SQL` gives the same silence, so whichever rule sees it first, it is one alert.
+  Decided by the readings alone: it fires in accelerated runs and on a backlog processed in one batch.
+
+``clock_skew`` needs ``skew_min_devices`` devices in the reference. A backlog delivered in a batch of
+its own, without a fresh reading, looks like a clock behind (the scorer counts it as a consequence
+of the outage). A buffer that kept every reading of a silence shorter than the gap between two
+batches leaves no trace in event time: neither offline rule sees it."""
+
+
   SELECT n.device_id, n.kind, n.measurement,
          (array_agg(n.site ORDER BY n.event_ts DESC))[1] AS site,
          ({_SEVERITIES})[max(array_position({_SEVERITIES}, n.severity))] AS severity,

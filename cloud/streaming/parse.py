@@ -15,6 +15,7 @@ from typing import Final
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from fleetsim.cloud.streaming.lateness import WINDOW_TS, is_late, window_ts
 from fleetsim.cloud.streaming.schema import CORRUPT_COLUMN, MEASUREMENT_NAMES, REQUIRED_FIELDS, payload_schema
 from fleetsim.kernel.contract import (
     DEFAULT_MAX_FUTURE,
@@ -217,11 +218,22 @@ def deadletters(kafka_df: DataFrame) -> DataFrame:
     )
 
 
-def deduplicate(readings: DataFrame, watermark: str) -> DataFrame:
-    """Event time watermark, then drop repeats of (device_id, seq) seen within the watermark delay.
+def on_time_readings(parsed: DataFrame, lateness: timedelta, max_clock_skew: timedelta) -> DataFrame:
+    """Valid readings that are not late (:func:`.lateness.is_late`), with the Kafka columns and the
+    windows' event time :data:`.lateness.WINDOW_TS`: the rows the windowed flow aggregates, decided
+    per record exactly as the raw flow's ``late`` flag is."""
+    ts, kafka_ts = F.col("ts"), F.col("kafka_ts")
+    keep = F.col("reject_reason").isNull() & ~is_late(ts, kafka_ts, lateness)
+    wts = window_ts(ts, kafka_ts, max_clock_skew).alias(WINDOW_TS)
+    return _keep_if(parsed, keep, [*READING_COLUMNS, *KAFKA_COLUMNS, wts])
+
+
+def deduplicate(readings: DataFrame, watermark: str, time_col: str = "ts") -> DataFrame:
+    """Event time watermark on ``time_col``, then drop repeats of (device_id, seq) seen within the
+    watermark delay.
 
     On a batch DataFrame (tests, backfills) it is a plain dropDuplicates on the same key.
     """
     if not readings.isStreaming:
         return readings.dropDuplicates(["device_id", "seq"])
-    return readings.withWatermark("ts", watermark).dropDuplicatesWithinWatermark(["device_id", "seq"])
+    return readings.withWatermark(time_col, watermark).dropDuplicatesWithinWatermark(["device_id", "seq"])

@@ -17,7 +17,7 @@ from typing import Any, Final
 
 from psycopg2 import sql
 
-from fleetsim.cloud.streaming import history_sql
+from fleetsim.cloud.streaming import history_sql, lateness
 from fleetsim.cloud.streaming.parse import READING_COLUMNS
 from fleetsim.cloud.streaming.rules import ALERT_COLUMNS, STAGE_ALERT_COLUMNS
 from fleetsim.cloud.streaming.windows import AGG_COLUMNS
@@ -77,11 +77,11 @@ INSERT INTO sensor_data ({", ".join(READING_COLUMNS)}, site, kafka_partition, ka
                          bridge_ts, ingest_ts, late)
 SELECT {_READING_SELECT}, d.site, s.kafka_partition, s.kafka_offset, s.kafka_ts, s.bridge_ts,
        statement_timestamp(),
-       coalesce(s.ts < (SELECT max(ts) FROM sensor_data) - %(watermark)s::interval, false)
+       {lateness.LATE_SQL.format(ts="s.ts", kafka_ts="s.kafka_ts")}
 FROM stage_raw s LEFT JOIN devices d ON d.device_id = s.device_id
 ON CONFLICT DO NOTHING
 """  # noqa: S608 (identifiers are module constants, values are bound parameters)
-"""``late``: behind the watermark = older than (newest event time already stored - delay)."""
+"""``late``: the per-record rule the windows apply too (:mod:`.lateness`), so they agree exactly."""
 
 _LATEST_COLS = ("seq", "ts", *_MEASURES, "lat", "lon", "status", "fault", "site", "ingest_ts")
 UPSERT_LATEST: Final = f"""
@@ -210,6 +210,9 @@ class PgSink:
     def conn(self) -> Any:
         if self._conn is None or self._conn.closed:
             conn = pg_connect(self.cfg, "writer", application_name=f"fleetsim-stream-{self.query_name}")
+        self._fleet_clock_params = history_sql.fleet_clock_params(
+            cfg.spark.max_clock_skew_s, cfg.alerts.offline_after_s
+        )
             with conn.cursor() as cur:
                 cur.execute(_STAGE_DDL)
             conn.commit()
@@ -287,6 +290,8 @@ class PgSink:
                     for stmt in history_sql.INCIDENT_SQL:
                         cur.execute(stmt, self._incident_params)
                         if stmt is not history_sql.INCIDENT_HOLD_SQL:
+                    cur.execute(history_sql.FLEET_CLOCK_SQL, self._fleet_clock_params)
+                    alerts += cur.rowcount
                             events += cur.rowcount
                 if batch.rejects:
                     cur.execute(INSERT_REJECTS)

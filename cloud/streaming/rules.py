@@ -3,7 +3,8 @@
 Rules that need only the reading itself run here, in the stream: extreme values (thresholds from
 ``cfg.alerts``: the fleet-wide ``<m>_low/_high`` refined per device class by ``alerts.rules``, the
 class coming from the registry), WARNING/FAILURE status, low battery. Rules that need a device's
-history across micro-batches (stuck, drift, offline) run as set-based SQL in the sink (:mod:`.history_sql`).
+history across micro-batches (stuck, drift, offline) or the fleet's clock (clock_skew) run as set-based
+SQL in the sink (:mod:`.history_sql`).
 """
 
 from __future__ import annotations

@@ -11,7 +11,11 @@ from typing import Final
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from fleetsim.cloud.streaming.lateness import WINDOW_TS, state_delay_s
+from fleetsim.cloud.streaming.parse import deduplicate, on_time_readings, parse_telemetry
+from fleetsim.cloud.streaming.rules import with_alert_count, with_device_class
 from fleetsim.cloud.streaming.schema import MEASUREMENT_NAMES
+from fleetsim.kernel.config import AlertsConfig, SparkConfig
 from fleetsim.kernel.contract import Status
 
 FLEET_KEY: Final = "fleet"
@@ -21,6 +25,21 @@ AGG_COLUMNS: Final[tuple[str, ...]] = (
     "scope", "key", "window_start", "window_end", "n_messages", "n_warnings", "n_failures", "n_alerts",
     *(f"{m}_{stat}" for m in MEASUREMENT_NAMES for stat in ("mean", "min", "max")),
 )  # fmt: skip
+
+
+def fleet_windows(
+    kafka_stream: DataFrame, registry: DataFrame, spark_cfg: SparkConfig, alerts: AlertsConfig
+) -> DataFrame:
+    """Kafka stream -> :data:`AGG_COLUMNS` per device, site and fleet: the on-time readings (the
+    same per-record rule as the raw flow's ``late``, :mod:`.lateness`), deduplicated on
+    (device_id, seq), in sliding windows of their window time. Spark's watermark runs on that time
+    with :func:`.lateness.state_delay_s`: it only evicts state, it never drops a kept reading."""
+    on_time = on_time_readings(parse_telemetry(kafka_stream), spark_cfg.lateness, spark_cfg.max_clock_skew)
+    delay = f"{state_delay_s(spark_cfg.lateness, spark_cfg.max_clock_skew):g} seconds"
+    readings = deduplicate(on_time, delay, WINDOW_TS)
+    # One registry join gives the windows their site and the alert count its device class.
+    enriched = with_alert_count(with_device_class(readings, registry), alerts)
+    return window_aggregates(enriched, spark_cfg.window, spark_cfg.slide, WINDOW_TS)
 
 
 def attach_site(readings: DataFrame, registry: DataFrame) -> DataFrame:
@@ -43,9 +62,10 @@ def _count_if(cond: Column) -> Column:
     return F.sum(F.when(cond, 1).otherwise(0)).cast("long")
 
 
-def window_aggregates(readings: DataFrame, window: str, slide: str) -> DataFrame:
-    """Readings with ``ts``, ``site``, ``status``, ``n_alerts`` and the measurements ->
-    :data:`AGG_COLUMNS` per (scope, key, sliding window). Means/min/max ignore NULL values."""
+def window_aggregates(readings: DataFrame, window: str, slide: str, time_col: str = "ts") -> DataFrame:
+    """Readings with ``time_col``, ``site``, ``status``, ``n_alerts`` and the measurements ->
+    :data:`AGG_COLUMNS` per (scope, key, sliding window of ``time_col``). Means/min/max ignore NULL
+    values."""
     aggs: list[Column] = [
         F.count(F.lit(1)).alias("n_messages"),
         _count_if(F.col("status") == Status.WARNING.value).alias("n_warnings"),
@@ -57,7 +77,7 @@ def window_aggregates(readings: DataFrame, window: str, slide: str) -> DataFrame
     grouped = fan_out_scopes(readings).groupBy(
         F.col("_s.scope").alias("scope"),
         F.col("_s.key").alias("key"),
-        F.window("ts", window, slide).alias("w"),
+        F.window(time_col, window, slide).alias("w"),
     )
     return grouped.agg(*aggs).select(
         "scope",

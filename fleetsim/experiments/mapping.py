@@ -1,7 +1,7 @@
 """The one place that says which alert detects which injected fault.
 
-Detection faults are scored against ``sensor_alerts``; integrity faults (clock skew, duplicates,
-dropout) are not meant to raise alerts: they are scored in the integrity section (seq accounting).
+Detection faults are scored against ``sensor_alerts``; integrity faults (duplicates, dropout) are
+not meant to raise alerts: they are scored in the integrity section (seq accounting).
 """
 
 from __future__ import annotations
@@ -37,12 +37,15 @@ EXPECTED: Final[dict[FaultKind, Expectation]] = {
     ),
     # A spike on a reading may also trip the drift rule's window.
     FaultKind.SPIKE: Expectation(frozenset({"extreme_high", "extreme_low"}), None, frozenset({"drift"})),
-    FaultKind.NETWORK_OUTAGE: Expectation(frozenset({"offline"})),
+    # A clock behind stops device_latest from advancing: the offline rule sees a silence too.
+    FaultKind.CLOCK_SKEW: Expectation(frozenset({"clock_skew"}), None, frozenset({"offline"})),
+    # Store and forward: a device that flushes its buffer may look behind the fleet for a batch.
+    FaultKind.NETWORK_OUTAGE: Expectation(frozenset({"offline"}), None, frozenset({"clock_skew"})),
     FaultKind.CRASH: Expectation(frozenset({"offline"})),
 }
 """Detection faults and their expected alerts."""
 
-INTEGRITY_FAULTS: Final = frozenset({FaultKind.CLOCK_SKEW, FaultKind.DUPLICATE, FaultKind.DROPOUT})
+INTEGRITY_FAULTS: Final = frozenset({FaultKind.DUPLICATE, FaultKind.DROPOUT})
 """Faults scored by the integrity section (lost/duplicated/late), not by alerts."""
 
 UNSCORED_FAULTS: Final = frozenset({FaultKind.NOISE})

@@ -14,8 +14,9 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import (
     BaseModel,
@@ -154,6 +155,29 @@ class PostgresConfig(_Section):
     """Days of ``sensor_data`` partitions kept."""
 
 
+_INTERVAL_RE: Final = re.compile(
+    r"(\d+(?:\.\d+)?)\s*(milliseconds?|ms|seconds?|secs?|s|minutes?|mins?|m|hours?|h|days?|d)\b", re.I
+)
+_INTERVAL_UNIT_S: Final = {"ms": 0.001, "mi": 60.0, "m": 60.0, "s": 1.0, "h": 3600.0, "d": 86400.0}
+
+
+def interval_seconds(text: str) -> float:
+    """A Spark interval string (``2 minutes``, ``90 seconds``, ``1 hour 30 minutes``) -> seconds > 0."""
+    parts = _INTERVAL_RE.findall(text)
+    if not parts or _INTERVAL_RE.sub("", text).strip():
+        raise ValueError(
+            f"interval {text!r} is not allowed; allowed: e.g. '2 minutes', '90 seconds', '1 hour'"
+        )
+    total = 0.0
+    for num, unit in parts:
+        u = unit.lower()
+        key = "ms" if u in ("ms", "millisecond", "milliseconds") else ("mi" if u.startswith("mi") else u[0])
+        total += float(num) * _INTERVAL_UNIT_S[key]
+    if total <= 0:
+        raise ValueError(f"interval {text!r} must be > 0")
+    return total
+
+
 class SparkConfig(_Section):
     """The Structured Streaming job."""
 
@@ -167,7 +191,12 @@ class SparkConfig(_Section):
     seconds of readings (two state stores, a shuffle, the registry join), and while it runs it
     slows the raw flow: windows that slide by the minute need no faster refresh."""
     watermark: str = "2 minutes"
-    """Event-time watermark delay (Spark interval string)."""
+    """Lateness bound (``N seconds|minutes|hours``): a reading that reaches Kafka more than this after
+    its own timestamp is ``late`` (kept in ``sensor_data``, left out of the windows; docs/streaming.md)."""
+    max_clock_skew_s: float = Field(60.0, gt=0, le=3600)
+    """Clock bound, in seconds: a reading stamped further ahead of its arrival (Kafka timestamp) is
+    windowed at arrival + this bound (so one fast clock cannot move the fleet's windows), and a device
+    whose clock strays further than this from the fleet's gets a ``clock_skew`` alert."""
     window: str = "5 minutes"
     """Sliding window length."""
     slide: str = "1 minute"
@@ -195,6 +224,21 @@ class SparkConfig(_Section):
     """How often the job refreshes its copy of the device registry."""
     metrics_port: int = Field(9103, ge=0, le=65535)
     """Prometheus metrics port of the job's driver (0 disables)."""
+
+    @field_validator("watermark")
+    @classmethod
+    def _watermark(cls, v: str) -> str:
+        interval_seconds(v)  # raises naming the allowed forms
+        return v
+
+    @property
+    def lateness(self) -> timedelta:
+        """:attr:`watermark` as a duration."""
+        return timedelta(seconds=interval_seconds(self.watermark))
+
+    @property
+    def max_clock_skew(self) -> timedelta:
+        return timedelta(seconds=self.max_clock_skew_s)
 
 
 RuleMeasurement = Literal["temperature", "humidity", "co2", "pressure"]

@@ -62,29 +62,32 @@ def test_window_means_and_counts_per_scope(spark: Any) -> None:
     assert all((r.window_end - r.window_start).total_seconds() == 120 for r in rows)
 
 
-def test_late_rows_are_dropped_from_windows_and_counted(spark: Any, tmp_path: Path) -> None:
-    """A real micro-batch stream: watermark 2 min; a row 10 min behind the max event time is
-    dropped (and counted), a duplicate is dropped, an in-time out-of-order row is kept."""
+def test_late_rows_are_left_out_of_windows_by_their_arrival(spark: Any, tmp_path: Path) -> None:
+    """A real micro-batch stream, lateness 2 min: a row that reaches Kafka 10 min after its own
+    time is left out (whatever the batch), a duplicate is dropped, an out-of-order row that
+    arrives in time is kept, and a clock 10 min ahead neither drags the watermark nor leaves
+    its own row out: it is windowed at arrival + the skew bound."""
     from pyspark.sql import functions as F
 
     src = tmp_path / "in"
     src.mkdir()
+    line = F.split(F.col("value"), "\t")
     kafka_like = (
         spark.readStream.format("text")
         .load(str(src))
         .select(
             F.lit(None).cast("binary").alias("key"),
-            F.col("value").cast("binary").alias("value"),
+            line[1].cast("binary").alias("value"),
             F.lit("t").alias("topic"),
             F.lit(0).alias("partition"),
             F.lit(0).cast("long").alias("offset"),
-            F.to_timestamp(F.lit("2026-11-29 13:00:00")).alias("timestamp"),
+            F.to_timestamp(line[0]).alias("timestamp"),  # arrival, per record
             F.lit(0).alias("timestampType"),
             F.lit(None).cast("array<struct<key:string,value:binary>>").alias("headers"),
         )
     )
-    registry = spark.createDataFrame([("a", "s1")], "device_id string, site string")
-    cfg = SparkConfig(watermark="2 minutes", window="1 minute", slide="1 minute")
+    registry = spark.createDataFrame([("a", "s1"), ("f", "s1")], "device_id string, site string")
+    cfg = SparkConfig(watermark="2 minutes", window="1 minute", slide="1 minute", max_clock_skew_s=30)
     out: dict[tuple[str, str, str], int] = {}
 
     def collect(df: Any, _batch_id: int) -> None:
@@ -98,25 +101,35 @@ def test_late_rows_are_dropped_from_windows_and_counted(spark: Any, tmp_path: Pa
         .option("checkpointLocation", str(tmp_path / "ckpt"))
         .start()
     )
+
+    def rec(arrival: str, payload: bytes) -> bytes:
+        return f"2026-11-29 {arrival}\t".encode() + payload
+
     try:
         batches = [
-            [reading("a", "2026-11-29T12:00:10.000Z", 1), reading("a", "2026-11-29T12:10:00.000Z", 2)],
             [
-                reading("a", "2026-11-29T12:00:20.000Z", 3),  # late: watermark is now 12:08
-                reading("a", "2026-11-29T12:10:00.000Z", 2),  # duplicate (device, seq)
-                reading("a", "2026-11-29T12:09:30.000Z", 4),  # out of order but in time
+                rec("12:00:11", reading("a", "2026-11-29T12:00:10.000Z", 1)),
+                # f's clock runs 10 min ahead: windowed at 12:00:41 (arrival + 30 s).
+                rec("12:00:11", reading("f", "2026-11-29T12:10:11.000Z", 1)),
+                rec("12:01:01", reading("a", "2026-11-29T12:01:00.000Z", 2)),
+            ],
+            [
+                rec("12:10:20", reading("a", "2026-11-29T12:00:20.000Z", 3)),  # late: 10 min after
+                rec("12:10:20", reading("a", "2026-11-29T12:01:00.000Z", 2)),  # duplicate (device, seq)
+                rec("12:01:30", reading("a", "2026-11-29T12:00:50.000Z", 4)),  # out of order, in time
             ],
         ]
-        dropped = 0
         for i, batch in enumerate(batches):
             (src / f"{i}.json").write_bytes(b"\n".join(batch) + b"\n")
             query.processAllAvailable()
-        for p in query.recentProgress:
-            dropped += sum(int(op.numRowsDroppedByWatermark or 0) for op in p.stateOperators)
+        dropped = sum(
+            int(op.numRowsDroppedByWatermark or 0) for p in query.recentProgress for op in p.stateOperators
+        )
     finally:
         query.stop()
-    assert out[("device", "a", "12:00")] == 1  # the late 12:00:20 row never joined its window
-    assert out[("device", "a", "12:10")] == 1  # the duplicate was not counted twice
-    assert out[("device", "a", "12:09")] == 1
-    assert out[("site", "s1", "12:09")] == 1
-    assert dropped >= 1
+    assert out[("device", "a", "12:00")] == 2  # 12:00:10 and the out-of-order 12:00:50, not 12:00:20
+    assert out[("device", "a", "12:01")] == 1  # the duplicate was not counted twice
+    assert out[("device", "f", "12:00")] == 1  # the fast clock's row, at arrival + 30 s
+    assert ("device", "f", "12:10") not in out
+    assert out[("site", "s1", "12:00")] == 3
+    assert dropped == 0  # Spark's watermark only evicts: every left-out row is the rule's

@@ -1,0 +1,89 @@
+"""The fleet-clock rules of the raw sink on real PostgreSQL (no Spark: batches as the raw flow's COPY
+text): ``clock_skew`` for a clock ahead or behind the fleet's, ``offline`` for a gap in a device's own
+event time, and neither for a lone straggler nor for a catch-up batch holding minutes of everyone."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from pg_support import admin as _admin
+
+from fleetsim.cloud.streaming.pgsink import PgSink, RawBatch
+from fleetsim.kernel.config import FleetsimConfig
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def sink_cfg(postgres: FleetsimConfig) -> Iterator[FleetsimConfig]:
+    _admin(postgres, "TRUNCATE incident_events, incidents, sensor_data, device_latest, sensor_alerts")
+    yield postgres
+
+
+def _batch(readings: list[tuple[str, int, datetime]]) -> RawBatch:
+    """(device, seq, ts) readings, each arriving (Kafka timestamp) now."""
+    now = datetime.now(UTC).isoformat()
+    lines = [
+        f"{d},{seq},{ts.isoformat()},20.0,50.0,,,,,,OK,,0,{seq},{now},{now}\n" for d, seq, ts in readings
+    ]
+    return RawBatch("".join(lines).encode(), b"", b"", tuple({ts.date() for _, _, ts in readings}))
+
+
+def _write(cfg: FleetsimConfig, *batches: RawBatch) -> list[tuple[str, str, float]]:
+    sink = PgSink(cfg, "raw")
+    try:
+        for i, b in enumerate(batches):
+            sink.write_raw(b, batch_id=i)
+    finally:
+        sink.close()
+    rows = _admin(
+        cfg,
+        "SELECT device_id, kind, value FROM sensor_alerts WHERE kind IN ('clock_skew', 'offline') "
+        "ORDER BY device_id, kind",
+    )
+    return [(r[0], r[1], float(r[2])) for r in rows]
+
+
+def test_a_clock_ahead_or_behind_the_fleets_is_named(sink_cfg: FleetsimConfig) -> None:
+    now = datetime.now(UTC)
+    readings = [(f"cs-{i}", 1, now - timedelta(seconds=2 + i)) for i in range(5)]
+    readings += [("cs-ahead", 1, now + timedelta(minutes=10)), ("cs-behind", 1, now - timedelta(minutes=5))]
+    # (The clock behind also looks silent to the device_latest offline rule: the scorer counts that
+    # offline as a consequence of the skew.)
+    got = [a for a in _write(sink_cfg, _batch(readings)) if a[1] == "clock_skew"]
+    assert [(d, k) for d, k, _ in got] == [("cs-ahead", "clock_skew"), ("cs-behind", "clock_skew")]
+    ahead, behind = got[0][2], got[1][2]
+    assert 590 < ahead < 610 and -310 < behind < -290
+    # The rows stay visible, with the device's own time.
+    ts = _admin(sink_cfg, "SELECT ts FROM sensor_data WHERE device_id = 'cs-ahead'")[0][0]
+    assert ts == readings[5][2]
+
+
+def test_a_straggler_and_a_catch_up_batch_are_not_offline(sink_cfg: FleetsimConfig) -> None:
+    now = datetime.now(UTC)
+    at = lambda s: now - timedelta(seconds=s)  # noqa: E731
+    fleet = ["st-1", "st-2", "st-3", "st-4"]
+    b0 = [(d, k, at(190 - 10 * k)) for d in fleet for k in range(12)]  # -190 .. -80 s
+    b1 = [(d, k, at(190 - 10 * k)) for d in fleet for k in range(12, 20)]  # -70 .. 0 s
+    b1.append(("st-1", 100, at(95)))  # a lone straggler, delivered 95 s late
+    assert _write(sink_cfg, _batch(b0), _batch(b1)) == []
+    # Catch-up: one batch with 12 minutes of every device's readings, one a minute.
+    _admin(sink_cfg, "TRUNCATE sensor_data, device_latest, sensor_alerts")
+    catch_up = [(d, k, at(720 - 60 * k)) for d in fleet for k in range(13)]
+    assert _write(sink_cfg, _batch(catch_up)) == []
+
+
+def test_a_gap_in_a_devices_own_time_is_offline_once(sink_cfg: FleetsimConfig) -> None:
+    """An outage whose buffer overflowed: the readings resume 90 s (of the device's own time) after
+    the last one: offline at that last one + offline_after_s, the key the device_latest rule gives
+    the same silence, so a second look adds nothing."""
+    now = datetime.now(UTC)
+    at = lambda s: now - timedelta(seconds=s)  # noqa: E731
+    first = [("gp-1", k, at(200 - 10 * k)) for k in range(5)]  # -200 .. -160 s
+    second = [("gp-1", k, at(120 - 10 * k)) for k in range(5, 12)]  # from -70 s: a 90 s gap
+    got = _write(sink_cfg, _batch(first), _batch(second), _batch(second))
+    assert got == [("gp-1", "offline", 90.0)]
+    event_ts = _admin(sink_cfg, "SELECT event_ts FROM sensor_alerts WHERE kind = 'offline'")[0][0]
+    assert event_ts == at(160) + timedelta(seconds=60)
