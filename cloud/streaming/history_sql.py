@@ -203,20 +203,6 @@ skewed clock, unlike the maximum). The alert's event time is the instant the dev
 (latest ts + offline_s), so re-detection in later batches hits the primary key and adds nothing."""
 
 
-# ----------------------------------------------------------------------------------- incidents
-_LIVE: Final = "('pending', 'open', 'acknowledged')"
-_SEVERITIES: Final = "ARRAY['info', 'warning', 'critical']"
-_MEASURE_VALUE: Final = (
-    "CASE i.measurement WHEN 'temperature' THEN r.temperature WHEN 'humidity' THEN r.humidity "
-    "WHEN 'co2' THEN r.co2 WHEN 'pressure' THEN r.pressure END"
-)
-
-INCIDENT_GROUP_SQL: Final = f"""
-WITH rule AS (
-  SELECT DISTINCT ON (device_id, kind, measurement, event_ts)
-         device_id, kind, measurement, event_ts, clear_threshold, min_duration_s
-  FROM stage_alerts ORDER BY device_id, kind, measurement, event_ts
-), g AS (
 SKEW_MIN_DEVICES: Final = 3
 """Devices the fleet's median lag needs before it is a reference for clock skew."""
 REF_WINDOW_S: Final = 3.0
@@ -300,6 +286,20 @@ of the outage). A buffer that kept every reading of a silence shorter than the g
 batches leaves no trace in event time: neither offline rule sees it."""
 
 
+# ----------------------------------------------------------------------------------- incidents
+_LIVE: Final = "('pending', 'open', 'acknowledged')"
+_SEVERITIES: Final = "ARRAY['info', 'warning', 'critical']"
+_MEASURE_VALUE: Final = (
+    "CASE i.measurement WHEN 'temperature' THEN r.temperature WHEN 'humidity' THEN r.humidity "
+    "WHEN 'co2' THEN r.co2 WHEN 'pressure' THEN r.pressure END"
+)
+
+INCIDENT_GROUP_SQL: Final = f"""
+WITH rule AS (
+  SELECT DISTINCT ON (device_id, kind, measurement, event_ts)
+         device_id, kind, measurement, event_ts, clear_threshold, min_duration_s
+  FROM stage_alerts ORDER BY device_id, kind, measurement, event_ts
+), g AS (
   SELECT n.device_id, n.kind, n.measurement,
          (array_agg(n.site ORDER BY n.event_ts DESC))[1] AS site,
          ({_SEVERITIES})[max(array_position({_SEVERITIES}, n.severity))] AS severity,

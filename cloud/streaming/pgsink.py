@@ -205,14 +205,14 @@ class PgSink:
             "offline_s": float(cfg.alerts.offline_after_s),
         }
         self._incident_params = {"quiet_s": float(cfg.alerts.incident_quiet_s)}
+        self._fleet_clock_params = history_sql.fleet_clock_params(
+            cfg.spark.max_clock_skew_s, cfg.alerts.offline_after_s
+        )
 
     # ------------------------------------------------------------------ connection
     def conn(self) -> Any:
         if self._conn is None or self._conn.closed:
             conn = pg_connect(self.cfg, "writer", application_name=f"fleetsim-stream-{self.query_name}")
-        self._fleet_clock_params = history_sql.fleet_clock_params(
-            cfg.spark.max_clock_skew_s, cfg.alerts.offline_after_s
-        )
             with conn.cursor() as cur:
                 cur.execute(_STAGE_DDL)
             conn.commit()
@@ -276,6 +276,8 @@ class PgSink:
                     cur.execute(INSERT_RAW, {"watermark": self.cfg.spark.watermark})
                     inserted = cur.rowcount
                     cur.execute(UPSERT_LATEST)
+                    cur.execute(history_sql.FLEET_CLOCK_SQL, self._fleet_clock_params)
+                    alerts += cur.rowcount
                     cur.execute(self._stuck_drift, p)
                     alerts += cur.rowcount
                     cur.execute(history_sql.OFFLINE_SQL, p)
@@ -290,8 +292,6 @@ class PgSink:
                     for stmt in history_sql.INCIDENT_SQL:
                         cur.execute(stmt, self._incident_params)
                         if stmt is not history_sql.INCIDENT_HOLD_SQL:
-                    cur.execute(history_sql.FLEET_CLOCK_SQL, self._fleet_clock_params)
-                    alerts += cur.rowcount
                             events += cur.rowcount
                 if batch.rejects:
                     cur.execute(INSERT_REJECTS)
