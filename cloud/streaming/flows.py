@@ -10,11 +10,11 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Final
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from fleetsim.cloud.streaming.executor_sink import KIND_ALERT, KIND_READING, KIND_REJECT
 from fleetsim.cloud.streaming.lines import CSV_OPTIONS, copy_lines
 from fleetsim.cloud.streaming.parse import (
     deadletters,
@@ -26,10 +26,6 @@ from fleetsim.cloud.streaming.rules import alert_array, with_device_class
 from fleetsim.cloud.streaming.windows import AGG_COLUMNS, fleet_windows
 from fleetsim.kernel.config import AlertsConfig, SparkConfig
 from fleetsim.kernel.contract import DEFAULT_MAX_FUTURE
-
-KIND_READING: Final = 0
-KIND_ALERT: Final = 1
-KIND_REJECT: Final = 2
 
 
 def _csv(struct: Column) -> Column:

@@ -60,8 +60,9 @@ def history_params(alerts: AlertsConfig) -> dict[str, Any]:
     }
 
 
-def stuck_drift_sql() -> sql.Composed:
-    """Onsets of stuck (``stuck_n`` identical consecutive values) and drift (mean of the newest
+def stuck_drift_sql(stuck_n: int = 6) -> sql.Composed:
+    """Onsets of stuck (``stuck_n`` identical consecutive values, ``alerts.stuck_readings``: it
+    shapes the statement, the other thresholds are parameters) and drift (mean of the newest
     half of the last ``drift_n`` readings differs from the oldest half by more than the threshold).
 
     An alert is raised on the reading where the condition starts to hold (it did not hold on the
@@ -73,26 +74,30 @@ def stuck_drift_sql() -> sql.Composed:
     flag_cols: list[sql.Composable] = []
     prev_cols: list[sql.Composable] = []
     values: list[sql.Composable] = []
+    onsets: list[sql.Composable] = []
     for m in STUCK_MEASUREMENTS:
-        win_cols.append(
-            sql.SQL("count({m}) OVER ws AS {n}, min({m}) OVER ws AS {lo}, max({m}) OVER ws AS {hi}").format(
-                m=ident(m), n=ident(f"{m}_sn"), lo=ident(f"{m}_smin"), hi=ident(f"{m}_smax")
-            )
+        # Equal to each of its stuck_n - 1 predecessors (lag: one pass over the sorted rows; a
+        # NULL, or fewer rows than that, compares NULL). Same as "count = stuck_n and min = max"
+        # over the frame, which PostgreSQL recomputed row by row (no moving min/max): a third of
+        # this statement's CPU for the four measurements.
+        same = sql.SQL(" AND ").join(
+            sql.SQL("{m} = lag({m}, {k}) OVER o").format(m=ident(m), k=sql.Literal(k))
+            for k in range(1, stuck_n)
         )
-        saturated = sql.SQL(" AND {lo} <> ALL(%(humidity_bounds)s)" if m == "humidity" else "").format(
-            lo=ident(f"{m}_smin")
+        win_cols.append(sql.SQL("coalesce({same}, false) AS {eq}").format(same=same, eq=ident(f"{m}_seq")))
+        saturated = sql.SQL(" AND {m} <> ALL(%(humidity_bounds)s)" if m == "humidity" else "").format(
+            m=ident(m)
         )
         flag_cols.append(
-            sql.SQL("({n} = %(stuck_n)s AND {lo} = {hi}{sat}) AS {f}").format(
-                n=ident(f"{m}_sn"),
-                lo=ident(f"{m}_smin"),
-                hi=ident(f"{m}_smax"),
-                f=ident(f"{m}_stuck"),
-                sat=saturated,
-            )
+            sql.SQL("({eq}{sat}) AS {f}").format(eq=ident(f"{m}_seq"), f=ident(f"{m}_stuck"), sat=saturated)
         )
         prev_cols.append(
             sql.SQL("lag({f}) OVER o AS {p}").format(f=ident(f"{m}_stuck"), p=ident(f"{m}_stuck_prev"))
+        )
+        onsets.append(
+            sql.SQL("({f} AND NOT coalesce({p}, false))").format(
+                f=ident(f"{m}_stuck"), p=ident(f"{m}_stuck_prev")
+            )
         )
         values.append(
             sql.SQL(
@@ -117,6 +122,11 @@ def stuck_drift_sql() -> sql.Composed:
         )
         prev_cols.append(
             sql.SQL("lag({f}) OVER o AS {p}").format(f=ident(f"{m}_drift"), p=ident(f"{m}_drift_prev"))
+        )
+        onsets.append(
+            sql.SQL("({f} AND NOT coalesce({p}, false))").format(
+                f=ident(f"{m}_drift"), p=ident(f"{m}_drift_prev")
+            )
         )
         values.append(
             sql.SQL(
@@ -149,14 +159,17 @@ WITH dev AS (
 ), win AS (
   SELECT hist.*, {win_cols} FROM hist
   WINDOW o AS (PARTITION BY device_id ORDER BY ts, seq),
-         ws AS (o ROWS BETWEEN %(stuck_back)s PRECEDING AND CURRENT ROW),
          wd AS (o ROWS BETWEEN %(drift_back)s PRECEDING AND CURRENT ROW),
          wold AS (o ROWS BETWEEN %(drift_back)s PRECEDING AND %(drift_half)s PRECEDING),
          wnew AS (o ROWS BETWEEN %(drift_half_back)s PRECEDING AND CURRENT ROW)
 ), flags AS (
   SELECT win.*, {flag_cols} FROM win
-), f AS (
+), onsets AS (
   SELECT flags.*, {prev_cols} FROM flags WINDOW o AS (PARTITION BY device_id ORDER BY ts, seq)
+), f AS (
+  -- Only the batch's readings where some rule starts to hold reach the VALUES fan-out below:
+  -- building every candidate's message for every reading was a third of this statement's time.
+  SELECT * FROM onsets WHERE fresh AND ({any_onset})
 )
 , ins AS (
 INSERT INTO sensor_alerts (device_id, kind, measurement, severity, value, threshold, event_ts,
@@ -165,7 +178,7 @@ SELECT f.device_id, v.kind, v.measurement, 'warning', v.value, v.threshold, f.ts
        statement_timestamp(), f.seq, d.site, f.fault, v.message
 FROM f CROSS JOIN LATERAL (VALUES {values}) AS v(kind, measurement, fire, value, threshold, message)
 LEFT JOIN devices d ON d.device_id = f.device_id
-WHERE f.fresh AND v.fire
+WHERE v.fire
 ON CONFLICT DO NOTHING{capture}
 """
     ).format(
@@ -174,6 +187,7 @@ ON CONFLICT DO NOTHING{capture}
         win_cols=sql.SQL(", ").join(win_cols),
         flag_cols=sql.SQL(", ").join(flag_cols),
         prev_cols=sql.SQL(", ").join(prev_cols),
+        any_onset=sql.SQL(" OR ").join(onsets),
         values=sql.SQL(", ").join(values),
     )
 

@@ -1,9 +1,11 @@
-"""Wiring: Kafka sources -> flows -> foreachBatch sinks, listener, metrics, graceful stop.
+"""Wiring: Kafka sources -> flows -> sinks, listener, metrics, graceful stop.
 
 Three queries share one SparkSession (each with its own checkpoint sub-directory):
 
 * ``raw``: every record, no stateful operator (so late rows still land, flagged ``late``) ->
-  sensor_data, device_latest, sensor_alerts, sensor_data_rejects.
+  sensor_data, device_latest, sensor_alerts, sensor_data_rejects, written by the executors
+  (:mod:`.executor_sink`: each task its own partition, ``noop`` sink, asynchronous progress
+  tracking; the driver only plans and reads the observed figures).
 * ``agg``: watermark + dedup + sliding windows in update mode -> sensor_data_agg.
 * ``deadletter``: the bridge's dead-letter topic -> deadletter_records.
 """
@@ -14,18 +16,16 @@ import logging
 import re
 import threading
 import time
-from datetime import date
 from pathlib import Path
 from typing import Any
 
-import pyarrow.compute as pc
-
 from fleetsim.cloud.streaming import flows
+from fleetsim.cloud.streaming.executor_sink import STATS_DDL, RawPartitionWriter, observed, split_raw
 from fleetsim.cloud.streaming.lines import string_array_bytes
 from fleetsim.cloud.streaming.listener import MetricsListener
 from fleetsim.cloud.streaming.metrics import StreamMetrics
 from fleetsim.cloud.streaming.notify import Notifier
-from fleetsim.cloud.streaming.pgsink import PgSink, RawBatch
+from fleetsim.cloud.streaming.pgsink import PgSink
 from fleetsim.cloud.streaming.session import build_session
 from fleetsim.kernel.clients import pg_dsn_kwargs, spark_kafka_options
 from fleetsim.kernel.config import FleetsimConfig
@@ -57,18 +57,15 @@ def data_loss_detail(error_text: str) -> str | None:
     return " ".join(detail.split())[:500].rstrip(".")
 
 
-def split_raw(table: Any) -> RawBatch:
-    """Arrow (kind, day, line) -> the three COPY payloads and the partition days."""
-    parts: dict[int, bytes] = {}
-    for kind in (flows.KIND_READING, flows.KIND_ALERT, flows.KIND_REJECT):
-        parts[kind] = string_array_bytes(table.filter(pc.equal(table["kind"], kind))["line"])
-    days_col = table.filter(pc.equal(table["kind"], flows.KIND_READING))["day"]
-    days: tuple[date, ...] = tuple(d for d in pc.unique(days_col).to_pylist() if d is not None)
-    return RawBatch(parts[flows.KIND_READING], parts[flows.KIND_ALERT], parts[flows.KIND_REJECT], days)
-
-
 class StreamJob:
     """The streaming job: ``start()``, then ``run_until(stop_event)`` or ``stop()``."""
+
+    raw_sink: str = "executor"
+    """``executor``: each task writes its partition (mapInArrow + noop sink); ``driver``: the
+    former foreachBatch path (collect to the driver, one connection)."""
+    async_progress: bool = True
+    """Asynchronous progress tracking for the executor-side raw query (offset and commit logs
+    written off the batch's critical path; replays after a crash are absorbed by the keys)."""
 
     def __init__(self, cfg: FleetsimConfig, master: str | None = None, ui: bool = True,
                  spark: Any = None, metrics: StreamMetrics | None = None) -> None:  # fmt: skip
@@ -113,8 +110,8 @@ class StreamJob:
 
     # ------------------------------------------------------------------ handlers
     def handle_raw(self, batch_df: Any, batch_id: int) -> None:
-        # The plan is built once on the stream (_plan), not per batch: building it here cost
-        # ~1.2 s of py4j calls and Catalyst analysis per micro-batch, whatever its size.
+        """The driver-side raw sink (``raw_sink = "driver"``): collect the batch as Arrow, one
+        transaction over one connection. Kept for comparison (bench) and as a fallback."""
         table = batch_df.toArrow()
         batch = split_raw(table)
         try:
@@ -166,7 +163,10 @@ class StreamJob:
             raw = flows.raw_lines(
                 self.kafka_stream(k.telemetry_topic), self.cfg.alerts, registry=self.registry()
             )
-            return raw, self.handle_raw, "append"
+            if self.raw_sink == "driver":
+                return raw, self.handle_raw, "append"
+            # No shuffle before the writer: a task is one Kafka partition, i.e. whole devices.
+            return observed(raw.mapInArrow(RawPartitionWriter(self.cfg), STATS_DDL)), None, "append"
         if name == "agg":
             stream = self.kafka_stream(k.telemetry_topic)
             windows = flows.windowed(stream, self.registry(), self.cfg.spark, self.cfg.alerts)
@@ -183,11 +183,15 @@ class StreamJob:
         df, handler, mode = self._plan(name)
         # A query runs its jobs in the pool of the thread that started it.
         self.spark.sparkContext.setLocalProperty("spark.scheduler.pool", name)
+        writer = df.writeStream.queryName(name).outputMode(mode)
+        if handler is None:  # the executors wrote the rows: nothing to hand to a sink
+            writer = writer.format("noop")
+            if self.async_progress:
+                writer = writer.option("asyncProgressTrackingEnabled", "true")
+        else:
+            writer = writer.foreachBatch(handler)
         return (
-            df.writeStream.queryName(name)
-            .outputMode(mode)
-            .foreachBatch(handler)
-            .trigger(processingTime=f"{self.trigger_s(name)} seconds")
+            writer.trigger(processingTime=f"{self.trigger_s(name)} seconds")
             .option("checkpointLocation", self.checkpoint(name))
             .start()
         )

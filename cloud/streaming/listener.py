@@ -14,6 +14,7 @@ from typing import Any
 
 from pyspark.sql.streaming import StreamingQueryListener
 
+from fleetsim.cloud.streaming.executor_sink import OBSERVED_NAME
 from fleetsim.cloud.streaming.metrics import StreamMetrics
 from fleetsim.cloud.streaming.pgsink import PgSink
 
@@ -40,12 +41,29 @@ def progress_figures(progress: Any) -> dict[str, Any]:
     }
 
 
+def sink_figures(progress: Any) -> dict[str, Any] | None:
+    """The executor-side raw sink's figures of a batch (observed metrics ``raw_sink``: sums over
+    its tasks), or None when the query has none (the other queries, the driver-side sink)."""
+    observed = getattr(progress, "observedMetrics", None) or {}
+    row = observed.get(OBSERVED_NAME)
+    if row is None:
+        return None
+    d = row.asDict() if hasattr(row, "asDict") else dict(row)
+    return {k: d.get(k) for k in ("tasks", "rows", "inserted", "alerts", "rejects", "malformed",
+                                  "incident_events", "write_ms", "latency_p50_ms", "latency_p95_ms",
+                                  "latency_max_ms", "writers")}  # fmt: skip
+
+
 def _finite(x: Any) -> float | None:
     try:
         v = float(x)
     except (TypeError, ValueError):
         return None
     return v if math.isfinite(v) else None
+
+
+def _round(x: Any) -> int | None:
+    return None if x is None else round(float(x))
 
 
 class MetricsListener(StreamingQueryListener):
@@ -76,10 +94,33 @@ class MetricsListener(StreamingQueryListener):
                 m.input_rate.labels(name).set(fig["input_rate"])
             if fig["watermark"] is not None:
                 m.watermark_s.labels(name).set(fig["watermark"].timestamp())
+            sink = sink_figures(p)
+            if sink is not None and sink["rows"]:
+                self._record_sink(sink)
+                fig.update(
+                    write_duration_ms=_round(sink["write_ms"]),
+                    latency_p50_ms=sink["latency_p50_ms"],
+                    latency_p95_ms=sink["latency_p95_ms"],
+                    latency_max_ms=sink["latency_max_ms"],
+                    malformed_rows=int(sink["malformed"] or 0),
+                )
+                log.debug("%s batch %s written by %s", name, p.batchId, sink["writers"])
             if fig["input_rows"] or fig["late_rows_dropped"]:
                 self.sink.record_progress(name, p.batchId, **fig)
         except Exception:  # a metrics hiccup must never stop the pipeline
             log.exception("recording progress of %s batch %s failed", name, p.batchId)
+
+    def _record_sink(self, sink: dict[str, Any]) -> None:
+        m = self.metrics
+        m.rows_written.labels("sensor_data").inc(int(sink["inserted"] or 0))
+        m.rows_written.labels("sensor_alerts").inc(int(sink["alerts"] or 0))
+        m.rows_written.labels("sensor_data_rejects").inc(int(sink["rejects"] or 0))
+        m.malformed_rows.inc(int(sink["malformed"] or 0))
+        if sink["write_ms"] is not None:
+            m.last_write_ms.labels("raw").set(float(sink["write_ms"]))
+        if sink["latency_p95_ms"] is not None:
+            m.latency_p95_ms.set(float(sink["latency_p95_ms"]))
+            m.latency_p50_ms.set(float(sink["latency_p50_ms"] or 0.0))
 
     def onQueryIdle(self, event: Any) -> None:
         pass

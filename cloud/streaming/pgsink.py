@@ -152,6 +152,10 @@ ON CONFLICT (query_name, batch_id) DO UPDATE SET
   malformed_rows = coalesce(EXCLUDED.malformed_rows, m.malformed_rows),
   recorded_at = now()
 """
+CROSS_DEVICE_LOCK: Final = "SELECT pg_advisory_xact_lock(hashtext('fleetsim.raw.cross_device'))"
+"""Serialises, until commit, the part of a raw write that can touch devices outside its own
+partition (offline rule, incidents) between concurrent partition writers."""
+
 METRIC_FIELDS: Final = (
     "run_id", "input_rows", "input_rate", "processed_rate", "batch_duration_ms", "write_duration_ms",
     "latency_p50_ms", "latency_p95_ms", "latency_max_ms", "watermark", "late_rows_dropped", "malformed_rows",
@@ -195,11 +199,12 @@ class RawResult:
 class PgSink:
     """A writer connection kept across micro-batches (reopened after an error)."""
 
-    def __init__(self, cfg: FleetsimConfig, query_name: str) -> None:
+    def __init__(self, cfg: FleetsimConfig, query_name: str, application_name: str | None = None) -> None:
         self.cfg = cfg
         self.query_name = query_name
+        self.application_name = application_name or f"fleetsim-stream-{query_name}"
         self._conn: Any = None
-        self._stuck_drift = history_sql.stuck_drift_sql()
+        self._stuck_drift = history_sql.stuck_drift_sql(cfg.alerts.stuck_readings)
         self._history_params = {
             **history_sql.history_params(cfg.alerts),
             "offline_s": float(cfg.alerts.offline_after_s),
@@ -212,7 +217,7 @@ class PgSink:
     # ------------------------------------------------------------------ connection
     def conn(self) -> Any:
         if self._conn is None or self._conn.closed:
-            conn = pg_connect(self.cfg, "writer", application_name=f"fleetsim-stream-{self.query_name}")
+            conn = pg_connect(self.cfg, "writer", application_name=self.application_name)
             with conn.cursor() as cur:
                 cur.execute(_STAGE_DDL)
             conn.commit()
@@ -259,8 +264,17 @@ class PgSink:
         except Exception as exc:
             raise self._fail("creating partitions", exc) from exc
 
-    def write_raw(self, batch: RawBatch, batch_id: int) -> RawResult:
-        """Merge one raw batch (readings, latest, alerts, rejects, metrics row) in one transaction."""
+    def write_raw(self, batch: RawBatch, batch_id: int, *, metrics_row: bool = True) -> RawResult:
+        """Merge one raw batch (readings, latest, alerts, rejects, metrics row) in one transaction.
+
+        ``batch`` may be one Kafka partition's share of a micro-batch (the executor-side writer,
+        :mod:`.executor_sink`): the Kafka records are keyed by device id, so every statement up to
+        the offline rule touches only this share's devices, and concurrent tasks of the same batch
+        never wait on each other there. The offline rule and the incident statements can reach any
+        device; they run after :data:`CROSS_DEVICE_LOCK` (held to commit), so two tasks never
+        interleave them (no deadlock, no double count). ``metrics_row=False``: no
+        ``pipeline_metrics`` row (tasks of one batch would share its key; the driver's listener
+        writes it from the tasks' observed figures)."""
         self.ensure_partitions(batch.days)
         t0 = time.perf_counter()
         conn = self.conn()
@@ -280,11 +294,14 @@ class PgSink:
                     alerts += cur.rowcount
                     cur.execute(self._stuck_drift, p)
                     alerts += cur.rowcount
+                    cur.execute(CROSS_DEVICE_LOCK)
                     cur.execute(history_sql.OFFLINE_SQL, p)
                     alerts += cur.rowcount
                     cur.execute(LATENCY_SQL)
                     lat = cur.fetchone()
                 if batch.alerts:
+                    if not batch.readings:
+                        cur.execute(CROSS_DEVICE_LOCK)
                     cur.execute(INSERT_ALERTS)
                     alerts += cur.rowcount
                 events = 0
@@ -297,15 +314,16 @@ class PgSink:
                     cur.execute(INSERT_REJECTS)
                     rejects = cur.rowcount
                 write_ms = (time.perf_counter() - t0) * 1000
-                self._metrics(
-                    cur,
-                    batch_id,
-                    write_duration_ms=round(write_ms),
-                    latency_p50_ms=lat[0],
-                    latency_p95_ms=lat[1],
-                    latency_max_ms=lat[2],
-                    malformed_rows=batch.rejects.count(b"\n") if batch.rejects else 0,
-                )
+                if metrics_row:
+                    self._metrics(
+                        cur,
+                        batch_id,
+                        write_duration_ms=round(write_ms),
+                        latency_p50_ms=lat[0],
+                        latency_p95_ms=lat[1],
+                        latency_max_ms=lat[2],
+                        malformed_rows=batch.rejects.count(b"\n") if batch.rejects else 0,
+                    )
             conn.commit()
         except Exception as exc:
             raise self._fail(f"raw batch {batch_id}", exc) from exc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,10 @@ def build_session(cfg: FleetsimConfig, master: str | None = None, ui: bool = Tru
 
     # The JVM reads this at launch: Spark's web UI binds 0.0.0.0 unless it is set.
     os.environ["SPARK_LOCAL_IP"] = cfg.spark.bind_address
+    # The raw flow's writer runs in Python workers on the executors (executor_sink.py): they need
+    # this interpreter's packages (fleetsim, psycopg2, pyarrow), not the first python3 on PATH.
+    # SparkContext reads the variable when it starts (the spark.pyspark.python conf it does not).
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     write_pools(pools_file(cfg))
     builder = SparkSession.builder
     for key, value in session_conf(cfg, master, ui).items():

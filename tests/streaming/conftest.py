@@ -18,11 +18,14 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     import os
+    import sys
 
     from pyspark.sql import SparkSession
 
     jars = sorted((REPO / ".cache" / "jvm" / "spark-kafka").glob("*.jar"))
     os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
+    # Python workers (mapInArrow: the executor-side raw writer) need the venv's packages.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = (
         SparkSession.builder.master("local[2]")
         .appName("fleetsim-tests")
