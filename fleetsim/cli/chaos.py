@@ -10,12 +10,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fleetsim.chaos import ChaosError
 from fleetsim.chaos.runner import CampaignOptions, check_options, new_run_id, run_campaign
 from fleetsim.chaos.schedule import DEFAULT_KINDS, KINDS
 from fleetsim.experiments.store import record_chaos_run
 from fleetsim.kernel.config import FleetsimConfig
-from fleetsim.kernel.errors import ExperimentError
+from fleetsim.kernel.errors import FleetsimError
 from fleetsim.kernel.timespec import parse_duration
 
 log = logging.getLogger("fleetsim.chaos")
@@ -92,7 +91,7 @@ def cmd_chaos(args: argparse.Namespace, cfg: FleetsimConfig) -> int:
         # The dashboard of the *running* stack lists the run; the campaign's own stack is gone.
         try:
             record_chaos_run(cfg, report)
-        except (ExperimentError, ChaosError) as exc:
+        except FleetsimError as exc:  # no running stack, no secrets yet: the report stands alone
             _progress(f"not listed on the dashboard ({exc}); start the stack's PostgreSQL to list runs")
     if args.json:
         print(json.dumps(report, indent=2, default=str))

@@ -143,7 +143,8 @@ def test_kafka_killed_five_times_in_a_row_loses_nothing(pipe: Pipeline) -> None:
     pub.start()
     back_s: list[float] = []
     try:
-        wait_until(lambda: _stored(pipe, pub) > 300, 120, what="rows of this drill to land")
+        # 300 s: a cold first batch took 66 s on the 2-core machine shared with other Spark runs.
+        wait_until(lambda: _stored(pipe, pub) > 300, 300, what="rows of this drill to land")
         for _ in range(5):
             pid = kafka.pid()
             assert pid is not None
