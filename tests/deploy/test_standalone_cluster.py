@@ -1,7 +1,9 @@
 """The cluster code path for real: ``fleetsim stream --master spark://...`` on a Spark standalone
-master + worker started from the venv's pyspark (1 core, 1 GiB executor), real Kafka and
-PostgreSQL. Contract messages produced to Kafka must land in ``sensor_data``; the Master UI must
-list the application with cores granted on the worker, and SIGTERM must stop it cleanly.
+master + worker started from the venv's pyspark (2 cores, two 1-core executors of 512 MiB), real
+Kafka and PostgreSQL. Contract messages produced to Kafka must land in ``sensor_data``, written by
+more than one executor (the raw sink runs in the executors, each task its own Kafka partition);
+the Master UI must list the application with cores granted on the worker, and SIGTERM must stop it
+cleanly.
 """
 
 from __future__ import annotations
@@ -19,16 +21,20 @@ from typing import Any
 
 import pytest
 
+from fleetsim.cloud.streaming.executor_sink import WRITER_APP_PREFIX
 from fleetsim.kernel.clients import kafka_python_kwargs, pg_connect
 from fleetsim.kernel.config import FleetsimConfig, config_to_env
 from fleetsim.kernel.contract import KafkaHeader, Reading, telemetry_topic
 from fleetsim.stack import process
-from fleetsim.stack.spark_standalone import SparkStandalone
+from fleetsim.stack.spark_standalone import SparkStandalone, WorkerSize
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark]
 
-DEVICES = 3
+DEVICES = 24
+"""Enough devices that every one of the topic's 4 partitions holds some (keyed by device id)."""
 READINGS_PER_DEVICE = 4
+EXECUTOR_DEFAULTS = "spark.executor.cores 1\nspark.executor.memory 512m\n"
+"""Two executors on the 2-core, 1 GiB worker (the driver reads them from its spark-defaults.conf)."""
 LAND_TIMEOUT_S = 300.0
 """Generous on purpose: the first micro-batch on a cluster waits for an executor JVM; on a loaded
 shared 2-core machine the JVMs alone took ~2 min. An unloaded run lands in well under a minute."""
@@ -36,7 +42,7 @@ shared 2-core machine the JVMs alone took ~2 min. An unloaded run lands in well 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkStandalone]:
-    spark = SparkStandalone(tmp_path_factory.mktemp("spark-cluster"))
+    spark = SparkStandalone(tmp_path_factory.mktemp("spark-cluster"), size=WorkerSize(cores=2, memory="1g"))
     spark.start(timeout_s=90)
     try:
         yield spark
@@ -71,6 +77,20 @@ def landed(cfg: FleetsimConfig, prefix: str) -> set[tuple[str, int]]:
         with conn.cursor() as cur:
             cur.execute("SELECT device_id, seq FROM sensor_data WHERE device_id LIKE %s", (prefix + "%",))
             return {(str(d), int(s)) for d, s in cur.fetchall()}
+    finally:
+        conn.close()
+
+
+def raw_writers(cfg: FleetsimConfig) -> set[str]:
+    """Executor-side raw writers connected now (application_name: prefix + host:executor daemon pid)."""
+    conn = pg_connect(cfg, "admin")
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT DISTINCT application_name FROM pg_stat_activity WHERE application_name LIKE %s",
+                (WRITER_APP_PREFIX + "%",),
+            )
+            return {str(r[0]) for r in cur.fetchall()}
     finally:
         conn.close()
 
@@ -131,7 +151,10 @@ def test_stream_job_runs_on_a_standalone_cluster(
 
     # Same command as the compose `stream` service; the config travels in the environment only.
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETSIM_")}
-    env.update(config_to_env(cfg), PYSPARK_PYTHON=sys.executable)
+    conf_dir = tmp_path / "spark-conf"
+    conf_dir.mkdir()
+    (conf_dir / "spark-defaults.conf").write_text(EXECUTOR_DEFAULTS, encoding="utf-8")
+    env.update(config_to_env(cfg), PYSPARK_PYTHON=sys.executable, SPARK_CONF_DIR=str(conf_dir))
     log = tmp_path / "stream.log"
     with log.open("wb") as out:
         job = subprocess.Popen(
@@ -140,9 +163,17 @@ def test_stream_job_runs_on_a_standalone_cluster(
         )  # fmt: skip
     try:
         want = {(r.device_id, r.seq) for r in readings}
-        got = wait_until(lambda: landed(cfg, prefix) >= want, LAND_TIMEOUT_S, job, log)
+        writers: set[str] = set()
+
+        def all_landed() -> bool:
+            writers.update(raw_writers(cfg))  # seen while the job runs: connections of the executors
+            return landed(cfg, prefix) >= want
+
+        got = wait_until(all_landed, LAND_TIMEOUT_S, job, log)
         assert got, f"rows in sensor_data: {sorted(landed(cfg, prefix))}\n{log_summary(log)}"
         assert landed(cfg, prefix) == want, "exactly the produced readings, no duplicates or strays"
+        writers.update(raw_writers(cfg))
+        assert len(writers) >= 2, f"rows written by more than one executor, saw {writers}"
 
         apps = [a for a in cluster.active_apps() if a.get("name") == cfg.spark.app_name]
         assert len(apps) == 1, f"Master UI lists {cluster.active_apps()}"
