@@ -133,3 +133,34 @@ def test_late_rows_are_left_out_of_windows_by_their_arrival(spark: Any, tmp_path
     assert ("device", "f", "12:10") not in out
     assert out[("site", "s1", "12:00")] == 3
     assert dropped == 0  # Spark's watermark only evicts: every left-out row is the rule's
+
+
+def test_on_time_rule_per_record(spark: Any) -> None:
+    """The rule both flows share, on a plain DataFrame: late iff it reached Kafka more than the
+    lateness bound after its own time (exactly the bound is on time); window time capped at
+    arrival + skew bound; a reject is never a reading."""
+    from datetime import UTC, datetime, timedelta
+
+    from stream_data import BROKER_TS, kafka_df
+
+    from fleetsim.cloud.streaming.parse import on_time_readings
+
+    def at(delta_s: float) -> str:
+        return (BROKER_TS + timedelta(seconds=delta_s)).isoformat().replace("+00:00", "Z")
+
+    payloads = [
+        reading("a", at(-120), 1),  # exactly 2 min before arrival: on time
+        reading("a", at(-120.001), 2),  # late
+        reading("a", at(600), 3),  # 10 min ahead: windowed at arrival + 60 s
+        reading("a", at(30), 4),  # ahead within the bound: its own time
+        reading("a", at(0), -1),  # reject (seq < 0)
+    ]
+    rows = on_time_readings(
+        parse_telemetry(kafka_df(spark, payloads)), timedelta(minutes=2), timedelta(seconds=60)
+    ).collect()
+    got = {r.seq: (r.ts.astimezone(UTC), r.wts.astimezone(UTC)) for r in rows}
+    arrival = BROKER_TS.astimezone(UTC)
+    assert set(got) == {1, 3, 4}
+    assert got[3] == (arrival + timedelta(minutes=10), arrival + timedelta(seconds=60))
+    assert got[4][0] == got[4][1] == arrival + timedelta(seconds=30)
+    assert isinstance(got[1][0], datetime)
