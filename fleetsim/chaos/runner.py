@@ -153,10 +153,12 @@ def run_campaign(
             pub.finish(ack_timeout_s=300)
             t_drain = time.monotonic()
             ledger = Ledger.of(pub, storm)
-            verdict = drain(p.cfg, ledger, timeout_s=900, stuck_s=180)
+            # A loaded machine can leave the job minutes behind the load: the drain ends on no
+            # progress for 3 min, not on the clock (the long bound only stops a crawl).
+            verdict = drain(p.cfg, ledger, timeout_s=900 + 2 * opts.duration_s, stuck_s=180)
             drain_s = round(time.monotonic() - t_drain, 1)
             say(f"drained in {drain_s:g} s: {verdict.summary()}")
-            aggs = wait_aggregates(p.cfg, ledger.devices, timeout_s=240)
+            aggs = wait_aggregates(p.cfg, ledger.devices, timeout_s=240 + opts.duration_s / 2)
             alerts = wait_alerts(p.cfg, pub.device_faults, pub.acked, timeout_s=60)
             stop_sampling.set()
             batches = query(

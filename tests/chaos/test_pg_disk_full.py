@@ -61,6 +61,7 @@ def _rows(cfg: FleetsimConfig, devices: list[str]) -> int:
     return sum(len(v) for v in stored_counts(cfg, devices).values())
 
 
+@pytest.mark.slow  # its own pipeline with Spark (~3 min): `make test-slow`
 def test_disk_full_postgres_stops_the_job_writing_and_it_resumes_without_loss(
     fleet_cfg: FleetsimConfig, tmp_path: Path
 ) -> None:

@@ -133,6 +133,9 @@ def test_kafka_paused_30s_then_killed_loses_nothing(pipe: Pipeline) -> None:
     assert v.acked > 30 * RATE, v.summary()  # it kept publishing through both faults
 
 
+# `make test-slow` (~2 min of Kafka restarts): `make test` keeps drill 2's kill -9 and the short
+# chaos campaign, whose schedule kills Kafka too.
+@pytest.mark.slow
 def test_kafka_killed_five_times_in_a_row_loses_nothing(pipe: Pipeline) -> None:
     """kill -9 the broker, restart it on the same data directory as soon as it is up, five times,
     while the load runs: each restart recovers the log of a broker killed mid-recovery of the last
