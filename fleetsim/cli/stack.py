@@ -127,11 +127,15 @@ def run_status(args: argparse.Namespace, cfg: FleetsimConfig) -> int:
             print(lifecycle.format_table(rows))
         return 0
     rows = cluster.status(cfg)
-    try:
-        parts: list[Any] = cluster.partitions(cfg)
-        parts_error = ""
-    except Exception as exc:  # no broker answers: say so, the process table still tells the rest
-        parts, parts_error = [], f"no Kafka broker answers: {exc}"
+    parts: list[Any] = []
+    parts_error = ""
+    if not any(r["state"] == "up" for r in rows if r["name"].startswith("kafka-")):
+        parts_error = "no Kafka broker is up: no partition table"
+    else:
+        try:
+            parts = cluster.partitions(cfg)
+        except Exception as exc:  # no broker answers: say so, the process table tells the rest
+            parts_error = f"no Kafka broker answers: {exc}"
     pcfg = cluster.profile_config(cfg)
     if args.json:
         cdoc: dict[str, Any] = {
