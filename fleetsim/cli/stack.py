@@ -91,10 +91,11 @@ def run_up(args: argparse.Namespace, cfg: FleetsimConfig) -> int:
 
 
 def run_down(args: argparse.Namespace, cfg: FleetsimConfig) -> int:
-    if args.profile == "cluster":
-        cluster.down(cfg)
-    else:
+    if args.profile != "cluster":
         lifecycle.down(cfg)
+    # Either way, every process of the cluster profile too: a plain `down` must not leave brokers,
+    # Spark daemons or extra bridges running because the stack was started with --profile cluster.
+    cluster.down(cfg)
     print(f"fleetsim down --profile {args.profile}: everything stopped")
     return 0
 
