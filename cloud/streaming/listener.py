@@ -1,8 +1,11 @@
 """StreamingQueryListener -> pipeline_metrics rows + Prometheus gauges.
 
-The batch handlers write what only they know (write time, event-to-row latency, malformed rows)
-inside their batch transaction; this listener merges Spark's own figures into the same row
-(input rows and rates, trigger duration, watermark, rows dropped by the watermark).
+The windowed and dead-letter handlers write what only they know (write time) inside their batch
+transaction; the raw flow's writers run in the executors, one transaction per task, and report their
+figures (rows written, write time, event-to-row latency, malformed rows) through the query's observed
+metrics, which this listener turns into the batch's row and the Prometheus counters. It also merges
+Spark's own figures into the same row (input rows and rates, trigger duration, watermark, rows
+dropped by the watermark).
 """
 
 from __future__ import annotations
