@@ -179,7 +179,8 @@ def main() -> None:
     ap.add_argument("--sync-progress", action="store_true", help="no async progress tracking")
     ap.add_argument("--conf", action="append", default=[], help="extra Spark conf key=value")
     args = ap.parse_args()
-    StreamJob.raw_sink = "driver" if args.driver_sink else "executor"
+    if args.driver_sink:
+        args.set.append("spark.raw_sink=driver")
     StreamJob.async_progress = not args.sync_progress
     for kv in args.conf:
         k, v = kv.split("=", 1)

@@ -60,9 +60,6 @@ def data_loss_detail(error_text: str) -> str | None:
 class StreamJob:
     """The streaming job: ``start()``, then ``run_until(stop_event)`` or ``stop()``."""
 
-    raw_sink: str = "executor"
-    """``executor``: each task writes its partition (mapInArrow + noop sink); ``driver``: the
-    former foreachBatch path (collect to the driver, one connection)."""
     async_progress: bool = True
     """Asynchronous progress tracking for the executor-side raw query (offset and commit logs
     written off the batch's critical path; replays after a crash are absorbed by the keys)."""
@@ -110,7 +107,7 @@ class StreamJob:
 
     # ------------------------------------------------------------------ handlers
     def handle_raw(self, batch_df: Any, batch_id: int) -> None:
-        """The driver-side raw sink (``raw_sink = "driver"``): collect the batch as Arrow, one
+        """The driver-side raw sink (``spark.raw_sink = "driver"``): collect the batch as Arrow, one
         transaction over one connection. Kept for comparison (bench) and as a fallback."""
         table = batch_df.toArrow()
         batch = split_raw(table)
@@ -163,7 +160,7 @@ class StreamJob:
             raw = flows.raw_lines(
                 self.kafka_stream(k.telemetry_topic), self.cfg.alerts, registry=self.registry()
             )
-            if self.raw_sink == "driver":
+            if self.cfg.spark.raw_sink == "driver":
                 return raw, self.handle_raw, "append"
             # No shuffle before the writer: a task is one Kafka partition, i.e. whole devices.
             return observed(raw.mapInArrow(RawPartitionWriter(self.cfg), STATS_DDL)), None, "append"
