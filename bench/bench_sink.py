@@ -102,8 +102,11 @@ def _kafka_batch(spark: Any, rows: int, devices: int) -> Any:
         F.array(
             F.struct(F.lit("received_at").alias("key"), F.lit(str(base_ms)).cast("binary").alias("value"))
         ).alias("headers"),
-    ).repartitionByRange(KAFKA_PARTITIONS, "partition")
-    df = df.cache()
+    )
+    # Exactly one Kafka partition per Spark partition, as the Kafka source reads them (range or hash
+    # repartitioning of 4 values leaves some partitions empty and others double).
+    by_partition = df.rdd.keyBy(lambda r: r["partition"]).partitionBy(KAFKA_PARTITIONS, lambda p: p).values()
+    df = spark.createDataFrame(by_partition, df.schema).cache()
     df.count()
     return df
 
