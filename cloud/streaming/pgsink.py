@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any, Final
 
-from psycopg2 import sql
+from psycopg2 import errors, sql
 
 from fleetsim.cloud.streaming import history_sql, lateness
 from fleetsim.cloud.streaming.parse import READING_COLUMNS
@@ -257,10 +257,16 @@ class PgSink:
             return
         conn = self.conn()
         try:
-            with conn.cursor() as cur:
-                for day in days:
-                    cur.execute("SELECT ensure_sensor_data_partition(%s)", (day,))
-            conn.commit()
+            for day in days:
+                try:
+                    with conn.cursor() as cur:
+                        cur.execute("SELECT ensure_sensor_data_partition(%s)", (day,))
+                    conn.commit()
+                except errors.DuplicateTable:
+                    # Another partition writer of the same batch created it first: the function's
+                    # re-check after its advisory lock can miss a table committed meanwhile (an
+                    # advisory lock does not refresh the catalog cache). The partition exists.
+                    conn.rollback()
         except Exception as exc:
             raise self._fail("creating partitions", exc) from exc
 

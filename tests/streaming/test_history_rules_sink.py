@@ -99,3 +99,41 @@ def test_partition_writer_detects_the_same_as_the_driver_sink_and_a_replay_adds_
     assert sum(s["inserted"] for s in again) == 0
     assert sum(s["alerts"] for s in again) == 0
     assert _admin(sink_cfg, "SELECT count(*) FROM sensor_data")[0][0] == len(lines)
+
+
+def test_partition_created_by_a_concurrent_writer_is_not_an_error(sink_cfg: FleetsimConfig) -> None:
+    """Two partition writers of one batch need the same new day partition: the one that waited for
+    the other's creation must carry on (it used to fail with 'relation already exists')."""
+    import random
+    import threading
+    from datetime import date
+
+    from fleetsim.kernel.clients import pg_connect
+
+    day = date(2031, 1, 1) + timedelta(days=random.randrange(3000))
+    first = pg_connect(sink_cfg, "writer")
+    sink = PgSink(sink_cfg, "raw")
+    errors: list[Exception] = []
+
+    def second() -> None:
+        try:
+            sink.ensure_partitions([day])
+        except Exception as exc:  # the assertion below reports it
+            errors.append(exc)
+
+    try:
+        with first.cursor() as cur:
+            cur.execute("SELECT ensure_sensor_data_partition(%s)", (day,))  # created, not committed
+        waiter = threading.Thread(target=second)
+        waiter.start()
+        waiter.join(1.0)  # blocked on the creator's lock
+        first.commit()
+        waiter.join(30.0)
+        assert not waiter.is_alive()
+        assert errors == []
+        part = f"sensor_data_{day:%Y%m%d}"
+        assert _admin(sink_cfg, "SELECT to_regclass(%s) IS NOT NULL", (part,)) == [(True,)]
+    finally:
+        first.close()
+        sink.close()
+        _admin(sink_cfg, f"DROP TABLE IF EXISTS sensor_data_{day:%Y%m%d}")
