@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from fleetsim.chaos import ChaosError
 from fleetsim.chaos.pipeline import wait_until
 from fleetsim.kernel.clients import mqtt_client, mqtt_connect, pg_connect
 from fleetsim.kernel.config import FleetsimConfig
@@ -59,6 +60,14 @@ class Ledger:
                 out.sent[dev] |= src.sent.get(dev, set())
                 out.acked[dev] |= src.acked.get(dev, set())
         return out
+
+
+MAX_OUTSTANDING = 50_000
+"""Publishes handed to paho and not yet acknowledged, at most. paho numbers messages 1..65535 and
+reuses a number without checking, and keys its out-queue by it: past 65,535 outstanding (33 s of a
+2k msg/s load queued through an outage) a new publish silently replaces an old one in the queue,
+which is then never sent nor acknowledged. The publisher waits instead, as a device whose buffer is
+full would (found by the 30-minute campaign: the load ended with publishes that were never acked)."""
 
 
 class TruthPublisher(threading.Thread):
@@ -132,6 +141,8 @@ class TruthPublisher(threading.Thread):
             seq = 0
             while not self._stop_evt.is_set():
                 for dev in self.devices:
+                    while len(self._pending) >= MAX_OUTSTANDING and not self._stop_evt.is_set():
+                        time.sleep(0.05)  # backpressure: see MAX_OUTSTANDING
                     fault = None
                     if self._fault_queue:
                         with self._lock:
@@ -173,15 +184,24 @@ class TruthPublisher(threading.Thread):
         with self._lock:
             return {dev: set(seqs) for dev, seqs in self.acked.items()}
 
-    def finish(self, ack_timeout_s: float = 120.0) -> None:
-        """Stop publishing and wait until the broker acknowledged everything sent."""
+    def finish(self, ack_timeout_s: float = 120.0, *, strict: bool = True) -> int:
+        """Stop publishing and wait until the broker acknowledged everything sent; returns how many
+        publishes stayed unacknowledged. ``strict``: that must be none (a drill's precondition); a
+        campaign passes ``strict=False`` and reports them (the promise covers acked readings only)."""
         self._stop_evt.set()
         self.join(timeout=30)
         if self.error is not None:
             raise RuntimeError("the truth publisher failed") from self.error
-        wait_until(lambda: self.n_acked >= self.n_sent, ack_timeout_s, what="the broker to ack every publish")
+        try:
+            wait_until(
+                lambda: self.n_acked >= self.n_sent, ack_timeout_s, what="the broker to ack every publish"
+            )
+        except ChaosError:
+            if strict:
+                raise
         self.client.disconnect()
         self.client.loop_stop()
+        return self.n_sent - self.n_acked
 
 
 # ------------------------------------------------------------------------------------ checker

@@ -150,7 +150,7 @@ def run_campaign(
             nemesis.stop()
             nemesis.heal_all()
             say("load stopping; waiting for every publish to be acknowledged")
-            pub.finish(ack_timeout_s=300)
+            unacked = pub.finish(ack_timeout_s=300, strict=False)
             t_drain = time.monotonic()
             ledger = Ledger.of(pub, storm)
             # A loaded machine can leave the job minutes behind the load: the drain ends on no
@@ -191,7 +191,7 @@ def run_campaign(
         "events": events,
         "unplanned_restarts": unplanned,
         "nemesis_errors": errors,
-        "checker": verdict.figures(),
+        "checker": {**verdict.figures(), "unacked": unacked},
         "checker_summary": verdict.summary(),
         "storm": {"devices": len(storm.devices), "storms": storm_figures},
         "aggregates": {**asdict(aggs), "exact": aggs.exact},
