@@ -175,12 +175,11 @@ def main() -> None:
     ap.add_argument("--devices", type=int, default=50)
     ap.add_argument("--warmup", type=float, default=20.0)
     ap.add_argument("--set", action="append", default=[], help="config override key=value")
-    ap.add_argument("--driver-sink", action="store_true", help="the former foreachBatch raw sink")
+    ap.add_argument("--raw-sink", choices=("driver", "executor"), default="driver", help="spark.raw_sink")
     ap.add_argument("--sync-progress", action="store_true", help="no async progress tracking")
     ap.add_argument("--conf", action="append", default=[], help="extra Spark conf key=value")
     args = ap.parse_args()
-    if args.driver_sink:
-        args.set.append("spark.raw_sink=driver")
+    args.set.append(f"spark.raw_sink={args.raw_sink}")
     StreamJob.async_progress = not args.sync_progress
     for kv in args.conf:
         k, v = kv.split("=", 1)

@@ -185,10 +185,12 @@ class SparkConfig(_Section):
     app_name: str = "fleetsim-stream"
     trigger_interval_s: float = Field(1.0, gt=0, le=3600)
     """Micro-batch trigger interval of the raw flow (rows and immediate alerts), in seconds."""
-    raw_sink: Literal["executor", "driver"] = "executor"
-    """Where the raw flow writes PostgreSQL: ``executor`` (each task its own Kafka partition, noop
-    sink, asynchronous progress tracking; the executors' Python needs fleetsim) or ``driver`` (the
-    former foreachBatch path: the batch collected to the driver, one transaction)."""
+    raw_sink: Literal["executor", "driver"] = "driver"
+    """Where the raw flow writes PostgreSQL: ``driver`` (foreachBatch: the batch collected to the
+    driver, one transaction; the lower fixed cost per batch on one small machine) or ``executor``
+    (each task its own Kafka partition, noop sink, asynchronous progress tracking: write capacity
+    that grows with executors, for a cluster; the executors' Python needs fleetsim). See
+    docs/streaming.md, "Raw sink in the executors"."""
     agg_trigger_interval_s: float = Field(30.0, gt=0, le=3600)
     """Trigger interval of the sliding-window and dead-letter queries, in seconds. A windowed
     micro-batch cost ~10 s of wall time at 500 msg/s on 2 shared cores whether it held 5 or 30

@@ -137,6 +137,7 @@ def test_stream_job_runs_on_a_standalone_cluster(
             "spark.master_ui_url": cluster.master_ui_url,
             "spark.shuffle_partitions": 2,
             "spark.driver_memory": "512m",
+            "spark.raw_sink": "executor",  # the cluster's way: every executor writes its partitions
         }
     )
     prefix = f"cluster-{uuid.uuid4().hex[:8]}-"
