@@ -120,6 +120,7 @@ class RawPartitionWriter:
         self.cfg = cfg
 
     def __call__(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        # Runs in the executor's Python worker, where TaskContext exists only inside a task.
         from pyspark import TaskContext
 
         ctx = TaskContext.get()
@@ -160,6 +161,7 @@ def observed(stats_df: Any) -> Any:
 
     Latency percentiles of a batch are the largest of its tasks' (an upper bound of the batch's).
     """
+    # pyspark loads only inside Spark (the driver and its executors), never on import.
     from pyspark.sql import functions as F
 
     return stats_df.observe(

@@ -367,6 +367,7 @@ class AggVerdict:
 
 
 def _seconds(spark_interval: str) -> float:
+    # Local to the one helper that parses a duration (kept out of the checker's import surface).
     from fleetsim.kernel.timespec import parse_duration
 
     num, _, unit = spark_interval.strip().partition(" ")

@@ -186,6 +186,7 @@ def pipeline(
     ``kafka.advertised_port``). ``overrides`` apply to the engines as well (e.g.
     ``mqtt.max_queued_messages``).
     """
+    # The stack (and its engine launchers) loads only when a pipeline is really started.
     from fleetsim.stack import dedicated
     from fleetsim.stack.kafka import ensure_topics
 

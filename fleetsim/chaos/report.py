@@ -91,6 +91,7 @@ def summary_markdown(report: dict[str, Any]) -> str:
 def timeline_png(report: dict[str, Any], path: Path) -> Path:
     """Three panels over campaign time: fault spans per target, throughput (acked by the broker,
     stored by the raw query), and the raw batches' event-to-row latency (p50/p95)."""
+    # matplotlib costs ~0.5 s to import; only the report's PNG needs it.
     import matplotlib
 
     matplotlib.use("Agg")  # headless

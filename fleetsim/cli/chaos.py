@@ -69,8 +69,10 @@ def _progress(msg: str) -> None:
 
 
 def cmd_chaos(args: argparse.Namespace, cfg: FleetsimConfig) -> int:
+    # Command-local imports keep `fleetsim --help` and other commands' start-up cheap.
     from datetime import UTC, datetime
 
+    # The chaos package (and through it the stack) loads only for this command.
     from fleetsim.chaos.report import summary_markdown
 
     opts = CampaignOptions(
