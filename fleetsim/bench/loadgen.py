@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fleetsim.chaos.mqtt_raw import mqtt_string, varint
 from fleetsim.kernel.clients import mqtt_credentials
 from fleetsim.kernel.config import FleetsimConfig, load_config
 from fleetsim.kernel.contract import encode_reading, format_ts_ms, telemetry_topic
@@ -38,32 +39,18 @@ class LoadGenError(FleetsimError):
     """The load generator could not connect or lost its connection to the broker."""
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        n, digit = divmod(n, 128)
-        out.append(digit | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _string(s: str) -> bytes:
-    b = s.encode()
-    return struct.pack(">H", len(b)) + b
-
-
 def connect_packet(client_id: str, user: str, password: str, keepalive_s: int = 60) -> bytes:
     """MQTT 3.1.1 CONNECT, clean session, user name and password."""
-    var = _string("MQTT") + bytes([4, 0xC2]) + struct.pack(">H", keepalive_s)
-    payload = _string(client_id) + _string(user) + _string(password)
+    var = mqtt_string("MQTT") + bytes([4, 0xC2]) + struct.pack(">H", keepalive_s)
+    payload = mqtt_string(client_id) + mqtt_string(user) + mqtt_string(password)
     body = var + payload
-    return b"\x10" + _varint(len(body)) + body
+    return b"\x10" + varint(len(body)) + body
 
 
 def publish_packet(topic_bytes: bytes, packet_id: int, payload: bytes) -> bytes:
     """PUBLISH at QoS 1 (``topic_bytes`` already length-prefixed)."""
     n = len(topic_bytes) + 2 + len(payload)
-    return b"\x32" + _varint(n) + topic_bytes + struct.pack(">H", packet_id) + payload
+    return b"\x32" + varint(n) + topic_bytes + struct.pack(">H", packet_id) + payload
 
 
 @dataclass
@@ -88,7 +75,7 @@ class LoadGen:
     ) -> None:
         self.cfg, self.rate, self.duration_s = cfg, rate, duration_s
         self.ids = [f"{prefix}-{i:06d}" for i in range(devices)]
-        self.topics = [_string(telemetry_topic(d)) for d in self.ids]
+        self.topics = [mqtt_string(telemetry_topic(d)) for d in self.ids]
         self.seq_base = int(time.time() * 1000)
         self.sent = [0] * devices
         self.acked = [0] * devices

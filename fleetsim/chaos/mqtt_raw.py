@@ -18,7 +18,8 @@ NOT_AUTHORIZED = 0x87
 NO_MATCHING_SUBSCRIBERS = 0x10
 
 
-def _varint(n: int) -> bytes:
+def varint(n: int) -> bytes:
+    """MQTT variable-byte integer."""
     out = bytearray()
     while True:
         n, digit = divmod(n, 128)
@@ -27,7 +28,8 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
-def _string(s: str) -> bytes:
+def mqtt_string(s: str) -> bytes:
+    """MQTT UTF-8 string: two-byte length, then the bytes."""
     b = s.encode()
     return len(b).to_bytes(2, "big") + b
 
@@ -39,16 +41,16 @@ def puback_code(
     if username is None or password is None:
         username, password = mqtt_credentials(cfg, "sim")
     connect = (
-        _string("MQTT") + bytes([5, 0xC2]) + (30).to_bytes(2, "big") + _varint(0)
-        + _string(f"raw-{time.monotonic_ns() % 10**9}") + _string(username) + _string(password)
+        mqtt_string("MQTT") + bytes([5, 0xC2]) + (30).to_bytes(2, "big") + varint(0)
+        + mqtt_string(f"raw-{time.monotonic_ns() % 10**9}") + mqtt_string(username) + mqtt_string(password)
     )  # fmt: skip
-    publish = _string(topic) + (1).to_bytes(2, "big") + _varint(0) + payload
+    publish = mqtt_string(topic) + (1).to_bytes(2, "big") + varint(0) + payload
     with socket.create_connection((cfg.mqtt.host, cfg.mqtt.port), timeout=10) as sock:
-        sock.sendall(b"\x10" + _varint(len(connect)) + connect)
+        sock.sendall(b"\x10" + varint(len(connect)) + connect)
         connack = sock.recv(64)
         if connack[:1] != b"\x20" or connack[3] != 0:
             raise ConnectionRefusedError(f"CONNACK {connack!r}")
-        sock.sendall(b"\x32" + _varint(len(publish)) + publish)
+        sock.sendall(b"\x32" + varint(len(publish)) + publish)
         puback = sock.recv(64)
     if puback[:1] != b"\x40" or puback[2:4] != (1).to_bytes(2, "big"):
         raise ConnectionError(f"expected PUBACK for packet 1, got {puback!r}")
@@ -62,16 +64,16 @@ def connect_packet(client_id: str, username: str, password: str, *, session_expi
     flags = 0xC0 | (0x02 if session_expiry_s == 0 else 0x00)
     props = b"\x11" + session_expiry_s.to_bytes(4, "big") if session_expiry_s else b""
     body = (
-        _string("MQTT") + bytes([5, flags]) + keepalive_s.to_bytes(2, "big") + _varint(len(props)) + props
-        + _string(client_id) + _string(username) + _string(password)
+        mqtt_string("MQTT") + bytes([5, flags]) + keepalive_s.to_bytes(2, "big") + varint(len(props)) + props
+        + mqtt_string(client_id) + mqtt_string(username) + mqtt_string(password)
     )  # fmt: skip
-    return b"\x10" + _varint(len(body)) + body
+    return b"\x10" + varint(len(body)) + body
 
 
 def publish_packet(topic: str, packet_id: int, payload: bytes) -> bytes:
     """PUBLISH at QoS 1 without properties."""
-    body = _string(topic) + packet_id.to_bytes(2, "big") + _varint(0) + payload
-    return b"\x32" + _varint(len(body)) + body
+    body = mqtt_string(topic) + packet_id.to_bytes(2, "big") + varint(0) + payload
+    return b"\x32" + varint(len(body)) + body
 
 
 DISCONNECT = b"\xe0\x00"
