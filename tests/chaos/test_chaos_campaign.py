@@ -47,7 +47,8 @@ def test_short_seeded_campaign_loses_nothing_and_is_listed(
     fleet_cfg: FleetsimConfig, postgres: FleetsimConfig, tmp_path: Path
 ) -> None:
     """``make test``: 60 s at 300 msg/s, 6 overlapping faults of six kinds (seed 8)."""
-    out = tmp_path / "campaign"
+    # Short: PostgreSQL's socket path under it must stay within 107 bytes.
+    out = tmp_path / "c"
     opts = CampaignOptions(duration_s=60, rate=300, seed=8, devices=10, faults_per_minute=6)
     rep = run_campaign(fleet_cfg, out, opts)
     _line(rep)
@@ -65,7 +66,8 @@ def test_short_seeded_campaign_loses_nothing_and_is_listed(
 @pytest.mark.slow
 def test_thirty_minute_campaign_at_2k_msgs_loses_nothing(fleet_cfg: FleetsimConfig, tmp_path: Path) -> None:
     """``make test-slow``: 30 min at 2,000 msg/s, >= 40 overlapping faults of every kind (seed 42)."""
-    out = tmp_path / "campaign"
+    # Short: PostgreSQL's socket path under it must stay within 107 bytes.
+    out = tmp_path / "c"
     opts = CampaignOptions(duration_s=1800, rate=2000, seed=42, devices=50, faults_per_minute=2)
     rep = run_campaign(fleet_cfg, out, opts)
     _line(rep)
