@@ -48,6 +48,17 @@ def spark_home() -> Path:
     return home
 
 
+def master_state(ui_url: str, timeout_s: float = 2.0) -> dict[str, Any]:
+    """A standalone master's ``/json/`` document (status, workers, active and completed apps)."""
+    url = f"{ui_url}/json/"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as resp:  # noqa: S310 - fixed http URL
+            data: dict[str, Any] = json.load(resp)
+    except (OSError, urllib.error.URLError, json.JSONDecodeError) as exc:
+        raise StackError(f"Spark master UI {url} did not answer: {exc}") from exc
+    return data
+
+
 @dataclass(frozen=True)
 class ClusterPorts:
     """Every port the cluster binds on the loopback interface."""
@@ -179,13 +190,7 @@ class SparkStandalone:
     # ------------------------------------------------------------------ queries
     def master_state(self, timeout_s: float = 2.0) -> dict[str, Any]:
         """The master's ``/json/`` document (status, workers, active and completed apps)."""
-        url = f"{self.master_ui_url}/json/"
-        try:
-            with urllib.request.urlopen(url, timeout=timeout_s) as resp:  # noqa: S310 - fixed http URL
-                data: dict[str, Any] = json.load(resp)
-        except (OSError, urllib.error.URLError, json.JSONDecodeError) as exc:
-            raise StackError(f"Spark master UI {url} did not answer: {exc}") from exc
-        return data
+        return master_state(self.master_ui_url, timeout_s)
 
     def alive_workers(self) -> list[dict[str, Any]]:
         return [w for w in self.master_state().get("workers", []) if w.get("state") == "ALIVE"]
