@@ -54,7 +54,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
-from fleetsim.edge.mqtt_wire import can_write, write_qos0_batch
+from fleetsim.edge.mqtt_wire import can_write, unwritten, write_qos0_batch
 from fleetsim.kernel.clients import mqtt_client, mqtt_connect
 from fleetsim.kernel.config import FleetsimConfig
 from fleetsim.kernel.contract import CONTROL_FILTER, ContractError, ControlCommand, DeviceState, status_topic
@@ -368,16 +368,22 @@ class MqttPublisher:
 
     # ---------------------------------------------------------------------------- shutdown
     def drain(self, timeout_s: float = 30.0) -> bool:
-        """Wait until every accepted message completed; False on timeout."""
+        """Wait until every accepted message completed; False on timeout.
+
+        A batched QoS 0 message counts as completed once framed, but the socket may have taken
+        only part of its batch: inline, the wait also lasts until paho has written the rest."""
         deadline = time.monotonic() + timeout_s
-        while self._sent - self._done > 0 and time.monotonic() < deadline:
+        while self._pending() and time.monotonic() < deadline:
             if not self._connected:
                 return False
             if self.inline:
                 self.main.loop(0.01)
             else:
                 time.sleep(0.01)
-        return self._sent - self._done <= 0
+        return not self._pending()
+
+    def _pending(self) -> bool:
+        return self._sent - self._done > 0 or (self.inline and unwritten(self.main))
 
     def close(self, graceful: bool = True) -> None:
         """Mark the fleet offline, disconnect every client and stop paho's threads."""

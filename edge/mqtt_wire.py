@@ -39,6 +39,11 @@ def can_write(client: Any) -> bool:
     return not client._out_packet and client.socket() is not None
 
 
+def unwritten(client: Any) -> bool:
+    """Whether paho still holds bytes it has not written (a batch's tail among them)."""
+    return bool(client._out_packet)
+
+
 def write_qos0_batch(client: Any, items: list[tuple[str, str, bytes]], *, v5: bool) -> None:
     """Write ``(device_id, topic, payload)`` items as QoS 0 PUBLISH packets (see :func:`can_write`).
     Raises OSError when the socket fails (nothing of the batch counts as sent)."""
