@@ -62,6 +62,8 @@ class _Conn:
     lock: threading.Lock = field(default_factory=threading.Lock)
     room: threading.Condition = field(init=False)
     error: str = ""
+    closing: bool = False
+    """Set before our own DISCONNECT: the broker's close after it is not an error."""
 
     def __post_init__(self) -> None:
         self.room = threading.Condition(self.lock)
@@ -108,10 +110,12 @@ class LoadGen:
             try:
                 chunk = sock.recv(65536)
             except OSError as exc:
-                conn.error = str(exc)
+                if not conn.closing:
+                    conn.error = str(exc)
                 break
             if not chunk:
-                conn.error = conn.error or "connection closed by the broker"
+                if not conn.closing:
+                    conn.error = conn.error or "connection closed by the broker"
                 break
             buf += chunk
             n = len(buf) - len(buf) % 4
@@ -191,6 +195,7 @@ class LoadGen:
             with conn.lock:
                 while conn.inflight and not conn.error and time.monotonic() < deadline:
                     conn.room.wait(0.2)
+                conn.closing = True
             try:
                 conn.sock.sendall(b"\xe0\x00")  # DISCONNECT
                 conn.sock.close()
