@@ -454,3 +454,19 @@ def test_outdoor_minimum_near_sunrise_and_maximum_mid_afternoon():
         assert 13.5 <= warmest <= 15.5, (start, warmest)
     # Lyon: sunrise ~7 h solar in November, ~4.3 h in June; the old cosine put both minima at 3 h.
     assert 6.5 < sunrise_solar_hour(lat, 310) < 7.5 and 4.0 < sunrise_solar_hour(lat, 161) < 4.6
+
+
+def test_sent_snapshots_go_out_in_slices_and_cover_every_changed_device():
+    # The runner writes a slice per step (a whole-fleet snapshot stalled 100k devices ~0.3 s).
+    ledger = Ledger(None)
+    sim = Simulation([office(i) for i in range(1, 8)], MemoryPublisher(), seed=1, start=START, ledger=ledger)
+    sim.advance(600.0)
+    assert ledger.records is not None
+    ledger.records.clear()
+    assert [sim.snapshot_some(3), sim.snapshot_some(3)] == [3, 3]
+    assert sim.snapshot_some(3) == 1  # the 7th, then the pass wraps onto devices already written
+    written = [r["device"] for r in ledger.records if r["record"] == "sent"]
+    assert sorted(written) == sorted(sim.devices) and len(set(written)) == 7
+    assert sim.snapshot_some(50) == 0  # nothing changed since
+    sim.advance(1200.0)
+    assert sim.snapshot_some(50) == 7  # a count beyond the fleet is one pass, never a duplicate
