@@ -57,6 +57,9 @@ class StackConfig(_Section):
     """Seconds each component may take to pass its readiness check."""
     stop_timeout_s: float = Field(60.0, gt=0)
     """Seconds each component may take to stop gracefully before it is killed."""
+    port_grace_s: float = Field(10.0, ge=0)
+    """Seconds a start waits for a taken port to come free (a restarted service's predecessor
+    may still be releasing it) before it says which process to stop or which port to pick."""
 
 
 class MqttConfig(_Section):
@@ -472,6 +475,27 @@ class BridgeConfig(_Section):
     starts; with ``accept`` the bridge starts anyway and keeps retrying. False: every id is known
     (bridge-only deployments)."""
     metrics_port: int = Field(9102, ge=0, le=65535)
+    group_size: int = Field(1, ge=1, le=8)
+    """Bridges sharing ``shared_group``, instances ``0..group_size-1`` (the cluster profile sets it
+    from ``cluster.bridges``). Each knows its peers' session names from it."""
+    adopt_peers: bool = True
+    """With ``group_size`` >= 2 and a shared group: announce presence on
+    ``fleetsim/bridge/<client id>/status`` (Last Will ``offline``) and, when a peer goes offline,
+    resume its persistent session until it returns (one live bridge per dead peer, chosen the same
+    way by all; docs/reliability.md, drill C3). Without it a dead member's share of the shared
+    subscription waits in its session until it restarts."""
+
+    @field_validator("adopt_peers", mode="before")
+    @classmethod
+    def _strict_bool(cls, v: object) -> object:
+        if isinstance(v, bool):
+            return v
+        text = str(v).strip().lower()
+        if text in ("true", "1", "yes", "on"):
+            return True
+        if text in ("false", "0", "no", "off"):
+            return False
+        raise ValueError(f"adopt_peers {v!r} is not a boolean; allowed: true, false")
 
 
 class DashboardConfig(_Section):

@@ -138,7 +138,7 @@ class Service(ABC):
             self.after_ready()
             return
         self.check_dependencies()
-        process.check_ports_free(self.ports())
+        process.check_ports_free(self.ports(), self.cfg.stack.port_grace_s)
         self.prepare()
         log.info("starting %s on 127.0.0.1:%d", self.name, self.port)
         pid = self.launch()

@@ -90,6 +90,24 @@ def _sim_progress(port: int, figure: str, metrics: dict[str, Any]) -> tuple[str,
     return f"{figure}; {progress}", {**metrics, **extra}
 
 
+def _bridge_adoption(port: int, figure: str, metrics: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Peers' sessions the bridge holds now (session adoption), and what those forwarded."""
+    found = scrape_metrics(port)
+    held = found.value("fleetsim_bridge_adopted_sessions")
+    if held is None:
+        return figure, metrics  # adoption off (no peers)
+    peers = sorted(
+        s.labels.get("peer", "")
+        for s in found.samples
+        if s.name == "fleetsim_bridge_adopted_session" and s.value
+    )
+    forwarded = found.total("fleetsim_bridge_adopted_forwarded_total")
+    extra = {"adopted": peers, "adopted_forwarded": forwarded}
+    if not held:
+        return figure, {**metrics, **extra}
+    return f"{figure}; holding {', '.join(peers)} (adopted: {forwarded:,.0f} forwarded)", {**metrics, **extra}
+
+
 class AppComponent:
     """One application component run as ``python -m fleetsim.cli [global args] <command>``."""
 
@@ -140,7 +158,7 @@ class AppComponent:
         if self.is_running():
             return
         if self.port:
-            process.check_ports_free({self.spec.port_key: self.port})
+            process.check_ports_free({self.spec.port_key: self.port}, self.cfg.stack.port_grace_s)
         child_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_file, "ab") as fh:
@@ -213,6 +231,8 @@ class AppComponent:
         figure, metrics = f"{second:,.0f} {self.spec.unit}, {rate:,.0f}/s", {"total": second, "per_s": rate}
         if self.name == "sim":
             figure, metrics = _sim_progress(self.port, figure, metrics)
+        if self.name == "bridge":
+            figure, metrics = _bridge_adoption(self.port, figure, metrics)
         return figure, metrics
 
     def status(self) -> ServiceStatus:

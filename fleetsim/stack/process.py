@@ -136,11 +136,11 @@ def _port_free(port: int) -> bool:
     return not port_in_use(port)
 
 
-def check_ports_free(ports: dict[str, int]) -> None:
-    """Raise :class:`PortInUseError` naming the config key to change for the first taken port."""
+def check_ports_free(ports: dict[str, int], grace_s: float = 10.0) -> None:
+    """Raise :class:`PortInUseError` naming the config key to change for the first taken port,
+    after ``grace_s`` (the previous instance of a restarted service may still be releasing it)."""
     for key, port in ports.items():
-        # A short grace: the previous instance of a restarted service may still be releasing it.
-        if port and port_in_use(port) and not wait_for(partial(_port_free, port), 10.0, 0.2):
+        if port and port_in_use(port) and not wait_for(partial(_port_free, port), grace_s, 0.2):
             section, _, name = key.partition(".")
             env = f"FLEETSIM_{section.upper()}__{name.upper()}"
             raise PortInUseError(

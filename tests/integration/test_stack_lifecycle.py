@@ -177,7 +177,9 @@ def test_taken_port_gives_port_in_use_and_starts_nothing(
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         port = squatter.getsockname()[1]
-        cfg = fleet_cfg.with_overrides({"mqtt.port": port, "stack.run_dir": str(tmp_path / "run")})
+        cfg = fleet_cfg.with_overrides(
+            {"mqtt.port": port, "stack.run_dir": str(tmp_path / "run"), "stack.port_grace_s": 0.5}
+        )
         svc = Mosquitto(cfg)
         with pytest.raises(PortInUseError, match=rf"port {port} \(mqtt.port\).*--set mqtt.port="):
             svc.start()
@@ -185,7 +187,9 @@ def test_taken_port_gives_port_in_use_and_starts_nothing(
         assert not svc.pid_file.exists()
         # Through the CLI: exit 1 and ONE line saying what to do.
         toml = tmp_path / "fleetsim.toml"
-        toml.write_text(f'[stack]\nrun_dir = "run"\n[mqtt]\nport = {port}\n', encoding="utf-8")
+        toml.write_text(
+            f'[stack]\nrun_dir = "run"\nport_grace_s = 0.5\n[mqtt]\nport = {port}\n', encoding="utf-8"
+        )
         capsys.readouterr()
         assert main(["--config", str(toml), "up", "--only", "mosquitto"]) == 1
         err = capsys.readouterr().err.strip().splitlines()
