@@ -28,7 +28,9 @@ from fleetsim.kernel.contract import KafkaHeader, Reading, telemetry_topic
 from fleetsim.stack import process
 from fleetsim.stack.spark_standalone import SparkStandalone, WorkerSize
 
-pytestmark = [pytest.mark.integration, pytest.mark.spark]
+# `make test-slow` (~55 s, make test's ten-minute budget), like the cluster profile's drills,
+# which run the job on a standalone master and two workers.
+pytestmark = [pytest.mark.integration, pytest.mark.spark, pytest.mark.slow]
 
 DEVICES = 24
 """Enough devices that every one of the topic's 4 partitions holds some (keyed by device id)."""

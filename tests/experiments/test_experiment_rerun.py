@@ -25,7 +25,9 @@ from fleetsim.kernel.clients import pg_connect
 from fleetsim.kernel.config import FleetsimConfig, config_to_env
 from fleetsim.kernel.fleetfile import DeviceSpec
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
+# `make test-slow` (~95 s, make test's ten-minute budget): make test keeps the end-to-end
+# experiment (tests/experiments/test_experiment_e2e.py), which scores a scenario on the real stack.
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1200)]
 
 IDS = ["rr-f1", "rr-f2", "rr-s1", "rr-n1"]
 SCENARIO = """

@@ -79,6 +79,9 @@ def test_spark_driver_killed_mid_batch_resumes_from_its_checkpoint(pipe: Pipelin
     assert v.n_lost == 0 and v.n_duplicated == 0 and v.n_unexpected == 0, v.summary()
 
 
+# `make test-slow` (make test's ten-minute budget): make test's short chaos campaign restarts
+# PostgreSQL among its overlapping faults, with the same ground-truth check.
+@pytest.mark.slow
 def test_writer_backend_terminated_and_postgres_restarted(pipe: Pipeline) -> None:
     pub = TruthPublisher(pipe.cfg, "drill-pg", devices=10, rate=300)
     pub.start()
@@ -131,6 +134,9 @@ def _late_dropped(p: Pipeline) -> int:
     return n
 
 
+# `make test-slow` (~60 s, make test's ten-minute budget): make test keeps the same rule on small
+# DataFrames (test_stream_windows.py::test_late_rows_are_left_out_of_windows_by_their_arrival).
+@pytest.mark.slow
 def test_late_events_land_raw_flagged_and_stay_out_of_the_windows(pipe: Pipeline) -> None:
     """Readings 30 min old on arrival (watermark: 2 min): ``sensor_data`` keeps every one with
     ``late = true``; the windowed flow leaves exactly those out, before its state."""
