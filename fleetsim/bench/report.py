@@ -64,6 +64,17 @@ def _met(fig: dict[str, Any]) -> str:
     return "met" if met else "**missed**"
 
 
+def _run_label(outcome: dict[str, Any]) -> str:
+    """``2026-12-05, load 0.82`` (+ ``quick``) from the result file's stamp and the load guard."""
+    stamp = str(outcome.get("file", ""))
+    day = f"{stamp[:4]}-{stamp[4:6]}-{stamp[6:8]}" if len(stamp) >= 8 and stamp[:8].isdigit() else "?"
+    load = outcome.get("load_before")
+    parts = [day] + ([f"load {load}"] if load is not None else [])
+    if outcome.get("quick"):
+        parts.append("quick")
+    return ", ".join(parts)
+
+
 def render_bench(name: str, outcome: dict[str, Any]) -> str:
     result = outcome.get("result") or {}
     title = result.get("title") or name
@@ -138,16 +149,30 @@ def render(latest: dict[str, dict[str, Any]], analysis: str = "") -> str:
             + (" (results from more than one machine below)" if len(machines) > 1 else "")
             + "\n"
         )
-    summary = ["## Targets", "", "| benchmark | figure | value | target | verdict |", "|---|---|---|---|---|"]
+    summary = [
+        "## Targets",
+        "",
+        "Each figure next to its baseline or ceiling measured in the same run, the issue's target, the",
+        "verdict, and the run it comes from (a quick run is a smoke check: fewer, shorter rounds).",
+        "",
+        "| benchmark | figure | value | baseline / ceiling, same run | target | verdict | run |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, outcome in latest.items():
+        run = _run_label(outcome)
         for fig in (outcome.get("result") or {}).get("figures") or []:
             if fig.get("target"):
+                unit = fig.get("unit", "")
+                base = fig.get("baseline")
+                base_s = f"{_fmt(base)} {unit} ({fig.get('baseline_name', '')})" if base is not None else "–"
                 summary.append(
-                    f"| {name} | {fig.get('name')} | {_fmt(fig.get('value'))} {fig.get('unit', '')} "
-                    f"| {fig.get('target')} | {_met(fig)} |"
+                    f"| {name} | {fig.get('name')} | {_fmt(fig.get('value'))} {unit} | {base_s} "
+                    f"| {fig.get('target')} | {_met(fig)} | {run} |"
                 )
         if outcome.get("status") != "ok":
-            summary.append(f"| {name} | (did not finish: {outcome.get('status')}) | – | – | **missed** |")
+            summary.append(
+                f"| {name} | (did not finish: {outcome.get('status')}) | – | – | – | **missed** | {run} |"
+            )
     parts.append("\n".join(summary) + "\n")
     if analysis.strip():
         parts.append(analysis.strip() + "\n")

@@ -83,9 +83,10 @@ def test_wait_quiet_waits_for_the_load_to_fall_and_says_when_it_did_not() -> Non
 def test_report_lists_targets_with_verdicts(tmp_path: Path) -> None:
     _store(tmp_path, "20260101T000000Z", quick=False, status="ok", value=20_000.0)
     text = report.render(harness.latest_results(tmp_path))
-    assert "| sim | rate | 20,000 msg/s | >= 25k | **missed** |" in text
+    assert "| sim | rate | 20,000 msg/s | – | >= 25k | **missed** | 2026-01-01, load 0.4 |" in text
     _store(tmp_path, "20260102T000000Z", quick=False, status="ok", value=26_000.0)
-    assert "| sim | rate | 26,000 msg/s | >= 25k | met |" in report.render(harness.latest_results(tmp_path))
+    text = report.render(harness.latest_results(tmp_path))
+    assert "| sim | rate | 26,000 msg/s | – | >= 25k | met | 2026-01-02, load 0.4 |" in text
 
 
 def test_failed_benchmark_is_reported_as_missed(tmp_path: Path) -> None:
@@ -133,3 +134,16 @@ def test_hand_written_analysis_follows_the_targets_table() -> None:
     text = report.render(latest, "## Where the time goes\n\nSpark's raw batch.\n")
     assert text.index("## Targets") < text.index("## Where the time goes") < text.index("## Simulator")
     assert "## Where the time goes" not in report.render(latest)
+
+
+def test_targets_table_shows_the_same_run_baseline_and_a_quick_run() -> None:
+    fig = {"name": "rate", "value": 99_084, "unit": "msg/s", "baseline": 42_219,
+           "baseline_name": "bare paho loop", "target": ">= 25k", "met": True}  # fmt: skip
+    outcome = {"status": "ok", "file": "20261205T061835Z.json", "quick": True, "load_before": 0.82,
+               "load_after": 0.83, "result": {"title": "Simulator", "figures": [fig]}}  # fmt: skip
+    latest = {"sim": outcome}
+    row = (
+        "| sim | rate | 99,084 msg/s | 42,219 msg/s (bare paho loop) | >= 25k | met "
+        "| 2026-12-05, load 0.82, quick |"
+    )
+    assert row in report.render(latest)
