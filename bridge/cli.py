@@ -63,14 +63,35 @@ def identity(args: argparse.Namespace, cfg: FleetsimConfig) -> tuple[str, str, i
 def run(args: argparse.Namespace, cfg: FleetsimConfig) -> int:
     # Lazy: every `fleetsim` command registers this sub-command; only `fleetsim bridge` should pay
     # for paho, confluent_kafka and psycopg2.
+    from fleetsim.bridge import adoption
+    from fleetsim.bridge.metrics import AdoptionCollector
     from fleetsim.bridge.registry_directory import for_bridge
     from fleetsim.bridge.runtime import Bridge
 
     client_id, group, port = identity(args, cfg)
+    peers = adoption.plan(cfg, args.instance, group, args.client_id)  # None: adoption off
     directory = for_bridge(cfg)  # device registry hook (None when bridge.use_registry is off)
-    bridge = Bridge(cfg, client_id=client_id, shared_group=group, metrics_port=port, directory=directory)
+    bridge = Bridge(
+        cfg,
+        client_id=client_id,
+        shared_group=group,
+        metrics_port=port,
+        directory=directory,
+        hooks=adoption.Presence(client_id) if peers else None,
+    )
     if directory is not None:
         directory.attach_metrics(bridge.registry)
+    adopter = None
+    if peers:
+
+        def adopted_session(peer_id: str, hooks: adoption.SessionHooks) -> Bridge:
+            # Same group, directory and limits; no metrics server of its own (ours shows it).
+            return Bridge(
+                cfg, client_id=peer_id, shared_group=group, metrics_port=0, directory=directory, hooks=hooks
+            )
+
+        adopter = adoption.Adoption(cfg, args.instance, peers, adopted_session)
+        bridge.registry.register(AdoptionCollector(adopter.snapshot))
     starter = threading.Thread(target=bridge.start, name="bridge-start", daemon=True)
     # Everything loaded so far (modules, config, clients) lives as long as the process: move it
     # out of the cyclic GC's reach. A full collection otherwise scans all of it while every thread
@@ -83,7 +104,12 @@ def run(args: argparse.Namespace, cfg: FleetsimConfig) -> int:
         if directory is not None:
             svc.on_stop(directory.stop)
         svc.on_stop(bridge.stop, timeout=max(5.0, cfg.stack.stop_timeout_s - 10.0))
+        if adopter is not None:
+            svc.on_stop(adopter.stop)  # first: hand held sessions back before our own goes offline
         log.info("bridge %s starting (shared group: %s)", client_id, group or "none")
+        if adopter is not None:
+            adopter.start()
+            log.info("session adoption on: peers %s", [p for p in peers or [] if p != client_id])
         starter.start()  # start() may wait for Kafka; signals must still be able to end that wait
         svc.wait()
     st = bridge.stats

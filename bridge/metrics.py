@@ -140,3 +140,36 @@ class BridgeCollector(Collector):
             buckets=buckets,
             sum_value=total,
         )
+
+
+class AdoptionCollector(Collector):
+    """Session adoption (:mod:`fleetsim.bridge.adoption`): peers' sessions held, what they forwarded."""
+
+    def __init__(self, snapshot: Callable[[], Any]) -> None:
+        self.snapshot = snapshot
+        """Returns an ``AdoptionSnapshot`` (read once per scrape)."""
+
+    def collect(self) -> Iterator[Any]:
+        s = self.snapshot()
+        p = "fleetsim_bridge_"
+        yield GaugeMetricFamily(
+            p + "adopted_sessions", "Peers' sessions this bridge holds now", value=len(s.held)
+        )
+        held = GaugeMetricFamily(
+            p + "adopted_session", "1 while this bridge holds the peer's session", labels=["peer"]
+        )
+        for peer in sorted(s.peers):
+            held.add_metric([peer], 1.0 if peer in s.held else 0.0)
+        yield held
+        online = GaugeMetricFamily(
+            p + "peer_online", "Last status seen: 1 online, 0 offline", labels=["peer"]
+        )
+        for peer, state in sorted(s.peers.items()):
+            online.add_metric([peer], 1.0 if state == "online" else 0.0)
+        yield online
+        for name, value, doc in (
+            ("adoptions", s.adoptions, "Peers' sessions adopted"),
+            ("adopted_received", s.received, "MQTT messages received on adopted sessions"),
+            ("adopted_forwarded", s.forwarded, "Telemetry records from adopted sessions confirmed by Kafka"),
+        ):
+            yield CounterMetricFamily(p + name, doc, value=value)

@@ -27,6 +27,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.subscribeoptions import SubscribeOptions
 from prometheus_client import CollectorRegistry
 
+from fleetsim.bridge.adoption import SessionHooks
 from fleetsim.bridge.directory import DeviceDirectory
 from fleetsim.bridge.inflight import Tracker
 from fleetsim.bridge.kafka_sink import KafkaSink
@@ -68,8 +69,10 @@ class Bridge:
         directory: DeviceDirectory | None = None,
         metrics_port: int | None = None,
         sink: Any = None,
+        hooks: SessionHooks | None = None,
     ) -> None:
         self.cfg = cfg
+        self.hooks = hooks or SessionHooks()
         b = cfg.bridge
         self.client_id = client_id or b.client_id
         self.shared_group = b.shared_group if shared_group is None else shared_group
@@ -138,7 +141,9 @@ class Bridge:
             session_expiry_s=self.cfg.bridge.session_expiry_s,
             receive_maximum=min(self.max_inflight, 65535),
             client_class=FastClient,
+            reconnect=self.hooks.reconnect,
         )
+        self.hooks.configure(c)
         c.manual_ack_set(True)
         self._v5 = c.protocol == 5
         c.reconnect_delay_set(min_delay=1, max_delay=10)
@@ -171,6 +176,7 @@ class Bridge:
         if self._pump_thread:
             self._pump_thread.join(timeout=5)
         if self._client is not None:
+            self.hooks.stopping(self._client)
             self._client.disconnect()  # queued after the PUBACKs: they go out first
             end = time.monotonic() + 5.0
             while self._connected and time.monotonic() < end:
@@ -198,6 +204,7 @@ class Bridge:
         log.info(
             "MQTT connected (session present: %s); subscribed %s", flags.session_present, [s for s, _ in subs]
         )
+        self.hooks.connected(client)
 
     def _sub_options(self) -> Any:
         if self._client is not None and self._client.protocol == mqtt.MQTTv5:
@@ -218,7 +225,10 @@ class Bridge:
             self._epoch += 1  # PUBACKs for messages of the old connection are no longer valid
             self._connected = False
         if not self._stopping:
-            log.warning("MQTT disconnected (%s); paho reconnects", reason)
+            log.warning(
+                "MQTT disconnected (%s)%s", reason, "; paho reconnects" if self.hooks.reconnect else ""
+            )
+        self.hooks.disconnected(reason)
 
     def _on_message(self, _c: Any, _u: Any, msg: Any) -> None:
         try:

@@ -37,6 +37,7 @@ def mqtt_client(
     password: str | None = None,
     receive_maximum: int | None = None,
     client_class: Any = None,
+    reconnect: bool = True,
 ) -> Any:
     """A configured (not yet connected) paho-mqtt 2.x client.
 
@@ -46,7 +47,9 @@ def mqtt_client(
     ``receive_maximum`` (v5 only) caps the QoS 1/2 messages the broker sends before they are
     acknowledged: the bridge's back-pressure window (3.1.1 has no such property: the broker's
     ``max_inflight_messages`` applies). ``client_class``: a ``paho.mqtt.client.Client`` subclass
-    to instantiate instead (the bridge's buffered-I/O client).
+    to instantiate instead (the bridge's buffered-I/O client). ``reconnect=False``: once connected,
+    a lost connection ends the network loop instead of reconnecting (the bridge's adopted sessions
+    must not fight a returning owner for its session).
     """
     # Lazy: every runtime imports this module; the dashboard and the streaming job never use MQTT.
     import paho.mqtt.client as mqtt
@@ -57,6 +60,7 @@ def mqtt_client(
         client_id=client_id,
         protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
         clean_session=None if v5 else clean,
+        reconnect_on_failure=reconnect,
     )
     if username is None:
         username, password = mqtt_credentials(cfg, identity)

@@ -35,6 +35,8 @@ TELEMETRY_FILTER: Final = "sensors/+/telemetry"
 STATUS_FILTER: Final = "sensors/+/status"
 CONTROL_ALL_TOPIC: Final = "fleetsim/control/all"
 CONTROL_FILTER: Final = "fleetsim/control/#"
+BRIDGE_STATUS_FILTER: Final = "fleetsim/bridge/+/status"
+"""Every bridge's retained presence (``online``/``offline``; ``offline`` is also its Last Will)."""
 
 
 def telemetry_topic(device_id: str) -> str:
@@ -50,6 +52,11 @@ def status_topic(device_id: str) -> str:
 def control_topic(device_id: str) -> str:
     """``fleetsim/control/<device_id>``."""
     return f"fleetsim/control/{device_id}"
+
+
+def bridge_status_topic(client_id: str) -> str:
+    """``fleetsim/bridge/<client_id>/status``: a bridge session's presence, read by its peers."""
+    return f"fleetsim/bridge/{client_id}/status"
 
 
 def device_id_from_topic(topic: str) -> str | None:

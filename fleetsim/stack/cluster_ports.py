@@ -85,6 +85,7 @@ def profile_overrides(cfg: FleetsimConfig) -> dict[str, Any]:
         "spark.master": ports.master_url,
         "spark.master_ui_url": ports.master_ui_url,
         "bridge.shared_group": cfg.cluster.shared_group,
+        "bridge.group_size": cfg.cluster.bridges,  # each bridge knows its peers' sessions
     }
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from fleetsim.kernel.clients import mqtt_client, mqtt_connect
 from fleetsim.kernel.config import FleetsimConfig, secret
-from fleetsim.kernel.contract import is_valid_device_id
+from fleetsim.kernel.contract import BRIDGE_STATUS_FILTER, is_valid_device_id
 from fleetsim.kernel.errors import StackError
 from fleetsim.stack import process, tls
 from fleetsim.stack.base import Service, require_binary
@@ -63,6 +63,8 @@ topic read sensors/#
 topic read tele/#
 topic read $share/+/sensors/#
 topic read $share/+/tele/#
+# Presence of the bridges of a shared group (Last Will + retained status): session adoption.
+topic readwrite {BRIDGE_STATUS_FILTER}
 
 user {m.sim_user}
 topic write sensors/+/telemetry
