@@ -30,6 +30,8 @@ from paho.mqtt import _packet
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
+from fleetsim.edge.mqtt_wire import append_remaining_length
+
 log = logging.getLogger(__name__)
 
 PUBLISH_QOS1: Final = 0x32
@@ -43,13 +45,9 @@ def frame_publish_qos1(
     buf: bytearray, topic: bytes, mid: int, payload: bytes, v5: bool, dup: bool = False
 ) -> None:
     """Append one QoS 1 PUBLISH packet to ``buf``."""
-    n = 4 + len(topic) + (1 if v5 else 0) + len(payload)  # topic length + topic + packet id
     buf.append(PUBLISH_QOS1 | DUP if dup else PUBLISH_QOS1)
-    while True:  # remaining length: 7 bits a byte, high bit = more follow
-        byte, n = n & 0x7F, n >> 7
-        buf.append(byte | 0x80 if n else byte)
-        if not n:
-            break
+    # topic length + topic + packet id (+ v5 property length) + payload
+    append_remaining_length(buf, 4 + len(topic) + (1 if v5 else 0) + len(payload))
     buf += len(topic).to_bytes(2, "big")
     buf += topic
     buf += mid.to_bytes(2, "big")

@@ -18,15 +18,19 @@ PUBLISH_QOS0: Final = 0x30
 """Fixed-header byte of a PUBLISH, QoS 0, no DUP, no RETAIN."""
 
 
-def frame_publish(buf: bytearray, topic: bytes, payload: bytes, v5: bool) -> None:
-    """Append one QoS 0 PUBLISH packet to ``buf``."""
-    n = 2 + len(topic) + (1 if v5 else 0) + len(payload)
-    buf.append(PUBLISH_QOS0)
-    while True:  # remaining length: 7 bits a byte, high bit = more follow
+def append_remaining_length(buf: bytearray, n: int) -> None:
+    """Append MQTT's remaining length ``n``: 7 bits a byte, high bit = more bytes follow."""
+    while True:
         byte, n = n & 0x7F, n >> 7
         buf.append(byte | 0x80 if n else byte)
         if not n:
             break
+
+
+def frame_publish(buf: bytearray, topic: bytes, payload: bytes, v5: bool) -> None:
+    """Append one QoS 0 PUBLISH packet to ``buf``."""
+    buf.append(PUBLISH_QOS0)
+    append_remaining_length(buf, 2 + len(topic) + (1 if v5 else 0) + len(payload))
     buf += len(topic).to_bytes(2, "big")
     buf += topic
     if v5:
