@@ -67,6 +67,9 @@ def test_drift_thresholds_are_per_measurement_and_saturated_humidity_is_not_stuc
     assert _alerts(sink_cfg) == {("hr-temp", "drift", "temperature"), ("hr-stuck", "stuck", "humidity")}
 
 
+# `make test-slow` (~25 s, make test's ten-minute budget): the executor-side writer is the cluster
+# setting (`spark.raw_sink = executor`); make test keeps the driver sink's rules, the default.
+@pytest.mark.slow
 def test_partition_writer_detects_the_same_as_the_driver_sink_and_a_replay_adds_nothing(
     sink_cfg: FleetsimConfig, spark: Any
 ) -> None:
