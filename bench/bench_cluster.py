@@ -14,8 +14,8 @@ drain them; the rate is the sum of their Kafka-confirmed ``forwarded_total`` bet
 - ``cluster, 1 bridge``: three brokers, RF 3 (the cost of replication with ``acks=all``);
 - ``cluster, 2 bridges``: three brokers, two bridges (the cluster profile's shape).
 
-Not measured here: one vs two Spark workers (a Spark session and executors per variant cost
-minutes on a 2-core machine; the cluster drills measure the job on two workers). On one machine
+One vs two Spark workers is ``bench_workers.py`` (a Spark session and executors per variant cost
+minutes on a 2-core machine, so it is a benchmark of its own). On one machine
 every process shares the same cores: the figures compare shapes, they do not predict separate
 machines (docs/scale-out.md).
 
@@ -121,8 +121,7 @@ def run(cfg: FleetsimConfig, quick: bool) -> dict[str, Any]:
         "notes": [
             "missing_readings must be 0 (a reading with no Kafka record); extra_kafka_records counts "
             "duplicates the idempotent producer did not absorb (0 expected).",
-            "One vs two Spark workers is not measured here (see the module docstring); the cluster "
-            "drills run the job on two workers.",
+            "One vs two Spark workers: bench_workers.py (its own section).",
         ],
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
