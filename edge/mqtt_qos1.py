@@ -30,7 +30,7 @@ from paho.mqtt import _packet
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
-from fleetsim.edge.mqtt_wire import append_remaining_length
+from fleetsim.edge.mqtt_wire import append_remaining_length, queue_rest
 
 log = logging.getLogger(__name__)
 
@@ -128,20 +128,7 @@ class BatchClient(mqtt.Client):
                 # already (in ``unacked``): resent after reconnecting, never counted twice.
                 return
         if written < len(buf):
-            rest = buf[written:]
-            # paho's own queue entry, so its loop() finishes the write. "qos 1": for a written
-            # QoS 0 PUBLISH paho fires on_publish and marks a message info we do not have.
-            self._out_packet.append(
-                {
-                    "command": PUBLISH_QOS1,
-                    "mid": 0,
-                    "qos": 1,
-                    "pos": 0,
-                    "to_process": len(rest),
-                    "packet": rest,
-                    "info": None,
-                }
-            )
+            queue_rest(self, PUBLISH_QOS1, bytes(buf[written:]))
 
     # ------------------------------------------------------------------ paho's handlers
     def loop_read(self, max_packets: int = 1) -> Any:

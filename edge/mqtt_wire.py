@@ -59,17 +59,21 @@ def write_qos0_batch(client: Any, items: list[tuple[str, str, bytes]], *, v5: bo
     except BlockingIOError:
         written = 0
     if written < len(buf):
-        rest = bytes(buf[written:])
-        # paho's own queue entry, so its loop() finishes the write. "qos 1" because for a written
-        # QoS 0 PUBLISH paho fires on_publish and marks a message info we do not have.
-        client._out_packet.append(
-            {
-                "command": PUBLISH_QOS0,
-                "mid": 0,
-                "qos": 1,
-                "pos": 0,
-                "to_process": len(rest),
-                "packet": rest,
-                "info": None,
-            }
-        )
+        queue_rest(client, PUBLISH_QOS0, bytes(buf[written:]))
+
+
+def queue_rest(client: Any, command: int, rest: bytes) -> None:
+    """Hand the bytes a socket did not take to paho's own queue, so its loop() finishes the write.
+    "qos 1" because for a written QoS 0 PUBLISH paho fires on_publish and marks a message info we
+    do not have; the packets inside are ours, settled by us."""
+    client._out_packet.append(
+        {
+            "command": command,
+            "mid": 0,
+            "qos": 1,
+            "pos": 0,
+            "to_process": len(rest),
+            "packet": rest,
+            "info": None,
+        }
+    )
