@@ -59,6 +59,7 @@ from prometheus_client.parser import text_string_to_metric_families
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from fleetsim.bench.engines import fresh_topics  # noqa: E402
 from fleetsim.bridge.mqtt_fast import FastClient  # noqa: E402
 from fleetsim.kernel import contract  # noqa: E402
 from fleetsim.kernel.clients import (  # noqa: E402
@@ -71,7 +72,6 @@ from fleetsim.kernel.clients import (  # noqa: E402
 from fleetsim.kernel.config import FleetsimConfig, config_to_env, load_config  # noqa: E402
 from fleetsim.kernel.contract import encode_reading, format_ts_ms  # noqa: E402
 from fleetsim.stack import dedicated, process  # noqa: E402
-from fleetsim.stack.kafka import ensure_topics  # noqa: E402
 
 TIMEOUT_S = 1_800
 """Bound for `fleetsim bench` (read by the harness): the full run takes several minutes."""
@@ -94,18 +94,6 @@ def _child_env(cfg: FleetsimConfig) -> dict[str, str]:
     env.update(config_to_env(cfg))
     env["PYTHONPATH"] = str(REPO)
     return env
-
-
-def _fresh_topics(cfg: FleetsimConfig) -> FleetsimConfig:
-    uid = uuid.uuid4().hex[:8]
-    out = cfg.with_overrides(
-        {
-            "kafka.telemetry_topic": f"bench.{uid}.telemetry",
-            "kafka.deadletter_topic": f"bench.{uid}.deadletter",
-        }
-    )
-    ensure_topics(out)
-    return out
 
 
 def _session(cfg: FleetsimConfig, client_id: str, group: str = "") -> None:
@@ -266,7 +254,7 @@ def drain_bridges(cfg: FleetsimConfig, n: int, tmp: Path, count: int) -> dict[st
     """``count`` bridge processes (one shared subscription group when > 1) drain ``n`` readings
     queued for their sessions; rate and CPU between the 10 % and 90 % marks of the SUM of their
     Kafka-confirmed ``forwarded_total``."""
-    cfg = _fresh_topics(cfg)
+    cfg = fresh_topics(cfg)
     uid = uuid.uuid4().hex[:6]
     group = f"bench{uid}" if count > 1 else ""
     ids = [f"bench-bridge-{uid}-{i}" for i in range(count)]
@@ -398,7 +386,7 @@ def contract_rates(n: int, runs: int) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------- receive-side variants
 def drain_child(cfg: FleetsimConfig, variant: str, n: int, tmp: Path, limit_s: float) -> dict[str, float]:
-    cfg = _fresh_topics(cfg) if variant == "naive" else cfg
+    cfg = fresh_topics(cfg) if variant == "naive" else cfg
     client_id = f"bench-{variant}-{uuid.uuid4().hex[:6]}"
     _session(cfg, client_id)
     _prefill(cfg, n, tmp)
@@ -524,7 +512,7 @@ def _quantile(buckets: list[tuple[float, float]], q: float) -> float:
 
 
 def latency_run(cfg: FleetsimConfig, rate: float, seconds: float, tmp: Path) -> dict[str, float]:
-    cfg = _fresh_topics(cfg)
+    cfg = fresh_topics(cfg)
     port = _free_port()
     client_id = f"bench-lat-{uuid.uuid4().hex[:6]}"
     proc = _start_bridge(cfg, client_id, port, tmp / "bridge-latency.log")
@@ -593,7 +581,7 @@ def latency_run(cfg: FleetsimConfig, rate: float, seconds: float, tmp: Path) -> 
 # ------------------------------------------------------------------------------ Kafka clients
 def producer_rates(cfg: FleetsimConfig, n: int) -> dict[str, float]:
     """Producer-only msg/s, acks=all + idempotence + linger 5 ms, for both clients."""
-    cfg = _fresh_topics(cfg)
+    cfg = fresh_topics(cfg)
     topic = cfg.kafka.telemetry_topic
     values = [(_payload(f"p-{i % DEVICES:02d}", i), f"p-{i % DEVICES:02d}".encode()) for i in range(n)]
     headers: list[tuple[str, str | bytes | None]] = [

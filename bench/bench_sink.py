@@ -32,13 +32,14 @@ from typing import Any
 from confluent_kafka import Producer
 from pyspark.sql import functions as F
 
+from fleetsim.bench.engines import pg_rows
 from fleetsim.cloud.streaming import flows
 from fleetsim.cloud.streaming.executor_sink import STATS_DDL, RawPartitionWriter, split_raw
 from fleetsim.cloud.streaming.job import StreamJob
 from fleetsim.cloud.streaming.parse import parse_telemetry, valid_readings
 from fleetsim.cloud.streaming.pgsink import PgSink
 from fleetsim.cloud.streaming.session import build_session
-from fleetsim.kernel.clients import confluent_kafka_config, pg_connect, pg_dsn_kwargs
+from fleetsim.kernel.clients import confluent_kafka_config, pg_dsn_kwargs
 from fleetsim.kernel.config import FleetsimConfig, load_config
 from fleetsim.kernel.contract import encode_reading, format_ts_ms
 
@@ -48,18 +49,8 @@ RATIO_TARGET = 3.0
 LATENCY_TARGET_MS = 2000.0
 
 
-def _pg(cfg: FleetsimConfig, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    conn = pg_connect(cfg, "admin")
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(sql, params)
-            return list(cur.fetchall()) if cur.description else []
-    finally:
-        conn.close()
-
-
 def _reset(cfg: FleetsimConfig) -> None:
-    _pg(
+    pg_rows(
         cfg,
         "TRUNCATE sensor_data, device_latest, sensor_alerts, sensor_data_rejects, pipeline_metrics, "
         "incident_events, incidents",
@@ -170,7 +161,7 @@ def bench_throughput(cfg: FleetsimConfig, spark: Any, rows: int, runs: int) -> d
         pg_rates.append(rows / pg)
         _reset(cfg)
         jdbc_rates.append(rows / _jdbc_run(cfg, df))
-        n = _pg(cfg, "SELECT count(*) FROM sensor_data")[0][0]
+        n = pg_rows(cfg, "SELECT count(*) FROM sensor_data")[0][0]
         assert n == rows, f"jdbc wrote {n} rows"
     _reset(cfg)
     df.unpersist()
@@ -215,20 +206,20 @@ def bench_latency(cfg: FleetsimConfig, rate: int, seconds: float, warmup_s: floa
         produced_s = time.time() - t_start
         deadline = time.time() + 120
         while time.time() < deadline:
-            if _pg(cfg, "SELECT count(*) FROM sensor_data")[0][0] >= sent:
+            if pg_rows(cfg, "SELECT count(*) FROM sensor_data")[0][0] >= sent:
                 break
             time.sleep(0.5)
     finally:
         job.stop()
     cutoff = datetime.fromtimestamp(t_start + warmup_s, UTC)
-    row = _pg(
+    row = pg_rows(
         cfg,
         "SELECT count(*), percentile_cont(0.5) WITHIN GROUP (ORDER BY ms), "
         "percentile_cont(0.95) WITHIN GROUP (ORDER BY ms), max(ms) FROM ("
         "SELECT extract(epoch FROM ingest_ts - ts) * 1000 AS ms FROM sensor_data WHERE ts >= %s) x",
         (cutoff,),
     )[0]
-    landed = _pg(cfg, "SELECT count(*) FROM sensor_data")[0][0]
+    landed = pg_rows(cfg, "SELECT count(*) FROM sensor_data")[0][0]
     return {
         "sent": sent,
         "landed": landed,

@@ -50,6 +50,7 @@ from confluent_kafka import Producer
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from fleetsim.bench.engines import fresh_topics, pg_rows  # noqa: E402
 from fleetsim.cloud.streaming.executor_sink import WRITER_APP_PREFIX  # noqa: E402
 from fleetsim.cloud.streaming.pgsink import PgSink  # noqa: E402
 from fleetsim.kernel.clients import confluent_kafka_config, pg_connect  # noqa: E402
@@ -58,7 +59,6 @@ from fleetsim.kernel.contract import KafkaHeader, encode_reading, format_ts_ms, 
 from fleetsim.stack import dedicated, process  # noqa: E402
 from fleetsim.stack.cluster_ports import ClusterPorts, free_port_base  # noqa: E402
 from fleetsim.stack.cluster_spark import SparkMaster, SparkWorker  # noqa: E402
-from fleetsim.stack.kafka import ensure_topics  # noqa: E402
 
 TIMEOUT_S = 2_400
 """Bound for `fleetsim bench` (read by the harness): each variant starts a Spark application."""
@@ -134,18 +134,6 @@ def _delta(a: dict[int, float], b: dict[int, float]) -> float:
 
 
 # ----------------------------------------------------------------------------------- Kafka, SQL
-def _fresh_topics(cfg: FleetsimConfig) -> FleetsimConfig:
-    uid = uuid.uuid4().hex[:8]
-    out = cfg.with_overrides(
-        {
-            "kafka.telemetry_topic": f"bench.{uid}.telemetry",
-            "kafka.deadletter_topic": f"bench.{uid}.deadletter",
-        }
-    )
-    ensure_topics(out)
-    return out
-
-
 def _queue(cfg: FleetsimConfig, n: int, prefix: str) -> float:
     """Produce ``n`` contract readings (``DEVICES`` devices, 100 ms apart, ending now) the way the
     bridge does: keyed by device id, murmur2, acks=all, idempotent, with its headers. Returns s."""
@@ -197,18 +185,8 @@ def _queue(cfg: FleetsimConfig, n: int, prefix: str) -> float:
     return time.perf_counter() - t0
 
 
-def _pg(cfg: FleetsimConfig, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    conn = pg_connect(cfg, "admin")
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(sql, params)
-            return list(cur.fetchall()) if cur.description else []
-    finally:
-        conn.close()
-
-
 def _reset(cfg: FleetsimConfig) -> None:
-    _pg(cfg, f"TRUNCATE {TABLES}")
+    pg_rows(cfg, f"TRUNCATE {TABLES}")
 
 
 # ---------------------------------------------------------------------------------------- Spark
@@ -302,7 +280,7 @@ def _job(cfg: FleetsimConfig, master_url: str, log: Path) -> Iterator[subprocess
 def drain(cfg: FleetsimConfig, cluster: Cluster, workers: int, n: int, tmp: Path) -> dict[str, Any]:
     """One variant: queue ``n`` readings, run the job on ``workers`` workers, time the drain."""
     cluster.scale(workers)
-    cfg = _fresh_topics(cfg)
+    cfg = fresh_topics(cfg)
     uid = uuid.uuid4().hex[:6]
     prefix = f"w{workers}-{uid}-"
     queue_s = _queue(cfg, n, prefix)
