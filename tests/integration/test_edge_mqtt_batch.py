@@ -37,11 +37,7 @@ def test_batched_qos0_publishes_arrive_intact_and_in_order(mosquitto: FleetsimCo
         assert ready.wait(10)
         pub.start()
         # ~6 MB in one call: far more than a socket takes at once, so paho writes the rest.
-        sizes = (1, 130, 20_000)  # short, 2-byte and 3-byte remaining lengths
-        items = [
-            (f"bt-{i % 50}", f"sensors/bt-{i % 50}/telemetry", b"x" * sizes[i % 3] + str(i).encode())
-            for i in range(900)
-        ]
+        items = _batch("bt")
         assert pub.publish_many(items) == len(items)
         assert pub.publish_many(items[:10]) == 10  # paho may still hold bytes: the slow path
         # Inline, nothing writes paho's leftover bytes but the caller's pump: drain must (a slow
@@ -53,6 +49,16 @@ def test_batched_qos0_publishes_arrive_intact_and_in_order(mosquitto: FleetsimCo
         pub.close(graceful=False)
         sub.disconnect()
         sub.loop_stop()
+
+
+def _batch(prefix: str, n: int = 900) -> list[tuple[str, str, bytes]]:
+    """``n`` readings of 50 devices, payloads of 1, 130 and 20,000 bytes in turn (short, 2-byte
+    and 3-byte remaining lengths): ~6 MB for 900, more than a socket takes at once."""
+    sizes = (1, 130, 20_000)
+    return [
+        (f"{prefix}-{i % 50}", f"sensors/{prefix}-{i % 50}/telemetry", b"x" * sizes[i % 3] + str(i).encode())
+        for i in range(n)
+    ]
 
 
 def _tap(cfg: FleetsimConfig, name: str, got: list[tuple[str, bytes]], **session: Any) -> Any:
@@ -80,11 +86,7 @@ def test_batched_qos1_goes_out_in_chunks_intact_and_in_order(
         pub.start()
         # 900 messages: 9x the broker's receive maximum (beyond it Mosquitto disconnects a v5
         # client), ~6 MB: more than a socket takes at once.
-        sizes = (1, 130, 20_000)  # short, 2-byte and 3-byte remaining lengths
-        items = [
-            (f"bq-{i % 50}", f"sensors/bq-{i % 50}/telemetry", b"x" * sizes[i % 3] + str(i).encode())
-            for i in range(900)
-        ]
+        items = _batch("bq")
         assert pub.publish_many(items) == len(items)
         assert pub.main.room >= 0 and len(pub.main.unacked) <= MAX_INFLIGHT
         assert pub.publish_many(items[:10]) == 10
