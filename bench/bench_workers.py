@@ -243,17 +243,6 @@ class Cluster:
         self.master.stop()
 
 
-def _log_tail(log: Path) -> str:
-    try:
-        lines = log.read_text(errors="replace").splitlines()
-    except OSError:
-        return "(no log)"
-    causes = [
-        ln for ln in lines if ("Exception" in ln or "Error" in ln) and not ln.lstrip().startswith("at ")
-    ]
-    return "\n".join(["first errors:", *causes[:6], "log end:", *lines[-12:]])
-
-
 @contextlib.contextmanager
 def _job(cfg: FleetsimConfig, master_url: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
     """``fleetsim stream --master URL`` as the cluster profile runs it; SIGTERM on exit."""
@@ -313,12 +302,13 @@ def drain(cfg: FleetsimConfig, cluster: Cluster, workers: int, n: int, tmp: Path
                 deadline = time.monotonic() + timeout_s
                 while time.monotonic() < deadline:
                     if job.poll() is not None:
-                        raise RuntimeError(f"the job exited ({job.returncode}) {what}:\n{_log_tail(log)}")
+                        why = process.error_summary(log)
+                        raise RuntimeError(f"the job exited ({job.returncode}) {what}:\n{why}")
                     c = count()
                     if done(c):
                         return time.monotonic(), c
                     time.sleep(POLL_S)
-                raise RuntimeError(f"no {what} within {timeout_s:.0f} s:\n{_log_tail(log)}")
+                raise RuntimeError(f"no {what} within {timeout_s:.0f} s:\n{process.error_summary(log)}")
 
             submitted = time.monotonic()
             t_first, c_first = watch(lambda c: c > 0, FIRST_ROW_TIMEOUT_S, "first stored row")

@@ -206,6 +206,17 @@ def tail(path: Path, lines: int = 15) -> str:
     return "\n".join(data.splitlines()[-lines:])
 
 
+def error_summary(path: Path, causes: int = 8, lines: int = 15) -> str:
+    """A JVM-heavy log (a Spark job's) for an error message: its first lines naming an exception
+    or error, skipping stack frames (the root cause), then its last ``lines`` lines."""
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return "(no log)"
+    first = [ln for ln in text if ("Exception" in ln or "Error" in ln) and not ln.lstrip().startswith("at ")]
+    return "\n".join(["first errors:", *first[:causes], "log end:", *text[-lines:]])
+
+
 def user_ids(user: str) -> tuple[int, int]:
     try:
         entry = pwd.getpwnam(user)

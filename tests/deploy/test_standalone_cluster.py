@@ -97,18 +97,6 @@ def raw_writers(cfg: FleetsimConfig) -> set[str]:
         conn.close()
 
 
-def log_summary(log: Path) -> str:
-    """The job's first error lines (the root cause, not the JVM stack) and the end of its log."""
-    try:
-        lines = log.read_text(errors="replace").splitlines()
-    except OSError:
-        return "(no log)"
-    causes = [
-        ln for ln in lines if ("Exception" in ln or "Error" in ln) and not ln.lstrip().startswith("at ")
-    ]
-    return "\n".join(["first errors:", *causes[:8], "log end:", *lines[-15:]])
-
-
 def wait_until(
     predicate: Callable[[], Any], timeout_s: float, alive: subprocess.Popen[bytes], log: Path
 ) -> Any:
@@ -116,7 +104,7 @@ def wait_until(
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if alive.poll() is not None:
-            pytest.fail(f"fleetsim stream exited with {alive.returncode}:\n{log_summary(log)}")
+            pytest.fail(f"fleetsim stream exited with {alive.returncode}:\n{process.error_summary(log)}")
         value = predicate()
         if value:
             return value
@@ -173,7 +161,7 @@ def test_stream_job_runs_on_a_standalone_cluster(
             return landed(cfg, prefix) >= want
 
         got = wait_until(all_landed, LAND_TIMEOUT_S, job, log)
-        assert got, f"rows in sensor_data: {sorted(landed(cfg, prefix))}\n{log_summary(log)}"
+        assert got, f"rows in sensor_data: {sorted(landed(cfg, prefix))}\n{process.error_summary(log)}"
         assert landed(cfg, prefix) == want, "exactly the produced readings, no duplicates or strays"
         writers.update(raw_writers(cfg))
         assert len(writers) >= 2, f"rows written by more than one executor, saw {writers}"
@@ -190,7 +178,7 @@ def test_stream_job_runs_on_a_standalone_cluster(
         except subprocess.TimeoutExpired:
             os.killpg(job.pid, signal.SIGKILL)
             job.wait(timeout=10)
-    assert job.returncode == 0, f"graceful stop expected, got {job.returncode}:\n{log_summary(log)}"
+    assert job.returncode == 0, f"graceful stop expected, got {job.returncode}:\n{process.error_summary(log)}"
     done = process.wait_for(
         lambda: any(a.get("id") == app_id for a in cluster.master_state().get("completedapps", [])), 30.0, 0.5
     )
