@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import tempfile
 import time
@@ -22,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Producer
-from pyspark.sql.streaming import StreamingQueryListener
 
 from fleetsim.cloud.streaming.job import StreamJob
+from fleetsim.cloud.streaming.listener import ProgressListener
 from fleetsim.kernel.clients import confluent_kafka_config, pg_connect
 from fleetsim.kernel.config import FleetsimConfig, load_config
 from fleetsim.kernel.contract import encode_reading, format_ts_ms
@@ -35,7 +36,7 @@ EXTRA_CONF: dict[str, str] = {}
 PHASES = ("latestOffset", "queryPlanning", "addBatch", "walCommit", "commitOffsets", "triggerExecution")
 
 
-class Collector(StreamingQueryListener):
+class Collector(ProgressListener):
     def __init__(self) -> None:
         self.raw: list[dict[str, Any]] = []
         self.agg: list[dict[str, Any]] = []
@@ -67,8 +68,31 @@ def _cpu_s(pids: list[int]) -> float:
     return total
 
 
+def _thread_cpu(pids: list[int]) -> dict[str, float]:
+    """CPU seconds so far per thread name (digits folded: ``C2 CompilerThread0`` and ``1`` are one
+    group), over every thread of ``pids``: says whether the JIT, the query thread, the tasks or
+    the listener bus holds the cores."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for pid in pids:
+        try:
+            tasks = list(Path(f"/proc/{pid}/task").iterdir())
+        except OSError:
+            continue
+        for t in tasks:
+            try:
+                stat = (t / "stat").read_text()
+            except OSError:
+                continue
+            name = re.sub(r"\d+", "N", stat[stat.index("(") + 1 : stat.rindex(")")])
+            fields = stat.rsplit(")", 1)[1].split()
+            out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
 def _job_pids() -> list[int]:
-    """This process and every descendant (the JVM, Python workers)."""
+    """This process and its descendants that belong to the job (the JVM, Python workers); not
+    the Kafka broker and PostgreSQL that ``dedicated`` started as children of this process."""
     me = os.getpid()
     children: dict[int, list[int]] = {}
     for d in Path("/proc").iterdir():
@@ -81,6 +105,13 @@ def _job_pids() -> list[int]:
     out, todo = [], [me]
     while todo:
         pid = todo.pop()
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        argv = cmd.split(b"\0")
+        if pid != me and (b"kafka.Kafka" in argv or argv[0].split(b"/")[-1].startswith(b"postgres")):
+            continue  # an engine, and its descendants with it
         out.append(pid)
         todo.extend(children.get(pid, []))
     return out
@@ -98,13 +129,23 @@ def measure(cfg: FleetsimConfig, rate: int, seconds: float, devices: int, warmup
     job.spark.streams.addListener(coll)
     producer = Producer({**confluent_kafka_config(cfg, "bridge"), "linger.ms": 5})
     sent = 0
+    measured_from = 0
     try:
-        time.sleep(warmup_s)
-        coll.raw.clear()
-        coll.agg.clear()
-        cpu0, t_start = _cpu_s(_job_pids()), time.time()
+        # Warm-up under the same load: an idle JVM has not JIT-compiled the data path, and its
+        # C2 compiler threads then take ~0.5 core for the first minute of load (measured).
+        t_load = time.time()
+        t_start = t_load + warmup_s
+        cpu0: float | None = None
+        jvm0: dict[str, int] = {}
+        threads0: dict[str, float] = {}
         while time.time() - t_start < seconds:
             tick = time.time()
+            if cpu0 is None and tick >= t_start:
+                coll.raw.clear()
+                coll.agg.clear()
+                jvm0, cpu0, t_start, measured_from = _jvm_counters(job.spark), _cpu_s(_job_pids()), tick, sent
+                threads0 = _thread_cpu(_job_pids())
+                job.spark._jvm.org.apache.spark.sql.catalyst.rules.RuleExecutor.resetMetrics()
             for _ in range(max(rate // 10, 1)):
                 now_ms = int(time.time() * 1000)
                 dev = f"cost-{sent % devices:05d}"
@@ -118,9 +159,16 @@ def measure(cfg: FleetsimConfig, rate: int, seconds: float, devices: int, warmup
                 sent += 1
             producer.poll(0)
             time.sleep(max(0.0, 0.1 - (time.time() - tick)))
+        assert cpu0 is not None
         producer.flush(30)
         elapsed = time.time() - t_start
         cpu = _cpu_s(_job_pids()) - cpu0
+        jvm = {k: v - jvm0[k] for k, v in _jvm_counters(job.spark).items()}
+        rules = _top_rules(job.spark)
+        threads = {k: v - threads0.get(k, 0.0) for k, v in _thread_cpu(_job_pids()).items()}
+        busiest = sorted(threads.items(), key=lambda kv: -kv[1])[:8]
+        top_threads = {k: round(v / elapsed, 3) for k, v in busiest}
+        cpu_per_msg_us = cpu / max(sent - measured_from, 1) * 1e6
         deadline = time.time() + 60
         while time.time() < deadline and _count(cfg) < sent:
             time.sleep(0.5)
@@ -132,7 +180,8 @@ def measure(cfg: FleetsimConfig, rate: int, seconds: float, devices: int, warmup
             cur.execute(
                 "SELECT count(*), percentile_cont(0.5) WITHIN GROUP (ORDER BY ms), "
                 "percentile_cont(0.95) WITHIN GROUP (ORDER BY ms) FROM ("
-                "SELECT extract(epoch FROM ingest_ts - ts) * 1000 AS ms FROM sensor_data) x"
+                "SELECT extract(epoch FROM ingest_ts - ts) * 1000 AS ms FROM sensor_data WHERE seq >= %s) x",
+                (measured_from // devices + 1,),
             )
             n, p50, p95 = cur.fetchone()
     finally:
@@ -142,7 +191,8 @@ def measure(cfg: FleetsimConfig, rate: int, seconds: float, devices: int, warmup
     return {
         "rate": rate,
         "sent": sent,
-        "landed": n,
+        "landed": _count(cfg),
+        "measured_rows": n,
         "p50_ms": round(p50 or 0),
         "p95_ms": round(p95 or 0),
         "raw_batches_with_rows": len(busy),
@@ -154,8 +204,45 @@ def measure(cfg: FleetsimConfig, rate: int, seconds: float, devices: int, warmup
         if coll.agg
         else None,
         "job_cpu_cores": round(cpu / elapsed, 3),
+        "job_cpu_us_per_msg": round(cpu_per_msg_us),
+        "warmup_s": warmup_s,
+        "jvm_in_window": jvm,
+        "cores_by_thread": top_threads,
+        "catalyst_rules_top": rules,
         "loadavg": os.getloadavg(),
     }
+
+
+def _jvm_counters(spark: Any) -> dict[str, int]:
+    """Codegen compilations (Spark's CodegenMetrics: a cache miss compiles a class with Janino),
+    classes loaded and JIT time (ms) so far in the job's JVM: per-batch code that never stops
+    being generated shows up as a steady climb in all three."""
+    jvm = spark._jvm
+    codegen = jvm.org.apache.spark.metrics.source.CodegenMetrics
+    mgmt = jvm.java.lang.management.ManagementFactory
+    return {
+        "codegen_compilations": int(codegen.METRIC_COMPILATION_TIME().getCount()),
+        "classes_loaded": int(mgmt.getClassLoadingMXBean().getTotalLoadedClassCount()),
+        "jit_ms": int(mgmt.getCompilationMXBean().getTotalCompilationTime()),
+    }  # fmt: skip
+
+
+def _top_rules(spark: Any, n: int = 12) -> dict[str, Any]:
+    """Catalyst's own account of the window: total time in rules and the rules that took most
+    (``RuleExecutor.dumpTimeSpent``), to tell which optimizer rules a batch pays for."""
+    text = str(spark._jvm.org.apache.spark.sql.catalyst.rules.RuleExecutor.dumpTimeSpent())
+    out: dict[str, Any] = {}
+    rows = []
+    for line in text.splitlines():
+        total = re.match(r"\s*Total time:\s*([\d.]+) seconds", line)
+        if total:
+            out["total_s"] = float(total.group(1))
+        m = re.match(r"\s*(org\.apache\.\S+)\s+(\d+)\s*/\s*(\d+)\s+(\d+)\s*/\s*(\d+)", line)
+        if m:
+            rows.append((m.group(1).rsplit(".", 1)[-1], int(m.group(2)) / 1e6, int(m.group(4))))
+    rows.sort(key=lambda r: -r[1])
+    out["rules_ms_runs"] = [(name, round(ms, 1), runs) for name, ms, runs in rows[:n]]
+    return out
 
 
 def _count(cfg: FleetsimConfig) -> int:
@@ -173,12 +260,26 @@ def main() -> None:
     ap.add_argument("--rate", type=int, default=100)
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--devices", type=int, default=50)
-    ap.add_argument("--warmup", type=float, default=20.0)
+    ap.add_argument("--warmup", type=float, default=60.0, help="seconds of load before measuring")
     ap.add_argument("--set", action="append", default=[], help="config override key=value")
     ap.add_argument("--raw-sink", choices=("driver", "executor"), default="driver", help="spark.raw_sink")
     ap.add_argument("--sync-progress", action="store_true", help="no async progress tracking")
     ap.add_argument("--conf", action="append", default=[], help="extra Spark conf key=value")
+    ap.add_argument("--queries", default="raw,agg,deadletter", help="which of the job's queries run")
+    ap.add_argument("--raw-without-registry", action="store_true", help="raw flow without the registry join")
+    ap.add_argument("--registry-uncached", action="store_true", help="re-read the registry in every batch")
     args = ap.parse_args()
+    # Attribution switches: patched in the job's modules, this process only.
+    from fleetsim.cloud.streaming import flows, job
+
+    job.QUERY_NAMES = tuple(q for q in args.queries.split(",") if q)
+    if args.registry_uncached:
+        from fleetsim.cloud.streaming.registry_cache import registry_relation
+
+        job.StreamJob.registry = lambda self: registry_relation(self.spark, self.cfg)  # type: ignore[method-assign]
+    if args.raw_without_registry:
+        plain_raw = flows.raw_lines
+        flows.raw_lines = lambda kafka_df, alerts, **kw: plain_raw(kafka_df, alerts)
     args.set.append(f"spark.raw_sink={args.raw_sink}")
     StreamJob.async_progress = not args.sync_progress
     for kv in args.conf:

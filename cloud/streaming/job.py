@@ -26,8 +26,9 @@ from fleetsim.cloud.streaming.listener import MetricsListener
 from fleetsim.cloud.streaming.metrics import StreamMetrics
 from fleetsim.cloud.streaming.notify import Notifier
 from fleetsim.cloud.streaming.pgsink import PgSink
+from fleetsim.cloud.streaming.registry_cache import RegistryCache
 from fleetsim.cloud.streaming.session import build_session
-from fleetsim.kernel.clients import pg_dsn_kwargs, spark_kafka_options
+from fleetsim.kernel.clients import spark_kafka_options
 from fleetsim.kernel.config import FleetsimConfig
 from fleetsim.kernel.errors import KafkaDataLossError, StreamingError
 
@@ -75,6 +76,7 @@ class StreamJob:
         self.listener: MetricsListener | None = None
         self._sinks = {name: PgSink(cfg, name) for name in QUERY_NAMES}
         self.notifier = Notifier(cfg, self.metrics)
+        self._registry: RegistryCache | None = None
 
     # ------------------------------------------------------------------ sources
     def kafka_stream(self, topic: str) -> Any:
@@ -90,20 +92,13 @@ class StreamJob:
         )
 
     def registry(self) -> Any:
-        """The device registry as a JDBC relation: re-read by every micro-batch of the stream-static
-        join, so sites and device classes follow registry edits without a restart (a tiny indexed table)."""
-        kw = pg_dsn_kwargs(self.cfg, "writer")
-        url = f"jdbc:postgresql://{kw['host']}:{kw['port']}/{kw['dbname']}"
-        props = {
-            "user": kw["user"],
-            "password": kw["password"],
-            "driver": "org.postgresql.Driver",
-            "sslmode": kw["sslmode"],
-            "ApplicationName": "fleetsim-stream-registry",
-        }
-        return self.spark.read.jdbc(
-            url, "(SELECT device_id, site, indoor, type FROM devices) AS registry", properties=props
-        )
+        """The device registry as the flows join it: one cached copy for both queries, re-read when
+        the table changes (:mod:`.registry_cache`), so sites and device classes follow registry
+        edits without a restart."""
+        if self._registry is None:
+            self._registry = RegistryCache(self.spark, self.cfg)
+            self._registry.start()
+        return self._registry.frame
 
     # ------------------------------------------------------------------ handlers
     def handle_raw(self, batch_df: Any, batch_id: int) -> None:
@@ -237,6 +232,8 @@ class StreamJob:
             )  # fmt: skip
 
         while not stop.wait(poll_s):
+            if self._registry is not None:
+                self._registry.poll()
             now = time.monotonic()
             for i, q in enumerate(self.queries):
                 if q.name in due:
@@ -282,3 +279,6 @@ class StreamJob:
             self.listener = None
         for sink in self._sinks.values():
             sink.close()
+        if self._registry is not None:
+            self._registry.close()
+            self._registry = None

@@ -10,18 +10,66 @@ dropped by the watermark).
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from pyspark.sql.streaming import StreamingQueryListener
+from pyspark.sql.streaming.listener import (
+    QueryIdleEvent,
+    QueryProgressEvent,
+    QueryStartedEvent,
+    QueryTerminatedEvent,
+    StreamingQueryProgress,
+)
 
 from fleetsim.cloud.streaming.executor_sink import OBSERVED_NAME
 from fleetsim.cloud.streaming.metrics import StreamMetrics
 from fleetsim.cloud.streaming.pgsink import PgSink
 
 log = logging.getLogger("fleetsim.stream.listener")
+
+
+class _JsonBridge:
+    """The Java-facing side of a :class:`ProgressListener`: each progress event crosses py4j once,
+    as its JSON. PySpark's own bridge rebuilds the progress field by field over py4j (dozens of
+    round trips per batch, and class lookups that scan every jar on the classpath): ~0.1 core of
+    the driver's JVM at one raw batch per second (JFR profile, docs/streaming.md)."""
+
+    def __init__(self, listener: StreamingQueryListener) -> None:
+        self.listener = listener
+
+    def onQueryStarted(self, jevent: Any) -> None:
+        self.listener.onQueryStarted(QueryStartedEvent.fromJObject(jevent))
+
+    def onQueryProgress(self, jevent: Any) -> None:
+        progress = StreamingQueryProgress.fromJson(json.loads(jevent.progress().json()))
+        self.listener.onQueryProgress(QueryProgressEvent(progress))
+
+    def onQueryIdle(self, jevent: Any) -> None:
+        self.listener.onQueryIdle(QueryIdleEvent.fromJObject(jevent))
+
+    def onQueryTerminated(self, jevent: Any) -> None:
+        self.listener.onQueryTerminated(QueryTerminatedEvent.fromJObject(jevent))
+
+    class Java:
+        implements: ClassVar[list[str]] = ["org.apache.spark.sql.streaming.PythonStreamingQueryListener"]
+
+
+class ProgressListener(StreamingQueryListener):
+    """A StreamingQueryListener whose progress events arrive through :class:`_JsonBridge`."""
+
+    @property
+    def _jlistener(self) -> Any:
+        # Lazy: SparkContext is only there once a session runs (as in PySpark's own property).
+        from pyspark import SparkContext
+
+        if not hasattr(self, "_jlistenerobj"):
+            jvm: Any = SparkContext._jvm
+            self._jlistenerobj = jvm.PythonStreamingQueryListenerWrapper(_JsonBridge(self))
+        return self._jlistenerobj
 
 
 def progress_figures(progress: Any) -> dict[str, Any]:
@@ -69,7 +117,7 @@ def _round(x: Any) -> int | None:
     return None if x is None else round(float(x))
 
 
-class MetricsListener(StreamingQueryListener):
+class MetricsListener(ProgressListener):
     """Records every completed micro-batch of this job's queries; never raises into Spark."""
 
     def __init__(self, sink: PgSink, metrics: StreamMetrics) -> None:

@@ -229,8 +229,10 @@ class SparkConfig(_Section):
     ``SPARK_LOCAL_IP``); ``0.0.0.0`` only inside a container whose ports are published."""
     master_ui_url: str = ""
     """Spark master UI URL when running on a standalone cluster (shown in status and dashboard)."""
-    registry_refresh_s: float = Field(30.0, gt=0)
-    """How often the job refreshes its copy of the device registry."""
+    registry_refresh_s: float = Field(10.0, gt=0)
+    """Seconds between checks of the device registry for changes (one fingerprint query); after a
+    change the next micro-batches read it again, so an edit reaches the alert rules and the
+    windows within this period plus a batch. Between changes the batches join a cached copy."""
     metrics_port: int = Field(9103, ge=0, le=65535)
     """Prometheus metrics port of the job's driver (0 disables)."""
 
