@@ -68,12 +68,12 @@ def _cpu_s(pids: list[int]) -> float:
     return total
 
 
-def _thread_cpu(pids: list[int]) -> dict[str, float]:
-    """CPU seconds so far per thread name (digits folded: ``C2 CompilerThread0`` and ``1`` are one
-    group), over every thread of ``pids``: says whether the JIT, the query thread, the tasks or
-    the listener bus holds the cores."""
+def _thread_cpu(pids: list[int]) -> dict[int, tuple[str, float]]:
+    """Thread id -> (name, CPU seconds so far) over every thread of ``pids``. Names have their
+    digits folded (``C2 CompilerThread0`` and ``1`` are one group); Spark renames its task
+    threads per task, so deltas are taken per thread id and grouped by the final name."""
     tick = os.sysconf("SC_CLK_TCK")
-    out: dict[str, float] = {}
+    out: dict[int, tuple[str, float]] = {}
     for pid in pids:
         try:
             tasks = list(Path(f"/proc/{pid}/task").iterdir())
@@ -86,8 +86,19 @@ def _thread_cpu(pids: list[int]) -> dict[str, float]:
                 continue
             name = re.sub(r"\d+", "N", stat[stat.index("(") + 1 : stat.rindex(")")])
             fields = stat.rsplit(")", 1)[1].split()
-            out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+            out[int(t.name)] = (name, (int(fields[11]) + int(fields[12])) / tick)
     return out
+
+
+def _cores_by_thread(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], seconds: float
+) -> dict[str, float]:
+    """The busiest thread groups of the window, in cores."""
+    groups: dict[str, float] = {}
+    for tid, (name, cpu) in after.items():
+        groups[name] = groups.get(name, 0.0) + cpu - before.get(tid, (name, 0.0))[1]
+    busiest = sorted(groups.items(), key=lambda kv: -kv[1])[:8]
+    return {k: round(v / seconds, 3) for k, v in busiest}
 
 
 def _job_pids() -> list[int]:
@@ -137,7 +148,7 @@ def measure(cfg: FleetsimConfig, rate: int, seconds: float, devices: int, warmup
         t_start = t_load + warmup_s
         cpu0: float | None = None
         jvm0: dict[str, int] = {}
-        threads0: dict[str, float] = {}
+        threads0: dict[int, tuple[str, float]] = {}
         while time.time() - t_start < seconds:
             tick = time.time()
             if cpu0 is None and tick >= t_start:
@@ -165,9 +176,7 @@ def measure(cfg: FleetsimConfig, rate: int, seconds: float, devices: int, warmup
         cpu = _cpu_s(_job_pids()) - cpu0
         jvm = {k: v - jvm0[k] for k, v in _jvm_counters(job.spark).items()}
         rules = _top_rules(job.spark)
-        threads = {k: v - threads0.get(k, 0.0) for k, v in _thread_cpu(_job_pids()).items()}
-        busiest = sorted(threads.items(), key=lambda kv: -kv[1])[:8]
-        top_threads = {k: round(v / elapsed, 3) for k, v in busiest}
+        top_threads = _cores_by_thread(threads0, _thread_cpu(_job_pids()), elapsed)
         cpu_per_msg_us = cpu / max(sent - measured_from, 1) * 1e6
         deadline = time.time() + 60
         while time.time() < deadline and _count(cfg) < sent:

@@ -383,7 +383,9 @@ def run(cfg: FleetsimConfig, quick: bool) -> dict[str, Any]:
     apps = {"stream": AppComponent("stream", cfg), "bridge": AppComponent("bridge", cfg)}
     ramps: list[dict[str, Any]] = []
     soak: dict[str, Any] | None = None
-    warm_s = 10.0 if quick else 60.0
+    # The JVMs keep JIT-compiling the data path for minutes under load (C2 took ~0.5 core for
+    # the first minute of a 100 msg/s run; bench_batch_cost.py), so the warm-up runs under load.
+    warm_s = 45.0 if quick else 120.0
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmpdir:
         tmp = Path(tmpdir)
         try:
