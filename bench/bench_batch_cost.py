@@ -134,6 +134,18 @@ def measure(cfg: FleetsimConfig, rate: int, seconds: float, devices: int, warmup
     base_conf = session.session_conf
     session.session_conf = lambda *a, **k: {**base_conf(*a, **k), **EXTRA_CONF}
     job = StreamJob(cfg, ui=False)
+    sink_ms: list[float] = []
+    raw_sink = job._sinks["raw"]
+    write_raw = raw_sink.write_raw
+
+    def timed_write_raw(*a: Any, **k: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return write_raw(*a, **k)
+        finally:
+            sink_ms.append((time.perf_counter() - t0) * 1000)
+
+    raw_sink.write_raw = timed_write_raw  # type: ignore[method-assign]
     job.start()
     coll = Collector()
     assert job.spark is not None
@@ -154,6 +166,7 @@ def measure(cfg: FleetsimConfig, rate: int, seconds: float, devices: int, warmup
             if cpu0 is None and tick >= t_start:
                 coll.raw.clear()
                 coll.agg.clear()
+                sink_ms.clear()
                 jvm0, cpu0, t_start, measured_from = _jvm_counters(job.spark), _cpu_s(_job_pids()), tick, sent
                 threads0 = _thread_cpu(_job_pids())
                 job.spark._jvm.org.apache.spark.sql.catalyst.rules.RuleExecutor.resetMetrics()
@@ -207,6 +220,7 @@ def measure(cfg: FleetsimConfig, rate: int, seconds: float, devices: int, warmup
         "raw_batches_with_rows": len(busy),
         "raw_batches_total": len(coll.raw),
         "raw_median_ms": med,
+        "raw_sink_write_ms_median": round(statistics.median(sink_ms)) if sink_ms else None,
         "rows_per_raw_batch": statistics.median(b["rows"] for b in busy) if busy else 0,
         "agg_batches": len(coll.agg),
         "agg_median_trigger_ms": statistics.median(b.get("triggerExecution", 0) for b in coll.agg)
