@@ -1,11 +1,13 @@
 """The device registry as the streaming queries see it: one cached copy, re-read when it changes.
 
 The raw and windowed flows join every micro-batch with the registry (device class for the
-per-class alert rules, site for the windows). Read through JDBC, that join re-ran a PostgreSQL
-query and a Spark job in every batch: ~150 of a raw batch's ~520 ms at 100 msg/s on a 2-core
-machine (``bench/bench_batch_cost.py --raw-without-registry``). Cached, a batch reads the copy held
-by Spark's cache manager; the relation is still the JDBC one, so a refresh (unpersist, cache again)
-makes the next batch read the table once, whichever query gets there first.
+per-class alert rules, site for the windows). Read through JDBC, every batch re-ran a PostgreSQL
+query for it (~20 ms of a raw batch's ~520 ms at 100 msg/s on a 2-core machine, and one more
+connection per batch on PostgreSQL; the broadcast join itself costs ~30 ms more,
+``bench/bench_batch_cost.py --registry-uncached`` / ``--raw-without-registry``). Cached, a batch
+reads the copy held by Spark's cache manager; the relation is still the JDBC one, so a refresh
+(unpersist, cache again) makes the next batch read the table once, whichever query gets there
+first.
 
 A refresh happens only when the registry changed: every ``spark.registry_refresh_s`` the driver
 compares a fingerprint of the columns the flows use (one small query through psycopg2), so an
@@ -70,9 +72,13 @@ class RegistryCache:
         return int(count), str(digest)
 
     def start(self) -> Any:
-        """Take the first fingerprint and mark the relation for caching; returns the frame."""
-        self._fingerprint = self.fingerprint()
+        """Take the first fingerprint and mark the relation for caching; returns the frame. Without
+        a fingerprint (PostgreSQL unreachable) the first successful check refreshes the copy."""
         self._checked_at = self._clock()
+        try:
+            self._fingerprint = self.fingerprint()
+        except Exception as exc:  # the queries' own restarts wait for PostgreSQL
+            log.warning("registry check failed at start: %s", str(exc).splitlines()[0])
         self.frame.cache()
         return self.frame
 

@@ -68,3 +68,17 @@ def test_failed_check_keeps_the_copy(fleet_cfg: FleetsimConfig, monkeypatch: Any
     assert c.poll() is False and c.checks == 2  # next try one period after the failed one
     c.now = 20.0
     assert c.poll() is True and c.checks == 3
+
+
+def test_no_fingerprint_at_start_refreshes_at_the_first_good_check(
+    fleet_cfg: FleetsimConfig, monkeypatch: Any
+) -> None:
+    frame = Frame()
+    monkeypatch.setattr(registry_cache, "registry_relation", lambda spark, cfg: frame)
+    c = Scripted(fleet_cfg.with_overrides({"spark.registry_refresh_s": 10}))
+    c.table = OSError("PostgreSQL is starting up")
+    c.start()  # does not raise: the job starts, its queries retry PostgreSQL themselves
+    assert frame.calls == ["cache"]
+    c.table = (2, "x")
+    c.now = 10.0
+    assert c.poll() is True and frame.calls == ["cache", "unpersist", "cache"]
