@@ -18,18 +18,17 @@ from __future__ import annotations
 
 import os
 import re
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import settings
 
+from fleetsim.bench.engines import fresh_topics
 from fleetsim.kernel.config import FleetsimConfig, load_config
 from fleetsim.kernel.errors import MissingDependencyError
 from fleetsim.stack import Kafka, Mosquitto, Postgres, isolated_config
 from fleetsim.stack.base import Service
-from fleetsim.stack.kafka import ensure_topics
 from fleetsim.stack.process import free_ports
 
 # CI replays the same generated examples every run: a property test that finds a new bug should
@@ -100,15 +99,6 @@ def kafka_topics(kafka: FleetsimConfig) -> Callable[..., FleetsimConfig]:
     """Factory: ``kafka_topics("bridge")`` -> cfg with fresh ``bridge.<id>.telemetry``/``.deadletter``."""
 
     def make(prefix: str = "test") -> FleetsimConfig:
-        safe = re.sub(r"[^A-Za-z0-9_-]", "-", prefix)[:80] or "test"
-        uid = uuid.uuid4().hex[:10]
-        cfg = kafka.with_overrides(
-            {
-                "kafka.telemetry_topic": f"{safe}.{uid}.telemetry",
-                "kafka.deadletter_topic": f"{safe}.{uid}.deadletter",
-            }
-        )
-        ensure_topics(cfg)
-        return cfg
+        return fresh_topics(kafka, re.sub(r"[^A-Za-z0-9_-]", "-", prefix)[:80] or "test")
 
     return make

@@ -10,14 +10,14 @@ from fleetsim.kernel.config import FleetsimConfig
 from fleetsim.stack.kafka import ensure_topics
 
 
-def fresh_topics(cfg: FleetsimConfig) -> FleetsimConfig:
-    """``cfg`` with new, created telemetry and dead-letter topics (ACLs included): a variant that
-    starts from an empty log, whatever earlier variants left in the harness's Kafka."""
-    uid = uuid.uuid4().hex[:8]
+def fresh_topics(cfg: FleetsimConfig, prefix: str = "bench") -> FleetsimConfig:
+    """``cfg`` with new, created ``<prefix>.<id>.telemetry`` and ``.deadletter`` topics (ACLs
+    included): a variant or test that starts from an empty log, whatever ran before it."""
+    uid = uuid.uuid4().hex[:10]
     out = cfg.with_overrides(
         {
-            "kafka.telemetry_topic": f"bench.{uid}.telemetry",
-            "kafka.deadletter_topic": f"bench.{uid}.deadletter",
+            "kafka.telemetry_topic": f"{prefix}.{uid}.telemetry",
+            "kafka.deadletter_topic": f"{prefix}.{uid}.deadletter",
         }
     )
     ensure_topics(out)
