@@ -38,7 +38,6 @@ import contextlib
 import itertools
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -59,7 +58,7 @@ from prometheus_client.parser import text_string_to_metric_families
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from fleetsim.bench.engines import fresh_topics  # noqa: E402
+from fleetsim.bench.engines import fresh_topics, run_standalone  # noqa: E402
 from fleetsim.bridge.mqtt_fast import FastClient  # noqa: E402
 from fleetsim.kernel import contract  # noqa: E402
 from fleetsim.kernel.clients import (  # noqa: E402
@@ -71,7 +70,7 @@ from fleetsim.kernel.clients import (  # noqa: E402
 )
 from fleetsim.kernel.config import FleetsimConfig, config_to_env, load_config  # noqa: E402
 from fleetsim.kernel.contract import encode_reading, format_ts_ms  # noqa: E402
-from fleetsim.stack import dedicated, process  # noqa: E402
+from fleetsim.stack import process  # noqa: E402
 
 TIMEOUT_S = 1_800
 """Bound for `fleetsim bench` (read by the harness): the full run takes several minutes."""
@@ -798,19 +797,7 @@ def main() -> int:
         publisher_main(args.publisher, args.seconds, args.out)
         return 0
 
-    def on_term(_sig: int, _frame: Any) -> None:
-        raise SystemExit(143)  # unwind: the dedicated services get stopped
-
-    signal.signal(signal.SIGTERM, on_term)
-    base = load_config(REPO / "fleetsim.toml", environ={}).with_overrides(
-        {"stack.jvm_dir": str(REPO / ".cache" / "jvm")}
-    )
-    with (
-        tempfile.TemporaryDirectory(prefix="bench-bridge-stack-") as tmp,
-        dedicated(base, Path(tmp), "mosquitto", "kafka") as (cfg, _),
-    ):
-        print(json.dumps(run(cfg, args.quick), indent=1))
-    return 0
+    return run_standalone(REPO, "bridge", ("mosquitto", "kafka"), run, args.quick)
 
 
 if __name__ == "__main__":

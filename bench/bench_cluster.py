@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
-import signal
 import statistics
 import sys
 import tempfile
@@ -38,8 +36,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from fleetsim.kernel.config import FleetsimConfig, load_config  # noqa: E402
-from fleetsim.stack import dedicated  # noqa: E402
+from fleetsim.bench.engines import run_standalone  # noqa: E402
+from fleetsim.kernel.config import FleetsimConfig  # noqa: E402
 from fleetsim.stack.cluster_kafka import KafkaCluster  # noqa: E402
 from fleetsim.stack.cluster_ports import ClusterPorts, free_port_base, profile_config  # noqa: E402
 
@@ -133,19 +131,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
 
-    def on_term(_sig: int, _frame: Any) -> None:
-        raise SystemExit(143)  # unwind: the dedicated services get stopped
-
-    signal.signal(signal.SIGTERM, on_term)
-    base = load_config(REPO / "fleetsim.toml", environ={}).with_overrides(
-        {"stack.jvm_dir": str(REPO / ".cache" / "jvm"), "stack.start_timeout_s": 240}
-    )
-    with (
-        tempfile.TemporaryDirectory(prefix="bench-cluster-stack-") as tmp,
-        dedicated(base, Path(tmp), "mosquitto", "kafka") as (cfg, _),
-    ):
-        print(json.dumps(run(cfg, args.quick), indent=1))
-    return 0
+    return run_standalone(REPO, "cluster", ("mosquitto", "kafka"), run, args.quick, start_timeout_s=240)
 
 
 if __name__ == "__main__":

@@ -50,13 +50,13 @@ from confluent_kafka import Producer
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from fleetsim.bench.engines import fresh_topics, pg_rows  # noqa: E402
+from fleetsim.bench.engines import fresh_topics, pg_rows, run_standalone  # noqa: E402
 from fleetsim.cloud.streaming.executor_sink import WRITER_APP_PREFIX  # noqa: E402
 from fleetsim.cloud.streaming.pgsink import PgSink  # noqa: E402
 from fleetsim.kernel.clients import confluent_kafka_config, pg_connect  # noqa: E402
-from fleetsim.kernel.config import FleetsimConfig, config_to_env, load_config  # noqa: E402
+from fleetsim.kernel.config import FleetsimConfig, config_to_env  # noqa: E402
 from fleetsim.kernel.contract import KafkaHeader, encode_reading, format_ts_ms, telemetry_topic  # noqa: E402
-from fleetsim.stack import dedicated, process  # noqa: E402
+from fleetsim.stack import process  # noqa: E402
 from fleetsim.stack.cluster_ports import ClusterPorts, free_port_base  # noqa: E402
 from fleetsim.stack.cluster_spark import SparkMaster, SparkWorker  # noqa: E402
 
@@ -475,19 +475,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
 
-    def on_term(_sig: int, _frame: Any) -> None:
-        raise SystemExit(143)  # unwind: the Spark daemons and dedicated services get stopped
-
-    signal.signal(signal.SIGTERM, on_term)
-    base = load_config(REPO / "fleetsim.toml", environ={}).with_overrides(
-        {"stack.jvm_dir": str(REPO / ".cache" / "jvm"), "stack.start_timeout_s": 240}
-    )
-    with (
-        tempfile.TemporaryDirectory(prefix="bench-workers-stack-") as tmp,
-        dedicated(base, Path(tmp), "kafka", "postgres") as (cfg, _),
-    ):
-        print(json.dumps(run(cfg, args.quick), indent=1))
-    return 0
+    return run_standalone(REPO, "workers", ("kafka", "postgres"), run, args.quick, start_timeout_s=240)
 
 
 if __name__ == "__main__":
