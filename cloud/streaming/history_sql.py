@@ -68,6 +68,8 @@ def stuck_drift_sql(stuck_n: int = 6) -> sql.Composed:
     An alert is raised on the reading where the condition starts to hold (it did not hold on the
     previous reading), for readings of this batch only, with the reading's seq, fault and site.
     Readings are ordered by (ts, seq), so out-of-order arrivals are evaluated in event order.
+    Devices the running state judged this batch (``stage_rule_fast``, :mod:`.rule_state`) are
+    skipped.
     """
     ident = sql.Identifier
     win_cols: list[sql.Composable] = []
@@ -146,7 +148,9 @@ def stuck_drift_sql(stuck_n: int = 6) -> sql.Composed:
     return sql.SQL(
         """
 WITH dev AS (
-  SELECT device_id, min(ts) AS since, max(ts) AS until FROM stage_raw GROUP BY device_id
+  SELECT device_id, min(ts) AS since, max(ts) AS until FROM stage_raw r
+  WHERE NOT EXISTS (SELECT 1 FROM stage_rule_fast f WHERE f.device_id = r.device_id)
+  GROUP BY device_id
 ), hist AS (
   SELECT h.* FROM dev CROSS JOIN LATERAL (
     (SELECT {cols}, false AS fresh FROM sensor_data s
