@@ -1,84 +1,197 @@
-"""Cost of the stuck/drift statement alone: PostgreSQL backend CPU (less load-sensitive than wall).
+"""The raw sink's PostgreSQL merge, stuck/drift from the per-device running state against the
+sensor_data path, side by side in one run.
 
-Starts its own PostgreSQL, stores ``--history`` readings for each of ``--devices`` devices through
-the raw sink, then runs the stuck/drift statement of a ``--new``-readings batch ``--rounds`` times
-(each in a rolled-back transaction) and reports the backend's CPU per statement, read from
-/proc/<backend pid>/stat. docs/streaming.md, "Cost of stuck/drift".
+Two fleet shapes, 5,000-reading batches each: 10,000 devices sending one reading per batch (a
+large fleet at 5,000 msg/s), and 100 devices sending 50 each (a small, fast one). For each shape
+and each variant (``PgSink(running_state=True)``, the default; ``running_state=False``, every
+device judged from ``sensor_data``, the previous code) the tables are emptied, warm-up batches give
+every device its history, then the measured batches are merged one after another through
+``PgSink.write_raw`` as the streaming job calls it. Per batch: wall time of the whole merge, of the
+stuck/drift statements alone, and the PostgreSQL backend's CPU from /proc. The variants alternate
+order run to run; medians over runs, ratios are medians of per-run ratios.
 
-Run: ``python bench/bench_history_sql.py [--devices 2000] [--history 12] [--new 5] [--rounds 5]``
+Run: ``fleetsim bench history_sql`` or ``python bench/bench_history_sql.py [--quick]``
+(starts its own PostgreSQL). docs/streaming.md, "History rules".
 """
 
 from __future__ import annotations
 
-import argparse
 import os
-import tempfile
+import statistics
+import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-from fleetsim.cloud.streaming import pgsink
+import psycopg2.extensions
+
+from fleetsim.bench.engines import pg_rows, run_standalone
+from fleetsim.cloud.streaming import rule_state
 from fleetsim.cloud.streaming.pgsink import PgSink, RawBatch
-from fleetsim.kernel.config import load_config
-from fleetsim.stack import dedicated
+from fleetsim.kernel.config import FleetsimConfig
 
 REPO = Path(__file__).resolve().parent.parent
-T0 = datetime(2026, 11, 21, 3, 0, tzinfo=UTC)
+TIMEOUT_S = 1200
 TICK = os.sysconf("SC_CLK_TCK")
+ROWS = 5_000
+SHAPES = {"10k devices x 1": (10_000, 1), "100 devices x 50": (100, 50)}
+"""Batch shape: devices in the fleet, readings per device per batch (5,000 readings a batch)."""
+VARIANTS = {"running state": True, "sensor_data path": False}
 
 
-def batch(devices: int, start: int, n: int) -> RawBatch:
+class _TimedCursor(psycopg2.extensions.cursor):
+    """Adds each stuck/drift statement's wall time to ``rule_ms`` of its connection's owner."""
+
+    rule_ms: list[float] = []  # noqa: RUF012 (one benchmark process, reset per batch)
+    rule_ids: set[int] = set()  # noqa: RUF012
+
+    def execute(self, query: Any, vars: Any = None) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return super().execute(query, vars)
+        finally:
+            if id(query) in self.rule_ids:
+                self.rule_ms.append((time.perf_counter() - t0) * 1000)
+
+
+def _batch(devices: int, per_device: int, k: int, t0: datetime) -> RawBatch:
+    """The k-th batch: ``ROWS // per_device`` devices (rotating through the fleet), ``per_device``
+    readings each, 10 s apart per device, slowly varying values (a few onsets, as in real data)."""
+    n_dev = ROWS // per_device
     lines = []
-    for d in range(devices):
-        for i in range(start, start + n):
-            ts = (T0 + timedelta(seconds=10 * i)).isoformat()
+    for j in range(n_dev):
+        d = (k * n_dev + j) % devices
+        rnd = (k * n_dev + j) // devices  # how many times the rotation reached this device
+        for i in range(per_device):
+            seq = rnd * per_device + i
+            ts = (t0 + timedelta(seconds=10 * seq)).isoformat()
+            temp, hpa = 20 + (seq % 7) * 0.1 + (d % 3), 1013 + (seq % 3) * 0.1
             lines.append(
-                f"hb-{d:05d},{i},{ts},{20 + (i % 3) * 0.1},{50 + (d % 5)},{600 + i % 7},1013,80,,,OK,,0,{i},"
-                f"{ts},{ts}\n"
+                f"hs-{d:05d},{seq},{ts},{temp:.1f},{50 + (d % 5)},{600 + seq % 11},{hpa:.1f},"
+                f"80,,,OK,,0,{seq},{ts},{ts}\n"
             )
-    return RawBatch("".join(lines).encode(), b"", b"", (T0.date(),))
+    return RawBatch("".join(lines).encode(), b"", b"", ())
 
 
-def cpu_s(pid: int) -> float:
+def _cpu_s(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--devices", type=int, default=2000)
-    ap.add_argument("--history", type=int, default=12)
-    ap.add_argument("--new", type=int, default=5)
-    ap.add_argument("--rounds", type=int, default=5)
-    args = ap.parse_args()
-    base = load_config(REPO / "fleetsim.toml", environ={}).with_overrides(
-        {"stack.jvm_dir": str(REPO / ".cache" / "jvm"), "stack.start_timeout_s": 120}
+def _measure(
+    cfg: FleetsimConfig, devices: int, per_device: int, running_state: bool, batches: int
+) -> dict[str, float]:
+    pg_rows(
+        cfg,
+        "TRUNCATE sensor_data, device_latest, sensor_alerts, incident_events, incidents, pipeline_metrics",
     )
-    with dedicated(base, Path(tempfile.mkdtemp(prefix="bench-history-")), "postgres") as (cfg, _):
-        sink = PgSink(cfg, "raw")
-        sink.write_raw(batch(args.devices, 0, args.history), 0)
-        new = batch(args.devices, args.history, args.new)
-        sink.write_raw(new, 1)  # the batch's rows are stored; each round re-stages them
+    sink = PgSink(cfg, "raw", running_state=running_state)
+    _TimedCursor.rule_ids = {id(sink._stuck_drift), id(sink._fast_alerts), id(rule_state.FAST_SQL)}
+    _TimedCursor.rule_ids.add(id(rule_state.STATE_UPSERT_SQL))
+    # Every device gets lookback + 2 readings of history before the measured batches.
+    per_round = ROWS // per_device
+    warm = -(
+        -devices
+        * (max(cfg.alerts.stuck_readings, cfg.alerts.drift_window_readings) + 2)
+        // (per_round * per_device)
+    )
+    t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(days=1)
+    day = t0.date()
+    try:
         conn = sink.conn()
+        conn.cursor_factory = _TimedCursor
         with conn.cursor() as cur:
             cur.execute("SELECT pg_backend_pid()")
             pid = int(cur.fetchone()[0])
         conn.commit()
-        total = 0.0
-        for _ in range(args.rounds):
-            with conn.cursor() as cur:
-                sink._copy(cur, "stage_raw", pgsink.RAW_COPY_COLUMNS, new.readings)
-                c0 = cpu_s(pid)
-                cur.execute(sink._stuck_drift, sink._history_params)
-                total += cpu_s(pid) - c0
-            conn.rollback()
+        sink.ensure_partitions([day, day + timedelta(days=1), day + timedelta(days=2)])
+        for k in range(warm):
+            sink.write_raw(_batch(devices, per_device, k, t0), k)
+        wall, cpu, rules, state = [], [], [], 0
+        for k in range(warm, warm + batches):
+            b = _batch(devices, per_device, k, t0)
+            _TimedCursor.rule_ms = []
+            c0, w0 = _cpu_s(pid), time.perf_counter()
+            res = sink.write_raw(b, k)
+            wall.append((time.perf_counter() - w0) * 1000)
+            cpu.append((_cpu_s(pid) - c0) * 1000)
+            rules.append(sum(_TimedCursor.rule_ms))
+            state += res.state_devices
+    finally:
         sink.close()
-    rows = args.devices * args.new
-    ms = total / args.rounds * 1000
-    print(
-        f"stuck/drift statement: {ms:.0f} ms backend CPU for {rows} new rows ({args.devices} devices), "
-        f"{ms * 1000 / rows:.1f} us/row; load average {os.getloadavg()[0]:.1f}"
-    )
+    med = statistics.median
+    return {
+        "merge_ms": med(wall),
+        "rules_ms": med(rules),
+        "backend_cpu_ms": med(cpu),
+        "state_share": state / (batches * per_round),
+    }
+
+
+def run(cfg: FleetsimConfig, quick: bool) -> dict[str, Any]:
+    runs, batches = (1, 8) if quick else (3, 24)
+    by: dict[tuple[str, str], list[dict[str, float]]] = {}
+    for r in range(runs):
+        for shape, (devices, per_device) in SHAPES.items():
+            order = list(VARIANTS.items())
+            if r % 2:
+                order.reverse()
+            for variant, running_state in order:
+                m = _measure(cfg, devices, per_device, running_state, batches)
+                by.setdefault((shape, variant), []).append(m)
+                print(f"run {r + 1}/{runs} {shape}, {variant}: {m}", file=sys.stderr, flush=True)
+    med = statistics.median
+    figures: list[dict[str, Any]] = []
+    for shape in SHAPES:
+        new, old = by[(shape, "running state")], by[(shape, "sensor_data path")]
+        for key, what in (("merge_ms", "whole merge"), ("rules_ms", "stuck/drift statements")):
+            figures.append(
+                {
+                    "name": f"{shape} reading(s) per 5,000-reading batch: {what}, running state",
+                    "value": round(med(m[key] for m in new) * 1000 / ROWS, 1),
+                    "unit": "µs/reading",
+                    "baseline_name": "sensor_data path (every device's history read and windowed)",
+                    "baseline": round(med(m[key] for m in old) * 1000 / ROWS, 1),
+                    "ratio": round(med(a[key] / b[key] for a, b in zip(new, old, strict=True)), 2),
+                    "runs": [round(m[key] * 1000 / ROWS, 1) for m in new],
+                }
+            )
+        figures.append(
+            {
+                "name": f"{shape}: PostgreSQL backend CPU of the whole merge, running state",
+                "value": round(med(m["backend_cpu_ms"] for m in new) * 1000 / ROWS, 1),
+                "unit": "µs/reading",
+                "baseline_name": "sensor_data path",
+                "baseline": round(med(m["backend_cpu_ms"] for m in old) * 1000 / ROWS, 1),
+                "ratio": round(
+                    med(a["backend_cpu_ms"] / b["backend_cpu_ms"] for a, b in zip(new, old, strict=True)), 2
+                ),
+                "runs": [round(m["backend_cpu_ms"] * 1000 / ROWS, 1) for m in new],
+            }
+        )
+    share = {s: round(med(m["state_share"] for m in by[(s, "running state")]), 3) for s in SHAPES}
+    return {
+        "title": "Raw merge in PostgreSQL: stuck/drift from the running state vs from sensor_data",
+        "method": (
+            f"PgSink.write_raw on {ROWS:,}-reading batches, two fleet shapes ({', '.join(SHAPES)} "
+            "readings per batch); per variant the tables are emptied and warm-up batches give every "
+            f"device {12 + 2} readings of history, then {batches} batches are measured one after "
+            "another: wall of the merge, wall of the stuck/drift statements (running state: its three "
+            "statements plus the sensor_data path for devices it cannot judge; baseline: the "
+            "sensor_data statement), backend CPU from /proc. Variants alternate order per run; medians of "
+            f"{runs} run(s) of per-batch medians; ratios are medians of per-run ratios."
+        ),
+        "figures": figures,
+        "state_share": share,
+        "notes": [
+            "state_share: fraction of the measured device-batches the running state judged (the rest, "
+            "and every device before it has 12 readings, took the sensor_data path).",
+            "jit is off in the writer session for both variants (PostgreSQL compiled the running "
+            "state's statement on every batch otherwise).",
+        ],
+    }
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run_standalone(REPO, "history_sql", ("postgres",), run, "--quick" in sys.argv[1:], 120))
