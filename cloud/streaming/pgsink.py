@@ -213,15 +213,15 @@ class PgSink:
         query_name: str,
         application_name: str | None = None,
         *,
-        running_state: bool = True,
+        running_state: bool | None = None,
     ) -> None:
-        """``running_state=False`` judges stuck/drift of every device from ``sensor_data`` (the
-        path :mod:`.rule_state` replaces where it can): the baseline of benchmarks and parity tests."""
+        """``running_state`` (default ``alerts.history_state``): ``False`` judges stuck/drift of
+        every device from ``sensor_data`` (the path :mod:`.rule_state` replaces where it can)."""
         self.cfg = cfg
         self.query_name = query_name
         self.application_name = application_name or f"fleetsim-stream-{query_name}"
         self._conn: Any = None
-        self._running_state = running_state
+        self._running_state = cfg.alerts.history_state if running_state is None else running_state
         self._stuck_drift = history_sql.stuck_drift_sql(cfg.alerts.stuck_readings)
         self._fast_alerts = rule_state.fast_alerts_sql(
             cfg.alerts.stuck_readings, cfg.alerts.drift_window_readings
@@ -331,8 +331,9 @@ class PgSink:
                         alerts += cur.rowcount
                     cur.execute(self._stuck_drift, p)
                     alerts += cur.rowcount
-                    if self._running_state:
-                        cur.execute(rule_state.STATE_UPSERT_SQL, p)
+                    cur.execute(
+                        rule_state.STATE_UPSERT_SQL if self._running_state else rule_state.FORGET_SQL, p
+                    )
                     cur.execute(CROSS_DEVICE_LOCK)
                     cur.execute(history_sql.OFFLINE_SQL, p)
                     alerts += cur.rowcount

@@ -181,3 +181,11 @@ ON CONFLICT (device_id) DO UPDATE SET
 """The new state of every device this batch added readings to: the fast path's arrays cut to the
 newest ``lookback``; for the others, their newest ``lookback`` stored readings (the sensor_data
 path judged them; an out-of-order batch leaves the newest unchanged, the rebuild finds them)."""
+
+FORGET_SQL: Final = """
+DELETE FROM device_rule_state st USING (SELECT DISTINCT device_id FROM stage_new_raw) n
+WHERE st.device_id = n.device_id
+"""
+"""With the running state off (``alerts.history_state = false``), the state of the devices a batch
+added readings to is dropped rather than left behind: turned back on, the state of those devices is
+rebuilt from ``sensor_data`` instead of judging new readings against stale history."""

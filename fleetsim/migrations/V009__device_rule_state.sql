@@ -19,7 +19,8 @@ CREATE TABLE device_rule_state (
   updated_at  timestamptz NOT NULL DEFAULT now()
 );
 
-GRANT SELECT, INSERT, UPDATE ON device_rule_state TO fleetsim_write;
+-- DELETE: with the running state turned off the sink drops the state it no longer keeps current.
+GRANT SELECT, INSERT, UPDATE, DELETE ON device_rule_state TO fleetsim_write;
 
 -- Whoever empties sensor_data (a test, an operator starting over) empties the state derived from
 -- it, so the rules never judge a reading against history that is gone.
