@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from fleetsim.bench.budget import LOADGEN, cpu_table, shown_step
+from fleetsim.bench.memory import MIB, MemSampler, children_map, growth, tree
 from fleetsim.kernel.clients import pg_connect
 from fleetsim.kernel.config import FleetsimConfig, config_to_env
 from fleetsim.stack import service
@@ -47,29 +48,6 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 # ---------------------------------------------------------------------------------- /proc CPU
-def _children_map() -> dict[int, list[int]]:
-    kids: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        kids.setdefault(ppid, []).append(int(entry))
-    return kids
-
-
-def _tree(pid: int, kids: dict[int, list[int]]) -> list[int]:
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo.extend(kids.get(p, []))
-    return out
-
-
 def _cpu_s(pids: list[int]) -> float:
     total = 0
     for p in pids:
@@ -89,8 +67,8 @@ class CpuMeter:
         self.before: dict[str, float] = {}
 
     def snapshot(self) -> dict[str, float]:
-        kids = _children_map()
-        return {stage: _cpu_s(_tree(pid, kids)) for stage, pid in self.roots.items()}
+        kids = children_map()
+        return {stage: _cpu_s(tree(pid, kids)) for stage, pid in self.roots.items()}
 
     def start(self) -> None:
         self.before = self.snapshot()
@@ -238,6 +216,7 @@ def step(
     seconds: float,
     tmp: Path,
     drain_s: float = 120.0,
+    mem_every_s: float = 5.0,
 ) -> dict[str, Any]:
     meter = CpuMeter(stages)
     started = datetime.now(UTC)
@@ -246,10 +225,15 @@ def step(
     reaped0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     procs, truth = start_load(mode, env, prefix, rate, seconds, tmp)
     meter.start()
-    for p in procs:
-        _, err = p.communicate(timeout=seconds + 120)
-        if p.returncode != 0:
-            raise RuntimeError(f"{mode.load} load exited {p.returncode}: {err.decode()[-500:]}")
+    load = "simulator" if mode.load == "sim" else LOADGEN
+    mem = MemSampler({**stages, load: [p.pid for p in procs]}, every_s=mem_every_s).start()
+    try:
+        for p in procs:
+            _, err = p.communicate(timeout=seconds + 120)
+            if p.returncode != 0:
+                raise RuntimeError(f"{mode.load} load exited {p.returncode}: {err.decode()[-500:]}")
+    finally:
+        samples = mem.stop()
     reaped1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     load_cpu = (reaped1.ru_utime + reaped1.ru_stime) - (reaped0.ru_utime + reaped0.ru_stime)
     published = truth()
@@ -266,7 +250,7 @@ def step(
         elif stored > 0 and time.monotonic() - last_change > 15:
             break
         time.sleep(0.5)
-    cpu = meter.used() | {("simulator" if mode.load == "sim" else LOADGEN): load_cpu}
+    cpu = meter.used() | {load: load_cpu}
     lat = latency(cfg, prefix, started + timedelta(seconds=WARMUP_S))
     p95 = lat["event_to_row_s"]["p95"]
     lost = max(published - stored, 0)
@@ -279,6 +263,10 @@ def step(
         "lost": lost,
         "latency": lat,
         "cpu_us_per_msg": {k: round(v * 1e6 / max(published, 1), 1) for k, v in cpu.items()},
+        "memory": growth(samples),
+        "memory_samples_mib": [
+            [round(t, 1), {k: round(v / MIB, 1) for k, v in by.items()}] for t, by in samples
+        ],
         "passed": bool(p95 is not None and p95 <= P95_LIMIT_S and lost == 0 and published > 0),
     }
 
@@ -329,6 +317,15 @@ def _stage_pids(cfg: FleetsimConfig, apps: dict[str, AppComponent]) -> dict[str,
         if pid:
             pids["spark" if name == "stream" else name] = pid
     return pids
+
+
+def memory_table(mem: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    verdict = {True: "bounded", False: "growing", None: "too short to judge"}
+    keys = ("first_mib", "last_mib", "peak_mib", "slope_mib_per_min", "allowed_mib_per_10min")
+    rows = [[stage, *(m[k] for k in keys), verdict[m["bounded"]]] for stage, m in mem.items()]
+    return {"title": "Soak: memory per stage (PSS of the process tree, MiB; slope over the second half)",
+            "columns": ["stage", "first", "last", "peak", "MiB/min", "allowed MiB/10 min", "verdict"],
+            "rows": rows}  # fmt: skip
 
 
 def latency_table(ramps: list[dict[str, Any]]) -> dict[str, Any]:
@@ -406,7 +403,7 @@ def run(cfg: FleetsimConfig, quick: bool) -> dict[str, Any]:
             sim_big = ramps[-1]
             if soak_s and sim_big["best"]:
                 soak = step(Mode("sim", 10_000), env, cfg, stages, sim_big["prefix"],
-                            sim_big["best"]["rate_target_msg_s"], soak_s, tmp)  # fmt: skip
+                            sim_big["best"]["rate_target_msg_s"], soak_s, tmp, mem_every_s=10.0)  # fmt: skip
         finally:
             for app in apps.values():
                 app.stop()
@@ -423,6 +420,20 @@ def run(cfg: FleetsimConfig, quick: bool) -> dict[str, Any]:
                 "met": soak["passed"] and soak["rate_target_msg_s"] >= 10_000,
             }
         )
+    tables = []
+    if soak:
+        unbounded = [k for k, v in soak["memory"].items() if v["bounded"] is False]
+        figures.append(
+            {
+                "name": "soak: memory (PSS) of every stage bounded in the settled half "
+                + (f"— growing: {', '.join(unbounded)}" if unbounded else f"({len(soak['memory'])} stages)"),
+                "value": len(soak["memory"]) - len(unbounded),
+                "unit": "stages bounded",
+                "target": "all",
+                "met": not unbounded and all(v["bounded"] for v in soak["memory"].values()),
+            }
+        )
+        tables.append(memory_table(soak["memory"]))
     cpu, over = cpu_table(ramps)
     return {
         "title": "End to end (load -> Mosquitto -> bridge -> Kafka -> Spark -> PostgreSQL)",
@@ -435,10 +446,11 @@ def run(cfg: FleetsimConfig, quick: bool) -> dict[str, Any]:
             f"Latencies come from each row (ts, bridge_ts, kafka_ts, ingest_ts), skipping the first "
             f"{WARMUP_S:.0f} s of a step. Loss = readings the broker acknowledged (simulator ledger or "
             "load generator PUBACKs) minus rows stored. CPU per stage from /proc, whole process trees, "
-            "all on the same 2 cores."
+            "all on the same 2 cores. Memory: PSS of each stage's process tree every 5 s (soak: 10 s); "
+            "the soak's stages must stop growing in its second half (fleetsim/bench/memory.py)."
         ),
         "figures": figures,
-        "tables": [cpu, latency_table(ramps)],
+        "tables": [cpu, latency_table(ramps), *tables],
         "ramps": ramps,
         "soak": soak,
         "notes": [

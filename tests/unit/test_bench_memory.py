@@ -1,0 +1,54 @@
+"""The soak's memory verdict (fleetsim/bench/memory.py): growth judged on the settled half, and
+the sampler's PSS of a real process tree."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+from fleetsim.bench.memory import MIB, MemSampler, growth
+
+
+def _series(
+    minutes: float, every_s: float, mib: Callable[[float], float]
+) -> list[tuple[float, dict[str, int]]]:
+    n = int(minutes * 60 / every_s) + 1
+    return [(i * every_s, {"stage": int(mib(i * every_s / 60) * MIB)}) for i in range(n)]
+
+
+def test_a_process_that_settles_is_bounded_and_a_leak_is_not() -> None:
+    # Warms up (0 -> 400 MiB in the first 3 minutes), then flat with +-3 MiB of noise.
+    settled = growth(_series(10, 10, lambda m: min(m, 3) / 3 * 400 + (3 if int(m * 6) % 2 else -3)))
+    assert settled["stage"]["bounded"] is True
+    assert settled["stage"]["peak_mib"] >= 400
+    # 4 MiB a minute on 300 MiB: 40 MiB per 10 min, over max(5 % of 300, 16) = 16.
+    leak = growth(_series(10, 10, lambda m: 300 + 4 * m))
+    assert leak["stage"]["bounded"] is False
+    assert abs(leak["stage"]["slope_mib_per_min"] - 4) < 0.05
+    # A small process wobbling by a few MiB is under the floor, not a leak.
+    small = growth(_series(10, 10, lambda m: 30 + 0.5 * m))
+    assert small["stage"]["bounded"] is True
+
+
+def test_a_run_too_short_is_not_judged() -> None:
+    assert growth(_series(1.5, 10, lambda m: 100 + 50 * m))["stage"]["bounded"] is None
+    assert growth([]) == {}
+
+
+def test_sampler_sees_a_child_process_grow() -> None:
+    # The root is a shell; the Python that allocates is its child, so only the tree walk sees it.
+    # bytearray(n) zero-fills, so its pages are touched (resident) at once.
+    code = "import time; time.sleep(0.8); b = bytearray(64 << 20); time.sleep(2)"
+    proc = subprocess.Popen(["/bin/sh", "-c", f'"{sys.executable}" -c "{code}"; true'])
+    try:
+        sampler = MemSampler({"load": proc.pid}, every_s=0.2).start()
+        time.sleep(2.4)
+        samples = sampler.stop()
+    finally:
+        proc.wait(timeout=10)
+    values = [by["load"] / MIB for _, by in samples]
+    assert len(values) >= 8
+    assert values[0] < 40, values
+    assert max(values) - values[0] >= 50, values
