@@ -206,6 +206,15 @@ def measure(cfg: FleetsimConfig, rate: int, seconds: float, devices: int, warmup
                 (measured_from // devices + 1,),
             )
             n, p50, p95 = cur.fetchone()
+            # The windowed query's PostgreSQL upsert against its whole batch (all its batches).
+            cur.execute(
+                "SELECT count(*), percentile_cont(0.5) WITHIN GROUP (ORDER BY write_duration_ms), "
+                "percentile_cont(0.5) WITHIN GROUP (ORDER BY batch_duration_ms) "
+                "FROM pipeline_metrics WHERE query_name = 'agg' AND write_duration_ms IS NOT NULL"
+            )
+            agg_n, agg_write, agg_batch = cur.fetchone()
+            cur.execute("SELECT count(*) FROM sensor_data_agg")
+            agg_rows = cur.fetchone()[0]
     finally:
         conn.close()
     busy = [b for b in coll.raw if b["rows"] > 0]
@@ -226,6 +235,11 @@ def measure(cfg: FleetsimConfig, rate: int, seconds: float, devices: int, warmup
         "agg_median_trigger_ms": statistics.median(b.get("triggerExecution", 0) for b in coll.agg)
         if coll.agg
         else None,
+        "agg_median_add_batch_ms": statistics.median(b.get("addBatch", 0) for b in coll.agg)
+        if coll.agg
+        else None,
+        "agg_all_batches": {"n": agg_n, "write_ms_median": agg_write, "batch_ms_median": agg_batch},
+        "agg_rows_stored": agg_rows,
         "job_cpu_cores": round(cpu / elapsed, 3),
         "job_cpu_us_per_msg": round(cpu_per_msg_us),
         "warmup_s": warmup_s,
