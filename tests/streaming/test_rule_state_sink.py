@@ -20,8 +20,8 @@ from fleetsim.kernel.config import FleetsimConfig
 pytestmark = pytest.mark.integration
 
 T0 = datetime(2026, 11, 21, 3, 0, tzinfo=UTC)
-DEVICES = 24
-STEPS = 90
+DEVICES = 16
+STEPS = 70
 LOOKBACK = 12
 
 
@@ -88,7 +88,7 @@ def _batches(seed: int) -> list[list[str]]:
                     + (timedelta(days=2) if dev == "rs-00" and i >= 45 else timedelta())
                 )
                 line = _line(dev, i, ts, values[i])
-                if rng.random() < 0.04:
+                if rng.random() < 0.05:
                     held.append((n + 2, line))
                     continue
                 lines.append(line)

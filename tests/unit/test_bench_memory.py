@@ -40,15 +40,15 @@ def test_a_run_too_short_is_not_judged() -> None:
 def test_sampler_sees_a_child_process_grow() -> None:
     # The root is a shell; the Python that allocates is its child, so only the tree walk sees it.
     # bytearray(n) zero-fills, so its pages are touched (resident) at once.
-    code = "import time; time.sleep(0.8); b = bytearray(64 << 20); time.sleep(2)"
+    code = "import time; time.sleep(0.4); b = bytearray(64 << 20); time.sleep(1.2)"
     proc = subprocess.Popen(["/bin/sh", "-c", f'"{sys.executable}" -c "{code}"; true'])
     try:
         sampler = MemSampler({"load": proc.pid}, every_s=0.2).start()
-        time.sleep(2.4)
+        time.sleep(1.3)
         samples = sampler.stop()
     finally:
         proc.wait(timeout=10)
     values = [by["load"] / MIB for _, by in samples]
-    assert len(values) >= 8
+    assert len(values) >= 5
     assert values[0] < 40, values
     assert max(values) - values[0] >= 50, values
