@@ -217,6 +217,7 @@ def step(
     tmp: Path,
     drain_s: float = 120.0,
     mem_every_s: float = 5.0,
+    full_memory: bool = False,
 ) -> dict[str, Any]:
     meter = CpuMeter(stages)
     started = datetime.now(UTC)
@@ -263,10 +264,7 @@ def step(
         "lost": lost,
         "latency": lat,
         "cpu_us_per_msg": {k: round(v * 1e6 / max(published, 1), 1) for k, v in cpu.items()},
-        "memory": growth(samples),
-        "memory_samples_mib": [
-            [round(t, 1), {k: round(v / MIB, 1) for k, v in by.items()}] for t, by in samples
-        ],
+        **memory_summary(samples, full=full_memory),
         "passed": bool(p95 is not None and p95 <= P95_LIMIT_S and lost == 0 and published > 0),
     }
 
@@ -317,6 +315,21 @@ def _stage_pids(cfg: FleetsimConfig, apps: dict[str, AppComponent]) -> dict[str,
         if pid:
             pids["spark" if name == "stream" else name] = pid
     return pids
+
+
+def memory_summary(samples: list[tuple[float, dict[str, int]]], full: bool) -> dict[str, Any]:
+    """A ramp step: each stage's peak PSS (MiB). The soak (``full``): the growth verdict per stage
+    and one sample a minute (the JSON feeds BENCHMARKS.md's flat tables: every sample would
+    drown them)."""
+    if not full:
+        return {"memory_peak_mib": {k: v["peak_mib"] for k, v in growth(samples).items()}}
+    minute = [
+        (t, by) for i, (t, by) in enumerate(samples) if i == 0 or int(t // 60) > int(samples[i - 1][0] // 60)
+    ]
+    return {
+        "memory": growth(samples),
+        "memory_samples_mib": [[round(t), {k: round(v / MIB) for k, v in by.items()}] for t, by in minute],
+    }
 
 
 def memory_table(mem: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -403,7 +416,8 @@ def run(cfg: FleetsimConfig, quick: bool) -> dict[str, Any]:
             sim_big = ramps[-1]
             if soak_s and sim_big["best"]:
                 soak = step(Mode("sim", 10_000), env, cfg, stages, sim_big["prefix"],
-                            sim_big["best"]["rate_target_msg_s"], soak_s, tmp, mem_every_s=10.0)  # fmt: skip
+                            sim_big["best"]["rate_target_msg_s"], soak_s, tmp,
+                            mem_every_s=10.0, full_memory=True)  # fmt: skip
         finally:
             for app in apps.values():
                 app.stop()
