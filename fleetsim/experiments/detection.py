@@ -10,8 +10,11 @@ expects for the fault's kind, and its event time is within ``[start - lead_s, en
 -- or the alert's own ``fault`` column carries the fault's code and it is not before
 ``start - lead_s``. Each alert is assigned, per fault kind, to the latest matching instance that
 started at or before it (else the earliest); an alert that matches no instance is a false alarm.
+A ``clock_skew`` fault's window is read in its device's own clock (widened by ``offset_s``): the
+alert and incident it raises carry the skewed readings' event time.
 
-- time to detect (event time) = first matching alert's ``event_ts`` - fault start, clamped at 0;
+- time to detect (event time) = first matching alert's ``event_ts`` (back in simulated time for a
+  skewed clock) - fault start, clamped at 0;
 - detection latency (wall clock) = that alert's ``detected_at`` - the bridge receive time of the
   reading it was raised on (``evidence_ts``): how long the pipeline took to turn the evidence
   into an alert, independent of the simulation speed.
@@ -200,6 +203,20 @@ def _asdict(ks: KindScore) -> dict[str, Any]:
     return {name: getattr(ks, name) for name in KindScore.__slots__}
 
 
+def _clock_offset(f: FaultInstance) -> timedelta:
+    """How far the device's own clock is off during the fault: a skewed clock stamps its readings,
+    and so the alerts and incidents they raise, ``offset_s`` away from the simulated time."""
+    return timedelta(seconds=f.params.get("offset_s", 0.0)) if f.kind == "clock_skew" else timedelta()
+
+
+def _window(f: FaultInstance, lead: timedelta, grace: timedelta) -> tuple[datetime, datetime]:
+    """The fault's span in the event time its device's rows carry: ``[start - lead, end + grace]``,
+    widened by a skewed clock's offset (a clock 5 min behind raises its clock_skew alert with an
+    event time 5 min before the fault started)."""
+    off = _clock_offset(f)
+    return f.start - lead + min(off, timedelta()), f.end + grace + max(off, timedelta())
+
+
 def _best(cands: list[Outcome], ts: datetime) -> Outcome:
     before = [o for o in cands if o.fault.start <= ts]
     if before:
@@ -229,8 +246,9 @@ def score_detection(
             f = o.fault
             if not alert_matches_kind(f.kind, a.kind, a.measurement):
                 continue
-            in_window = f.start - lead <= a.event_ts <= f.end + grace
-            by_code = a.fault == f.kind and a.event_ts >= f.start - lead
+            lo, hi = _window(f, lead, grace)
+            in_window = lo <= a.event_ts <= hi
+            by_code = a.fault == f.kind and a.event_ts >= lo
             if in_window or by_code:
                 per_kind.setdefault(f.kind, []).append(o)
         for kind, cands in per_kind.items():
@@ -240,12 +258,14 @@ def score_detection(
             if not o.detected:
                 o.detected = True
                 o.first_alert = a.event_ts
-                o.ttd_s = max(0.0, (a.event_ts - o.fault.start).total_seconds())
+                true_ts = a.event_ts - _clock_offset(o.fault)
+                o.ttd_s = max(0.0, (true_ts - o.fault.start).total_seconds())
                 if a.evidence_ts is not None:
                     o.wall_latency_s = max(0.0, (a.detected_at - a.evidence_ts).total_seconds())
         if not matched_kinds:
             if any(
-                explains(o.fault.kind, a.kind) and o.fault.start - lead <= a.event_ts <= o.fault.end + grace
+                explains(o.fault.kind, a.kind)
+                and _window(o.fault, lead, grace)[0] <= a.event_ts <= _window(o.fault, lead, grace)[1]
                 for o in by_device.get(a.device_id, ())
             ):
                 consequences += 1
@@ -328,8 +348,9 @@ def score_incidents(
             f = o.fault
             if not alert_matches_kind(f.kind, inc.kind, inc.measurement):
                 continue
-            overlaps = inc.opened_at <= f.end + grace and inc.last_seen >= f.start - lead
-            by_code = inc.fault == f.kind and inc.last_seen >= f.start - lead
+            lo, hi = _window(f, lead, grace)
+            overlaps = inc.opened_at <= hi and inc.last_seen >= lo
+            by_code = inc.fault == f.kind and inc.last_seen >= lo
             if not (overlaps or by_code):
                 continue
             o.alerts += 1
@@ -338,9 +359,9 @@ def score_incidents(
                 continue
             o.detected = True
             o.incident_id = inc.incident_id
-            if opened >= f.start - lead:
+            if opened >= lo:
                 o.first_alert = opened
-                o.ttd_s = max(0.0, (opened - f.start).total_seconds())
+                o.ttd_s = max(0.0, (opened - _clock_offset(f) - f.start).total_seconds())
                 if inc.opened_wall is not None and inc.evidence_ts is not None:
                     o.wall_latency_s = max(0.0, (inc.opened_wall - inc.evidence_ts).total_seconds())
             else:  # opened before this fault: its first raw alert is when the operator could tell
@@ -350,8 +371,8 @@ def score_incidents(
         if not matched_kinds:
             if any(
                 explains(o.fault.kind, inc.kind)
-                and inc.opened_at <= o.fault.end + grace
-                and inc.last_seen >= o.fault.start - lead
+                and inc.opened_at <= _window(o.fault, lead, grace)[1]
+                and inc.last_seen >= _window(o.fault, lead, grace)[0]
                 for o in by_device.get(inc.device_id, ())
             ):
                 consequences += 1

@@ -330,3 +330,23 @@ def test_notifications_counted_during_the_run_and_for_false_alarms() -> None:
         "by_action": {"opened": 2, "acknowledged": 1, "resolved": 0},
         "for_false_alarms": 1,
     }
+
+
+def test_a_clock_behind_is_matched_in_its_own_event_time() -> None:
+    """A clock 300 s behind stamps its readings, and the clock_skew alert and incident they raise,
+    300 s before the simulated instant: the fault's window is read in that clock. Time to detect
+    stays in simulated time (alert at device time 130 = simulated 430, 30 s into the fault)."""
+    behind = FaultInstance("k", "clock_skew", t(400), t(640), params={"offset_s": -300.0})
+    ahead = FaultInstance("m", "clock_skew", t(400), t(640), params={"offset_s": 300.0})
+    alerts = [alert("k", "clock_skew", 130), alert("m", "clock_skew", 730)]
+    rep = score_detection([behind, ahead], alerts, grace_s=0)
+    ks = rep.kinds["clock_skew"]
+    assert (ks.injected, ks.detected, ks.false_alarms) == (2, 2, 0)
+    assert [o.ttd_s for o in rep.outcomes] == [30.0, 30.0]
+    incs = [incident(1, "k", "clock_skew", 130, 320), incident(2, "m", "clock_skew", 730, 900)]
+    rep = score_incidents([behind, ahead], incs, grace_s=0)
+    assert (rep.kinds["clock_skew"].detected, rep.false_alarms) == (2, {})
+    # Without the offset the same alert is a false alarm and the fault a miss.
+    plain = FaultInstance("k", "clock_skew", t(400), t(640))
+    rep = score_detection([plain], [alert("k", "clock_skew", 130)], grace_s=0)
+    assert (rep.kinds["clock_skew"].detected, rep.false_alarms) == (0, {"clock_skew": 1})
