@@ -60,6 +60,50 @@ def history_params(alerts: AlertsConfig) -> dict[str, Any]:
     }
 
 
+def onset_alerts_insert() -> sql.Composed:
+    """The tail both stuck/drift statements end with (this module's and :mod:`.rule_state`'s):
+    ``, ins AS (INSERT INTO sensor_alerts ...)`` over a CTE ``f`` of onset readings with columns
+    ``<m>`` (the value), ``<m>_stuck``/``_stuck_prev`` per :data:`STUCK_MEASUREMENTS` and
+    ``<m>_drift``/``_drift_prev``/``_dnew``/``_dold`` per :data:`DRIFT_MEASUREMENTS`: one alert
+    per rule that starts to hold, with its message."""
+    ident = sql.Identifier
+    values: list[sql.Composable] = [
+        sql.SQL(
+            "('stuck', {name}, f.{f} AND NOT coalesce(f.{p}, false), f.{m}, %(stuck_n)s::float8, "
+            "format('%%s unchanged at %%s for %%s readings', {name}, f.{m}, %(stuck_n)s))"
+        ).format(name=sql.Literal(m), f=ident(f"{m}_stuck"), p=ident(f"{m}_stuck_prev"), m=ident(m))
+        for m in STUCK_MEASUREMENTS
+    ]
+    values += [
+        sql.SQL(
+            "('drift', {name}, f.{f} AND NOT coalesce(f.{p}, false), f.{new} - f.{old}, "
+            "{t}::float8, format('%%s moved %%s over %%s readings', {name}, "
+            "round((f.{new} - f.{old})::numeric, 3), %(drift_n)s))"
+        ).format(
+            name=sql.Literal(m),
+            f=ident(f"{m}_drift"),
+            p=ident(f"{m}_drift_prev"),
+            t=sql.Placeholder(f"drift_threshold_{m}"),
+            new=ident(f"{m}_dnew"),
+            old=ident(f"{m}_dold"),
+        )
+        for m in DRIFT_MEASUREMENTS
+    ]
+    return sql.SQL(
+        """
+, ins AS (
+INSERT INTO sensor_alerts (device_id, kind, measurement, severity, value, threshold, event_ts,
+                           detected_at, seq, site, fault, message)
+SELECT f.device_id, v.kind, v.measurement, 'warning', v.value, v.threshold, f.ts,
+       statement_timestamp(), f.seq, d.site, f.fault, v.message
+FROM f CROSS JOIN LATERAL (VALUES {values}) AS v(kind, measurement, fire, value, threshold, message)
+LEFT JOIN devices d ON d.device_id = f.device_id
+WHERE v.fire
+ON CONFLICT DO NOTHING{capture}
+"""
+    ).format(values=sql.SQL(", ").join(values), capture=sql.SQL(CAPTURE_NEW_ALERTS))
+
+
 def stuck_drift_sql(stuck_n: int = 6) -> sql.Composed:
     """Onsets of stuck (``stuck_n`` identical consecutive values, ``alerts.stuck_readings``: it
     shapes the statement, the other thresholds are parameters) and drift (mean of the newest
@@ -75,7 +119,6 @@ def stuck_drift_sql(stuck_n: int = 6) -> sql.Composed:
     win_cols: list[sql.Composable] = []
     flag_cols: list[sql.Composable] = []
     prev_cols: list[sql.Composable] = []
-    values: list[sql.Composable] = []
     onsets: list[sql.Composable] = []
     for m in STUCK_MEASUREMENTS:
         # Equal to each of its stuck_n - 1 predecessors (lag: one pass over the sorted rows; a
@@ -101,12 +144,6 @@ def stuck_drift_sql(stuck_n: int = 6) -> sql.Composed:
                 f=ident(f"{m}_stuck"), p=ident(f"{m}_stuck_prev")
             )
         )
-        values.append(
-            sql.SQL(
-                "('stuck', {name}, f.{f} AND NOT coalesce(f.{p}, false), f.{m}, %(stuck_n)s::float8, "
-                "format('%%s unchanged at %%s for %%s readings', {name}, f.{m}, %(stuck_n)s))"
-            ).format(name=sql.Literal(m), f=ident(f"{m}_stuck"), p=ident(f"{m}_stuck_prev"), m=ident(m))
-        )
     for m in DRIFT_MEASUREMENTS:
         win_cols.append(
             sql.SQL(
@@ -130,23 +167,10 @@ def stuck_drift_sql(stuck_n: int = 6) -> sql.Composed:
                 f=ident(f"{m}_drift"), p=ident(f"{m}_drift_prev")
             )
         )
-        values.append(
-            sql.SQL(
-                "('drift', {name}, f.{f} AND NOT coalesce(f.{p}, false), f.{new} - f.{old}, "
-                "{t}::float8, format('%%s moved %%s over %%s readings', {name}, "
-                "round((f.{new} - f.{old})::numeric, 3), %(drift_n)s))"
-            ).format(
-                name=sql.Literal(m),
-                f=ident(f"{m}_drift"),
-                p=ident(f"{m}_drift_prev"),
-                t=sql.Placeholder(f"drift_threshold_{m}"),
-                new=ident(f"{m}_dnew"),
-                old=ident(f"{m}_dold"),
-            )
-        )
     cols = sql.SQL("s.device_id, s.seq, s.ts, s.temperature, s.humidity, s.co2, s.pressure, s.fault")
-    return sql.SQL(
-        """
+    return (
+        sql.SQL(
+            """
 WITH dev AS (
   SELECT device_id, min(ts) AS since, max(ts) AS until FROM stage_raw r
   WHERE NOT EXISTS (SELECT 1 FROM stage_rule_fast f WHERE f.device_id = r.device_id)
@@ -174,25 +198,15 @@ WITH dev AS (
   -- Only the batch's readings where some rule starts to hold reach the VALUES fan-out below:
   -- building every candidate's message for every reading was a third of this statement's time.
   SELECT * FROM onsets WHERE fresh AND ({any_onset})
-)
-, ins AS (
-INSERT INTO sensor_alerts (device_id, kind, measurement, severity, value, threshold, event_ts,
-                           detected_at, seq, site, fault, message)
-SELECT f.device_id, v.kind, v.measurement, 'warning', v.value, v.threshold, f.ts,
-       statement_timestamp(), f.seq, d.site, f.fault, v.message
-FROM f CROSS JOIN LATERAL (VALUES {values}) AS v(kind, measurement, fire, value, threshold, message)
-LEFT JOIN devices d ON d.device_id = f.device_id
-WHERE v.fire
-ON CONFLICT DO NOTHING{capture}
-"""
-    ).format(
-        capture=sql.SQL(CAPTURE_NEW_ALERTS),
-        cols=cols,
-        win_cols=sql.SQL(", ").join(win_cols),
-        flag_cols=sql.SQL(", ").join(flag_cols),
-        prev_cols=sql.SQL(", ").join(prev_cols),
-        any_onset=sql.SQL(" OR ").join(onsets),
-        values=sql.SQL(", ").join(values),
+)"""
+        ).format(
+            cols=cols,
+            win_cols=sql.SQL(", ").join(win_cols),
+            flag_cols=sql.SQL(", ").join(flag_cols),
+            prev_cols=sql.SQL(", ").join(prev_cols),
+            any_onset=sql.SQL(" OR ").join(onsets),
+        )
+        + onset_alerts_insert()
     )
 
 

@@ -28,7 +28,7 @@ from typing import Final
 
 from psycopg2 import sql
 
-from fleetsim.cloud.streaming.history_sql import CAPTURE_NEW_ALERTS, DRIFT_MEASUREMENTS, STUCK_MEASUREMENTS
+from fleetsim.cloud.streaming.history_sql import DRIFT_MEASUREMENTS, STUCK_MEASUREMENTS, onset_alerts_insert
 
 MEASUREMENTS: Final = ("temperature", "humidity", "co2", "pressure")
 """The arrays the state keeps (every measurement a history rule judges)."""
@@ -103,14 +103,9 @@ def fast_alerts_sql(stuck_n: int, drift_n: int) -> sql.Composed:
     cols: list[str] = []
     drift_cols: list[str] = []
     onsets: list[str] = []
-    values: list[str] = []
     for m in STUCK_MEASUREMENTS:
         cols.append(f"{_stuck(m, 0, stuck_n)} AS {m}_stuck, {_stuck(m, 1, stuck_n)} AS {m}_stuck_prev")
         onsets.append(f"({m}_stuck AND NOT {m}_stuck_prev)")
-        values.append(
-            f"('stuck', '{m}', f.{m}_stuck AND NOT f.{m}_stuck_prev, f.{m}, %(stuck_n)s::float8, "
-            f"format('%%s unchanged at %%s for %%s readings', '{m}', f.{m}, %(stuck_n)s))"
-        )
     for m in DRIFT_MEASUREMENTS:
         for q, tag in ((0, ""), (1, "_prev")):
             new, old = _mean(m, q + half - 1, q), _mean(m, q + drift_n - 1, q + half)
@@ -118,23 +113,19 @@ def fast_alerts_sql(stuck_n: int, drift_n: int) -> sql.Composed:
             moved = f"abs({m}_dnew{tag} - {m}_dold{tag}) > %(drift_threshold_{m})s"
             drift_cols.append(f"coalesce({moved}, false) AS {m}_drift{tag}")
         onsets.append(f"({m}_drift AND NOT {m}_drift_prev)")
-        values.append(
-            f"('drift', '{m}', f.{m}_drift AND NOT f.{m}_drift_prev, f.{m}_dnew - f.{m}_dold, "
-            f"%(drift_threshold_{m})s::float8, format('%%s moved %%s over %%s readings', '{m}', "
-            f"round((f.{m}_dnew - f.{m}_dold)::numeric, 3), %(drift_n)s))"
+    return (
+        sql.SQL(_FAST_ALERTS).format(
+            cols=sql.SQL(", ".join(cols)),
+            drift_cols=sql.SQL(", ".join(drift_cols)),
+            measures=sql.SQL(", ".join(f"r.{m}[r.p] AS {m}" for m in MEASUREMENTS)),
+            any_onset=sql.SQL(" OR ".join(onsets)),
         )
-    return sql.SQL(_FAST_ALERTS).format(
-        cols=sql.SQL(", ".join(cols)),
-        drift_cols=sql.SQL(", ".join(drift_cols)),
-        measures=sql.SQL(", ".join(f"r.{m}[r.p] AS {m}" for m in MEASUREMENTS)),
-        any_onset=sql.SQL(" OR ".join(onsets)),
-        values=sql.SQL(", ".join(values)),
-        capture=sql.SQL(CAPTURE_NEW_ALERTS),
+        + onset_alerts_insert()
     )
 
 
 # Levels: positions (r), then values and means (j), drift flags from the means (k), and the onset
-# filter (f), so the VALUES fan-out builds messages only where some rule starts to hold.
+# filter (f), so the shared insert's VALUES fan-out builds messages only where a rule starts to hold.
 _FAST_ALERTS: Final = """
 WITH j AS (
   SELECT r.device_id, r.seq[r.p - r.l] AS seq, r.ts[r.p] AS ts, r.fault[r.p - r.l] AS fault,
@@ -146,16 +137,7 @@ WITH j AS (
   SELECT j.*, {drift_cols} FROM j
 ), f AS (
   SELECT * FROM k WHERE {any_onset}
-), ins AS (
-INSERT INTO sensor_alerts (device_id, kind, measurement, severity, value, threshold, event_ts,
-                           detected_at, seq, site, fault, message)
-SELECT f.device_id, v.kind, v.measurement, 'warning', v.value, v.threshold, f.ts,
-       statement_timestamp(), f.seq, d.site, f.fault, v.message
-FROM f CROSS JOIN LATERAL (VALUES {values}) AS v(kind, measurement, fire, value, threshold, message)
-LEFT JOIN devices d ON d.device_id = f.device_id
-WHERE v.fire
-ON CONFLICT DO NOTHING{capture}
-"""
+)"""
 
 _KEEP = "[greatest(cardinality(f.ts) - %(lookback)s + 1, 1):]"
 _REBUILD = ", ".join(f"array_agg(h.{m} ORDER BY h.ts, h.seq)" for m in MEASUREMENTS)
