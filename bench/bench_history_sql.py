@@ -74,6 +74,11 @@ def _batch(devices: int, per_device: int, k: int, t0: datetime) -> RawBatch:
     return RawBatch("".join(lines).encode(), b"", b"", ())
 
 
+def _history(cfg: FleetsimConfig) -> int:
+    """Readings each device gets before the measured batches: the rules' look-back and two more."""
+    return max(cfg.alerts.stuck_readings, cfg.alerts.drift_window_readings) + 2
+
+
 def _cpu_s(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICK
@@ -91,11 +96,7 @@ def _measure(
     _TimedCursor.rule_ids.add(id(rule_state.STATE_UPSERT_SQL))
     # Every device gets lookback + 2 readings of history before the measured batches.
     per_round = ROWS // per_device
-    warm = -(
-        -devices
-        * (max(cfg.alerts.stuck_readings, cfg.alerts.drift_window_readings) + 2)
-        // (per_round * per_device)
-    )
+    warm = -(-devices * _history(cfg) // (per_round * per_device))
     t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(days=1)
     day = t0.date()
     try:
@@ -131,6 +132,7 @@ def _measure(
 
 def run(cfg: FleetsimConfig, quick: bool) -> dict[str, Any]:
     runs, batches = (1, 8) if quick else (3, 24)
+    history = _history(cfg)
     by: dict[tuple[str, str], list[dict[str, float]]] = {}
     for r in range(runs):
         for shape, (devices, per_device) in SHAPES.items():
@@ -176,7 +178,7 @@ def run(cfg: FleetsimConfig, quick: bool) -> dict[str, Any]:
         "method": (
             f"PgSink.write_raw on {ROWS:,}-reading batches, two fleet shapes ({', '.join(SHAPES)} "
             "readings per batch); per variant the tables are emptied and warm-up batches give every "
-            f"device {12 + 2} readings of history, then {batches} batches are measured one after "
+            f"device {history} readings of history, then {batches} batches are measured one after "
             "another: wall of the merge, wall of the stuck/drift statements (running state: its three "
             "statements plus the sensor_data path for devices it cannot judge; baseline: the "
             "sensor_data statement), backend CPU from /proc. Variants alternate order per run; medians of "

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -68,10 +68,9 @@ def tree(pid: int, kids: Mapping[int, list[int]]) -> list[int]:
 
 class MemSampler:
     """Samples each stage's PSS (the trees of its root pids) every ``every_s`` seconds in a
-    thread, from ``start()`` to ``stop()``. ``roots`` may be a callable, read at each sample, so
-    processes started later (a load generator's) count too."""
+    thread, from ``start()`` to ``stop()``."""
 
-    def __init__(self, roots: Roots | Callable[[], Roots], every_s: float = 10.0) -> None:
+    def __init__(self, roots: Roots, every_s: float = 10.0) -> None:
         self._roots = roots
         self.every_s = every_s
         self.samples: list[tuple[float, dict[str, int]]] = []
@@ -79,10 +78,9 @@ class MemSampler:
         self._thread: threading.Thread | None = None
 
     def sample(self) -> dict[str, int]:
-        roots = self._roots() if callable(self._roots) else self._roots
         kids = children_map()
         out = {}
-        for stage, pids in roots.items():
+        for stage, pids in self._roots.items():
             tops = [pids] if isinstance(pids, int) else list(pids)
             out[stage] = sum(pss_bytes(p) for top in tops for p in tree(top, kids))
         return out

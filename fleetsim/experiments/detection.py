@@ -217,6 +217,12 @@ def _window(f: FaultInstance, lead: timedelta, grace: timedelta) -> tuple[dateti
     return f.start - lead + min(off, timedelta()), f.end + grace + max(off, timedelta())
 
 
+def _overlaps(f: FaultInstance, lead: timedelta, grace: timedelta, first: datetime, last: datetime) -> bool:
+    """``[first, last]`` (an alert's instant, an incident's span) meets the fault's :func:`_window`."""
+    lo, hi = _window(f, lead, grace)
+    return first <= hi and last >= lo
+
+
 def _best(cands: list[Outcome], ts: datetime) -> Outcome:
     before = [o for o in cands if o.fault.start <= ts]
     if before:
@@ -246,9 +252,8 @@ def score_detection(
             f = o.fault
             if not alert_matches_kind(f.kind, a.kind, a.measurement):
                 continue
-            lo, hi = _window(f, lead, grace)
-            in_window = lo <= a.event_ts <= hi
-            by_code = a.fault == f.kind and a.event_ts >= lo
+            in_window = _overlaps(f, lead, grace, a.event_ts, a.event_ts)
+            by_code = a.fault == f.kind and a.event_ts >= _window(f, lead, grace)[0]
             if in_window or by_code:
                 per_kind.setdefault(f.kind, []).append(o)
         for kind, cands in per_kind.items():
@@ -264,8 +269,7 @@ def score_detection(
                     o.wall_latency_s = max(0.0, (a.detected_at - a.evidence_ts).total_seconds())
         if not matched_kinds:
             if any(
-                explains(o.fault.kind, a.kind)
-                and _window(o.fault, lead, grace)[0] <= a.event_ts <= _window(o.fault, lead, grace)[1]
+                explains(o.fault.kind, a.kind) and _overlaps(o.fault, lead, grace, a.event_ts, a.event_ts)
                 for o in by_device.get(a.device_id, ())
             ):
                 consequences += 1
@@ -348,8 +352,8 @@ def score_incidents(
             f = o.fault
             if not alert_matches_kind(f.kind, inc.kind, inc.measurement):
                 continue
-            lo, hi = _window(f, lead, grace)
-            overlaps = inc.opened_at <= hi and inc.last_seen >= lo
+            lo = _window(f, lead, grace)[0]
+            overlaps = _overlaps(f, lead, grace, inc.opened_at, inc.last_seen)
             by_code = inc.fault == f.kind and inc.last_seen >= lo
             if not (overlaps or by_code):
                 continue
@@ -371,8 +375,7 @@ def score_incidents(
         if not matched_kinds:
             if any(
                 explains(o.fault.kind, inc.kind)
-                and inc.opened_at <= _window(o.fault, lead, grace)[1]
-                and inc.last_seen >= _window(o.fault, lead, grace)[0]
+                and _overlaps(o.fault, lead, grace, inc.opened_at, inc.last_seen)
                 for o in by_device.get(inc.device_id, ())
             ):
                 consequences += 1
