@@ -47,6 +47,20 @@ class Collector(ProgressListener):
     def onQueryProgress(self, event: Any) -> None:
         p = event.progress
         row = {"rows": int(p.numInputRows or 0), **{k: int(v) for k, v in (p.durationMs or {}).items()}}
+        # Per stateful operator (dedup, window aggregation): where a windowed batch's time goes.
+        row["state"] = [
+            {
+                "op": s.operatorName,
+                "rows_total": int(s.numRowsTotal),
+                "updated": int(s.numRowsUpdated),
+                "removed": int(s.numRowsRemoved),
+                "update_ms": int(s.allUpdatesTimeMs),
+                "removal_ms": int(s.allRemovalsTimeMs),
+                "commit_ms": int(s.commitTimeMs),
+                "memory_mib": round(int(s.memoryUsedBytes) / 2**20, 1),
+            }
+            for s in (p.stateOperators or [])
+        ]
         {"raw": self.raw, "agg": self.agg}.get(p.name or "", []).append(row)
 
     def onQueryIdle(self, event: Any) -> None:
@@ -238,6 +252,7 @@ def measure(cfg: FleetsimConfig, rate: int, seconds: float, devices: int, warmup
         "agg_median_add_batch_ms": statistics.median(b.get("addBatch", 0) for b in coll.agg)
         if coll.agg
         else None,
+        "agg_state_median": _state_median(coll.agg),
         "agg_all_batches": {"n": agg_n, "write_ms_median": agg_write, "batch_ms_median": agg_batch},
         "agg_rows_stored": agg_rows,
         "job_cpu_cores": round(cpu / elapsed, 3),
@@ -248,6 +263,17 @@ def measure(cfg: FleetsimConfig, rate: int, seconds: float, devices: int, warmup
         "catalyst_rules_top": rules,
         "loadavg": os.getloadavg(),
     }
+
+
+def _state_median(batches: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each stateful operator's figures, median over the windowed batches that had rows."""
+    busy = [b["state"] for b in batches if b["rows"] > 0 and b.get("state")]
+    if not busy:
+        return []
+    return [
+        {"op": ops[0]["op"], **{k: statistics.median(o[k] for o in ops) for k in ops[0] if k != "op"}}
+        for ops in zip(*busy, strict=False)
+    ]
 
 
 def _jvm_counters(spark: Any) -> dict[str, int]:
