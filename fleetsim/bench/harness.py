@@ -12,6 +12,7 @@ environment (the same mechanism the CLI uses), so it loads and validates it exac
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -56,14 +57,19 @@ class BenchOutcome:
     """Tail of the child's stderr when it did not finish ``ok``."""
 
 
+_RUN_RE = re.compile(r"^def run\(", re.MULTILINE)
+
+
 def discover(bench_dir: Path) -> dict[str, Path]:
-    """``{name: path}`` of every ``bench_<name>.py`` in ``bench_dir``, in name order."""
+    """``{name: path}`` of every suite member in ``bench_dir``, in name order: a
+    ``bench_<name>.py`` that defines ``run(cfg, quick)`` (read, not imported). One without it is
+    a standalone attribution tool run by hand (``bench_batch_cost.py``), not part of the suite."""
     if not bench_dir.is_dir():
         raise BenchError(f"no benchmark directory at {bench_dir}: run from the repository root")
     found = {}
     for path in sorted(bench_dir.iterdir()):
         m = BENCH_RE.match(path.name)
-        if m:
+        if m and _RUN_RE.search(path.read_text(encoding="utf-8")):
             found[m.group(1)] = path
     return found
 
@@ -137,18 +143,28 @@ def run_one(name: str, path: Path, cfg: FleetsimConfig, quick: bool, timeout_s: 
             _, stderr = proc.communicate(timeout=timeout_s)
             status = "ok" if proc.returncode == 0 and out.is_file() else "failed"
         except subprocess.TimeoutExpired:
-            # The benchmark may have spawned publishers or engines: end its whole process group.
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                _, stderr = proc.communicate(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                _, stderr = proc.communicate()
+            stderr = _end_group(proc)
             status = "timeout"
+        except BaseException:
+            # Interrupted (Ctrl-C, SIGTERM): the child's publishers and engines go with us.
+            _end_group(proc)
+            raise
         duration = time.monotonic() - started
         result = json.loads(out.read_text()) if status == "ok" else {}
         error = "" if status == "ok" else "\n".join((stderr or "").strip().splitlines()[-20:])
         return BenchOutcome(name, status, round(duration, 1), result, error)
+
+
+def _end_group(proc: subprocess.Popen[str]) -> str:
+    """Ends a benchmark child's whole process group (it may have spawned publishers or engines),
+    politely first; returns its stderr."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        return proc.communicate(timeout=15)[1] or ""
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        return proc.communicate()[1] or ""
 
 
 def wait_quiet(

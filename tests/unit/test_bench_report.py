@@ -97,8 +97,10 @@ def test_failed_benchmark_is_reported_as_missed(tmp_path: Path) -> None:
 
 
 def test_discover_and_select(tmp_path: Path) -> None:
-    (tmp_path / "bench_sim.py").write_text("")
-    (tmp_path / "helper.py").write_text("")
+    (tmp_path / "bench_sim.py").write_text("def run(cfg, quick):\n    return {}\n")
+    (tmp_path / "helper.py").write_text("def run(cfg, quick):\n    return {}\n")
+    # A bench_ script without run() is a tool run by hand: the suite must not try to run it.
+    (tmp_path / "bench_tool.py").write_text("def main():\n    pass  # def run( in text only\n")
     found = harness.discover(tmp_path)
     assert list(found) == ["sim"]
     with pytest.raises(harness.BenchError, match="available: sim"):
@@ -147,3 +149,52 @@ def test_targets_table_shows_the_same_run_baseline_and_a_quick_run() -> None:
         "| 2026-12-05, load 0.82, quick |"
     )
     assert row in report.render(latest)
+
+
+def test_repo_suite_leaves_out_the_hand_run_tools() -> None:
+    found = harness.discover(Path(__file__).resolve().parents[2] / "bench")
+    assert "batch_cost" not in found
+    assert {"e2e", "sink", "history_sql"} <= set(found)
+
+
+def test_interrupted_run_ends_the_benchmark_child_group(tmp_path: Path) -> None:
+    """Ctrl-C or SIGTERM while a benchmark runs: its child (and what it spawned) must not outlive
+    the harness. The child here spawns a grandchild and sleeps; the interrupt arrives as the
+    KeyboardInterrupt a signal handler raises."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from fleetsim.kernel.config import load_config
+
+    pidfile = tmp_path / "grandchild.pid"
+    bench = tmp_path / "bench_sleepy.py"
+    bench.write_text(
+        "import subprocess, time\n"
+        "def run(cfg, quick):\n"
+        "    p = subprocess.Popen(['sleep', '300'])\n"
+        f"    open({str(pidfile)!r}, 'w').write(str(p.pid))\n"
+        "    time.sleep(300)\n"
+        "    return {}\n"
+    )
+    deadline = time.monotonic() + 30
+
+    def interrupt_when_started() -> None:
+        while not pidfile.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt_when_started, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        harness.run_one("sleepy", bench, load_config(None, environ={}), False, 120)
+    grandchild = int(pidfile.read_text())
+    for _ in range(100):
+        try:
+            os.kill(grandchild, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(grandchild, signal.SIGKILL)
+        pytest.fail("the benchmark's grandchild outlived the interrupted harness")
