@@ -120,7 +120,7 @@ def _sink_times(cfg: FleetsimConfig, n: int, devices: list[str]) -> dict[str, li
     conn = pg_connect(cfg, "writer", application_name="fleetsim-bench-registry")
     try:
         with conn.cursor() as cur:
-            cur.execute(pgsink._STAGE_DDL)
+            cur.execute(pgsink.SESSION_STAGE_DDL)
             cur.execute("SELECT ensure_sensor_data_partition(%s)", (day.date(),))
         conn.commit()
         # A registry the size of a large fleet: the join's cost grows with it.

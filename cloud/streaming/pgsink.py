@@ -64,6 +64,10 @@ CREATE TEMP TABLE IF NOT EXISTS stage_deadletter (
 ) ON COMMIT DELETE ROWS;
 """
 
+SESSION_STAGE_DDL: Final = _STAGE_DDL + rule_state.STAGE_DDL
+"""Every temp table a writer session's merges use (stage tables and the running state's), created
+once per connection; whoever runs :data:`INSERT_RAW` by hand needs all of them."""
+
 # Registry fill: a reading that carries no position gets its device's registered one;
 # a reading with a position (a moving unit) keeps it. Site always comes from the registry.
 # Chosen over bridge-side enrichment by measurement: see docs/real-sensors.md, bench_registry.
@@ -240,7 +244,7 @@ class PgSink:
         if self._conn is None or self._conn.closed:
             conn = pg_connect(self.cfg, "writer", application_name=self.application_name)
             with conn.cursor() as cur:
-                cur.execute(_STAGE_DDL + rule_state.STAGE_DDL)
+                cur.execute(SESSION_STAGE_DDL)
                 # PostgreSQL compiles a plan whose estimated cost passes jit_above_cost anew on
                 # every execution (no cache across statements): 558 of 583 ms for the running
                 # state's alert statement with 5,000 devices, whose estimate is off by 1,000x
