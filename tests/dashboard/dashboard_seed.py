@@ -211,6 +211,15 @@ def _seed_pipeline(cur: object) -> None:
           FROM generate_series(0, 9) k
         """
     )
+    # The windowed query's batches, both outside any page period: the newest with input two days
+    # ago, a later one that aggregated nothing. The aggregate's freshness is the former's.
+    cur.execute(  # type: ignore[attr-defined]
+        """
+        INSERT INTO pipeline_metrics (query_name, batch_id, recorded_at, input_rows, write_duration_ms)
+        VALUES ('agg', 1, now() - interval '2 days', 30, 40),
+               ('agg', 2, now() - interval '2 days' + interval '4 hours', 0, 3)
+        """
+    )
     cur.execute(  # type: ignore[attr-defined]
         """
         INSERT INTO deadletter_records (kafka_partition, kafka_offset, kafka_ts, reason, detail, payload,

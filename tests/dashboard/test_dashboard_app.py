@@ -179,6 +179,8 @@ def test_pipeline_figures_and_truthful_health(seeded: SeedFacts, app_cfg: Fleets
     assert m["Late rows dropped"] == str(seeded.late_rows_dropped)
     assert m["Records"] == str(sum(seeded.deadletters.values()) + sum(seeded.rejects.values()))
     assert m["Latency p50"] == "150 ms"
+    # From the windowed query's newest batch that had input (pipeline_metrics), not a table scan.
+    assert "aggregate: 2.0 d ago" in texts(at, "caption"), texts(at, "caption")
     health = at.dataframe[0].value.set_index("component")
     # Measured, never assumed: each state is what the component's port answered just now.
     assert health.loc["bridge", "state"] == "up" and "42 records forwarded" in health.loc["bridge", "detail"]

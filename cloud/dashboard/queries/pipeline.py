@@ -100,7 +100,8 @@ SELECT (SELECT max(ingest_ts) FROM device_latest) AS newest_row_written,
        (SELECT max(ts) FROM device_latest) AS newest_event,
        (SELECT max(recorded_at) FROM pipeline_metrics) AS newest_batch,
        (SELECT max(detected_at) FROM sensor_alerts) AS newest_alert,
-       (SELECT max(updated_at) FROM sensor_data_agg) AS newest_aggregate,
+       (SELECT recorded_at FROM pipeline_metrics WHERE query_name = 'agg' AND input_rows > 0
+         ORDER BY recorded_at DESC LIMIT 1) AS newest_aggregate,
        (SELECT max(ingest_ts) FROM deadletter_records) AS newest_deadletter,
        now() AS db_now
 """
