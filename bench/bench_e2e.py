@@ -385,7 +385,10 @@ def _rate_figure(r: dict[str, Any], target: float) -> dict[str, Any]:
 
 def run(cfg: FleetsimConfig, quick: bool) -> dict[str, Any]:
     rates = [100, 1000] if quick else [100, 1000, 2500, 5000, 8000, 10_000, 15_000, 20_000]
-    step_s = 15.0 if quick else 30.0
+    # A full step measures exactly one windowed trigger period after its first WARMUP_S: every
+    # step then holds one windowed batch. With 30 s steps (25 s measured) a step held zero or one,
+    # and two back-to-back runs disagreed by a whole step where p95 sat near 2 s (ANALYSIS.md).
+    step_s = 15.0 if quick else WARMUP_S + cfg.spark.agg_trigger_interval_s
     soak_s = 0.0 if quick else 600.0
     modes = [Mode("external", 100), Mode("sim", 100), Mode("external", 10_000), Mode("sim", 10_000)]
     targets = {"external": 15_000.0, "sim": 10_000.0}
@@ -458,7 +461,8 @@ def run(cfg: FleetsimConfig, quick: bool) -> dict[str, Any]:
             f"then a {soak_s / 60:.0f}-minute soak of the simulator with 10,000 devices at its highest "
             f"passing rate. Warm-up: {warm_s:.0f} s at 500 msg/s before the first ramp, not reported. "
             f"Latencies come from each row (ts, bridge_ts, kafka_ts, ingest_ts), skipping the first "
-            f"{WARMUP_S:.0f} s of a step. Loss = readings the broker acknowledged (simulator ledger or "
+            f"{WARMUP_S:.0f} s of a step (the rest of a full step is one windowed trigger period, so "
+            "each holds one windowed batch). Loss = readings the broker acknowledged (simulator ledger or "
             "load generator PUBACKs) minus rows stored. CPU per stage from /proc, whole process trees, "
             "all on the same 2 cores. Memory: PSS of each stage's process tree every 5 s (soak: 10 s); "
             "the soak's stages must stop growing in its second half (fleetsim/bench/memory.py)."
