@@ -71,17 +71,14 @@ def _batch_csv(b: int, devices: int, t0: float, rng: random.Random) -> tuple[byt
     lo, hi = t0 + b * TRIGGER_S, t0 + (b + 1) * TRIGGER_S
     starts = sorted({w for t in (lo, hi - 0.001) for w in _windows(t)})
     buf = io.StringIO()
-    n = 0
 
     def emit(scope: str, key: str, start: float, count: int) -> None:
-        nonlocal n
         s = datetime.fromtimestamp(start, UTC)
         vals = [f"{rng.uniform(15, 30):.3f}" for _ in range(15)]
         buf.write(
             f"{scope},{key},{s.isoformat()},{(s + timedelta(seconds=WINDOW_S)).isoformat()},"
             f"{count},{count // 20},0,{count // 50},{','.join(vals)}\n"
         )
-        n += 1
 
     seen = int((hi - t0) * 0.25)
     for d in range(devices):
@@ -92,7 +89,7 @@ def _batch_csv(b: int, devices: int, t0: float, rng: random.Random) -> tuple[byt
             emit("site", f"site-{s:02d}", start, min(seen, 75) * devices // SITES)
     for start in starts:
         emit("fleet", "fleet", start, min(seen, 75) * devices)
-    return buf.getvalue().encode(), n
+    return buf.getvalue().encode(), len(starts) * (devices + SITES + 1)
 
 
 def run(cfg: FleetsimConfig, quick: bool) -> dict[str, Any]:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from fleetsim.bench.engines import pg_rows
 from fleetsim.cloud.streaming.pgsink import PgSink
-from fleetsim.kernel.clients import pg_connect
 from fleetsim.kernel.config import FleetsimConfig
 from fleetsim.stack import dedicated
 
@@ -40,21 +40,14 @@ def test_window_rewrites_overwrite_and_are_mostly_hot(fleet_cfg: FleetsimConfig,
                 assert sink.write_agg(_batch(version), version) == WINDOWS
         finally:
             sink.close()
-        conn = pg_connect(cfg, "admin")
-        try:
-            with conn.cursor() as cur:
-                cur.execute(
-                    "SELECT count(*), min(n_messages), max(n_messages), min(temperature_mean) "
-                    "FROM sensor_data_agg"
-                )
-                assert cur.fetchone() == (WINDOWS, 50, 50, 25.0)
-                cur.execute(
-                    "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables "
-                    "WHERE relname = 'sensor_data_agg'"
-                )
-                upd, hot = cur.fetchone()
-        finally:
-            conn.close()
+        (row,) = pg_rows(
+            cfg,
+            "SELECT count(*), min(n_messages), max(n_messages), min(temperature_mean) FROM sensor_data_agg",
+        )
+        assert row == (WINDOWS, 50, 50, 25.0)
+        ((upd, hot),) = pg_rows(
+            cfg, "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'sensor_data_agg'"
+        )
     assert upd == 4 * WINDOWS
     # Not every rewrite can be HOT (a page fills before pruning frees it); before V010 none was.
     assert hot >= 0.5 * upd, (hot, upd)
