@@ -325,7 +325,9 @@ def main() -> None:
     ap.add_argument("--devices", type=int, default=50)
     ap.add_argument("--warmup", type=float, default=60.0, help="seconds of load before measuring")
     ap.add_argument("--set", action="append", default=[], help="config override key=value")
-    ap.add_argument("--raw-sink", choices=("driver", "executor"), default="driver", help="spark.raw_sink")
+    ap.add_argument(
+        "--raw-sink", choices=("realtime", "driver", "executor"), default="realtime", help="spark.raw_sink"
+    )
     ap.add_argument("--sync-progress", action="store_true", help="no async progress tracking")
     ap.add_argument("--conf", action="append", default=[], help="extra Spark conf key=value")
     ap.add_argument("--queries", default="raw,agg,deadletter", help="which of the job's queries run")

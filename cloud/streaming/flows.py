@@ -41,12 +41,15 @@ def raw_lines(
     alerts: AlertsConfig,
     max_future: timedelta = DEFAULT_MAX_FUTURE,
     registry: DataFrame | None = None,
+    *,
+    keep_partition: bool = False,
 ) -> DataFrame:
     """Kafka batch -> (``kind``, ``day``, ``line``): COPY CSV for sensor_data, alerts and rejects.
 
     ``registry`` (``device_id``, ``site``, ``indoor``, ``type``) gives each reading its device class
     for the per-class alert rules; without it every device gets the fleet-wide rule. Alert lines
-    carry :data:`~.rules.STAGE_ALERT_COLUMNS`.
+    carry :data:`~.rules.STAGE_ALERT_COLUMNS`. ``keep_partition`` adds the record's Kafka partition
+    (``kafka_partition``) as the first column.
     """
     parsed = with_device_class(parse_telemetry(kafka_df, max_future), registry)
     no_day = F.lit(None).cast("date")
@@ -56,7 +59,19 @@ def raw_lines(
     entries = F.when(F.col("reject_reason").isNull(), F.concat(F.array(reading), alert_entries)).otherwise(
         F.array(reject)
     )
-    return parsed.select(F.inline(entries))
+    keep = [F.col("kafka_partition")] if keep_partition else []
+    return parsed.select(*keep, F.inline(entries))
+
+
+def realtime_records(lines: DataFrame) -> DataFrame:
+    """:func:`raw_lines` (with ``keep_partition``) -> Kafka records for the lines topic: key
+    ``<kind>|<day>``, value the CSV line, and the source partition, so the lines topic's partition p
+    holds exactly the devices of telemetry partition p (a loader's share is whole devices, as the
+    history rules need). Read back by :mod:`.loader`."""
+    key = F.concat_ws("|", F.col("kind").cast("string"), F.coalesce(F.col("day").cast("string"), F.lit("")))
+    return lines.select(
+        key.alias("key"), F.col("line").alias("value"), F.col("kafka_partition").alias("partition")
+    )
 
 
 def windowed(

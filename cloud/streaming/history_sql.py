@@ -212,27 +212,45 @@ WITH dev AS (
 
 OFFLINE_SQL: Final = sql.SQL(
     """
-WITH ref AS (
-  SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY mx) AS ref_ts
-  FROM (SELECT max(ts) AS mx FROM stage_raw GROUP BY device_id) AS per_device
+WITH dev AS (
+  SELECT device_id, kafka_partition, max(ts) AS mx FROM stage_raw GROUP BY device_id, kafka_partition
+), glob AS (
+  SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY mx) AS ref_ts FROM dev
+), part AS (
+  SELECT d.kafka_partition, least(percentile_disc(0.5) WITHIN GROUP (ORDER BY d.mx), g.ref_ts) AS ref_ts
+  FROM dev d CROSS JOIN glob g GROUP BY d.kafka_partition, g.ref_ts
+), refs AS (
+  SELECT l.device_id, l.ts, l.seq, l.site, l.fault,
+         CASE WHEN l.kafka_partition IS NULL THEN g.ref_ts ELSE p.ref_ts END AS ref_ts
+  FROM device_latest l CROSS JOIN glob g
+  LEFT JOIN part p ON p.kafka_partition = l.kafka_partition
+  WHERE l.ts < g.ref_ts - make_interval(secs => %(offline_s)s)
 ), ins AS (
 INSERT INTO sensor_alerts (device_id, kind, measurement, severity, value, threshold, event_ts,
                            detected_at, seq, site, fault, message)
-SELECT l.device_id, 'offline', '', 'warning', extract(epoch FROM ref.ref_ts - l.ts), %(offline_s)s,
-       l.ts + make_interval(secs => %(offline_s)s), statement_timestamp(), l.seq, l.site, l.fault,
-       format('no reading for %%s s of event time', round(extract(epoch FROM ref.ref_ts - l.ts)))
-FROM device_latest l CROSS JOIN ref
-LEFT JOIN devices d ON d.device_id = l.device_id
-WHERE ref.ref_ts IS NOT NULL
-  AND l.ts < ref.ref_ts - make_interval(secs => %(offline_s)s)
+SELECT r.device_id, 'offline', '', 'warning', extract(epoch FROM r.ref_ts - r.ts), %(offline_s)s,
+       r.ts + make_interval(secs => %(offline_s)s), statement_timestamp(), r.seq, r.site, r.fault,
+       format('no reading for %%s s of event time', round(extract(epoch FROM r.ref_ts - r.ts)))
+FROM refs r
+LEFT JOIN devices d ON d.device_id = r.device_id
+WHERE r.ref_ts IS NOT NULL
+  AND r.ts < r.ref_ts - make_interval(secs => %(offline_s)s)
   AND coalesce(d.enabled, true)
 ON CONFLICT DO NOTHING"""  # noqa: S608 (a module constant)
     + CAPTURE_NEW_ALERTS
 )
-"""Devices whose latest reading is older than ``offline_s`` before the batch's reference event
-time: the median over the batch's devices of their newest ``ts`` (robust to a few devices with a
-skewed clock, unlike the maximum). The alert's event time is the instant the device became overdue
-(latest ts + offline_s), so re-detection in later batches hits the primary key and adds nothing."""
+"""Devices whose latest reading is older than ``offline_s`` before their partition's reference
+event time in this batch: the median over the batch's devices of that Kafka partition of their
+newest ``ts``, capped by the same median over all the batch's devices (robust to a few devices
+with a skewed clock, unlike the maximum). Only devices of a partition the batch holds are judged:
+a partition is one ordered log, so once it delivered readings stamped past a device's silence, the
+device's own readings of that time would have come with them; another partition may simply be
+behind (a restarted job, or the real-time raw flow's loaders catching up partition by partition,
+deliver partitions at different event times). A device alone in its partition is therefore judged
+only by the gap rule (:data:`FLEET_CLOCK_SQL`), when it reports again. Rows written before
+``device_latest.kafka_partition`` existed are judged against the whole batch, as before. The
+alert's event time is the instant the device became overdue (latest ts + offline_s), so
+re-detection in later batches hits the primary key and adds nothing."""
 
 
 SKEW_MIN_DEVICES: Final = 3
@@ -255,11 +273,14 @@ def fleet_clock_params(max_clock_skew_s: float, offline_after_s: float) -> dict[
 FLEET_CLOCK_SQL: Final = sql.SQL(
     """
 WITH lag AS (
-  SELECT device_id, seq, ts, fault, extract(epoch FROM statement_timestamp() - ts) AS lag_s FROM stage_raw
+  SELECT device_id, seq, ts, fault,
+         extract(epoch FROM coalesce(kafka_ts, statement_timestamp()) - ts) AS lag_s
+  FROM stage_raw
 ), fresh AS (
   SELECT DISTINCT ON (device_id) * FROM lag ORDER BY device_id, lag_s, seq DESC
 ), ref AS (
-  SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM ingest_ts - ts)) AS lag_s,
+  SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM coalesce(kafka_ts, ingest_ts) - ts))
+           AS lag_s,
          count(*) AS n
   FROM device_latest WHERE ingest_ts >= statement_timestamp() - make_interval(secs => %(ref_window_s)s)
 ), seqd AS (
@@ -273,6 +294,16 @@ WITH lag AS (
       AND s.ts >= g.ts - %(span)s::interval
     ORDER BY s.ts DESC LIMIT 1
   ) p ON true
+), confirmed AS (
+  -- A candidate gap's true predecessor: readings of the device already stored may lie inside it
+  -- (an out-of-order reading merged in an earlier batch). sensor_data holds this batch's rows
+  -- too (inserted before this statement), so its newest reading before ts is the predecessor.
+  SELECT g.device_id, g.seq, g.ts, g.fault, p.ts AS prev_ts
+  FROM gaps g CROSS JOIN LATERAL (
+    SELECT max(s.ts) AS ts FROM sensor_data s
+    WHERE s.device_id = g.device_id AND s.ts < g.ts AND s.ts >= g.ts - %(span)s::interval
+  ) p
+  WHERE g.ts - g.prev_ts > make_interval(secs => %(offline_s)s)
 ), found AS (
   SELECT f.device_id, 'clock_skew' AS kind, round((ref.lag_s - f.lag_s)::numeric, 3)::float8 AS value,
          %(skew_s)s AS threshold, f.ts AS event_ts, f.seq, f.fault,
@@ -284,7 +315,7 @@ WITH lag AS (
   SELECT device_id, 'offline', extract(epoch FROM ts - prev_ts)::float8, %(offline_s)s,
          prev_ts + make_interval(secs => %(offline_s)s), seq, fault,
          format('no reading for %%s s of event time', round(extract(epoch FROM ts - prev_ts)))
-  FROM gaps WHERE ts - prev_ts > make_interval(secs => %(offline_s)s)
+  FROM confirmed WHERE ts - prev_ts > make_interval(secs => %(offline_s)s)
 ), ins AS (
 INSERT INTO sensor_alerts (device_id, kind, measurement, severity, value, threshold, event_ts,
                            detected_at, seq, site, fault, message)
@@ -295,10 +326,12 @@ WHERE coalesce(d.enabled, true)
 ON CONFLICT DO NOTHING"""  # noqa: S608 (a module constant)
     + CAPTURE_NEW_ALERTS
 )
-"""The fleet's own clock as the reference. A reading's lag is how long before it reached the table
-it was stamped (``now - ts``); the fleet's lag is the median, over the devices whose newest reading
-reached ``device_latest`` in the last ``ref_window_s`` seconds (this batch's included, and those of
-the other partition writers), of the same lag at their arrival. So the reference is the fleet's
+"""The fleet's own clock as the reference. A reading's lag is how long before it reached Kafka it
+was stamped (``kafka_ts - ts``: the device's clock and its path to the broker, not the pipeline's
+own backlog, which differs between partitions while a restarted job or the real-time loaders catch
+up); the fleet's lag is the median, over the devices whose newest reading reached
+``device_latest`` in the last ``ref_window_s`` seconds (this batch's included, and those of the
+other partition writers), of the same lag. So the reference is the fleet's
 own clock, in live and accelerated runs alike (a short window: an accelerated clock gains on the
 wall clock), and a few skewed devices do not move the median. A device's own lag is that of its
 freshest reading in the batch (the smallest: holding a reading back only adds lag). Two rules:
@@ -306,8 +339,8 @@ freshest reading in the batch (the smallest: holding a reading back only adds la
 * ``clock_skew``: the device's freshest reading is off the fleet's lag by more than ``skew_s``
   (``spark.max_clock_skew_s``); ``value`` = seconds ahead (negative: behind). Its readings stay in
   ``sensor_data`` with the device's own ``ts``; the windows cap a clock that runs ahead (:mod:`.lateness`).
-* ``offline`` (gap): two consecutive readings of a device (in its own event time; the first may be
-  stored already) more than ``offline_s`` apart: it made or delivered nothing in between (crash,
+* ``offline`` (gap): two consecutive readings of a device (in its own event time, the first the
+  newest stored before the second, whichever batch brought it) more than ``offline_s`` apart: it made or delivered nothing in between (crash,
   outage whose buffer overflowed). Event time: the reading before the gap + offline_s, the key
   :data:`OFFLINE_SQL` gives the same silence, so whichever rule sees it first, it is one alert.
   Decided by the readings alone: it fires in accelerated runs and on a backlog processed in one batch.

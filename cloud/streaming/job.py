@@ -3,9 +3,9 @@
 Three queries share one SparkSession (each with its own checkpoint sub-directory):
 
 * ``raw``: every record, no stateful operator (so late rows still land, flagged ``late``) ->
-  sensor_data, device_latest, sensor_alerts, sensor_data_rejects, written by the executors
-  (:mod:`.executor_sink`: each task its own partition, ``noop`` sink, asynchronous progress
-  tracking; the driver only plans and reads the observed figures).
+  sensor_data, device_latest, sensor_alerts, sensor_data_rejects. By default (``spark.raw_sink =
+  "realtime"``) in Spark's real-time mode to the lines topic, merged by :mod:`.loader`; or in
+  micro-batches written by the driver (foreachBatch) or by the executors (:mod:`.executor_sink`).
 * ``agg``: watermark + dedup + sliding windows in update mode -> sensor_data_agg.
 * ``deadletter``: the bridge's dead-letter topic -> deadletter_records.
 """
@@ -23,6 +23,7 @@ from fleetsim.cloud.streaming import flows
 from fleetsim.cloud.streaming.executor_sink import STATS_DDL, RawPartitionWriter, observed, split_raw
 from fleetsim.cloud.streaming.lines import string_array_bytes
 from fleetsim.cloud.streaming.listener import MetricsListener
+from fleetsim.cloud.streaming.loader import RawLoader, account
 from fleetsim.cloud.streaming.metrics import StreamMetrics
 from fleetsim.cloud.streaming.notify import Notifier
 from fleetsim.cloud.streaming.pgsink import PgSink
@@ -77,19 +78,26 @@ class StreamJob:
         self._sinks = {name: PgSink(cfg, name) for name in QUERY_NAMES}
         self.notifier = Notifier(cfg, self.metrics)
         self._registry: RegistryCache | None = None
+        self.loader: RawLoader | None = None
+
+    @property
+    def realtime(self) -> bool:
+        """The raw flow runs in Spark's real-time mode and a loader writes it (``spark.raw_sink``)."""
+        return self.cfg.spark.raw_sink == "realtime"
 
     # ------------------------------------------------------------------ sources
-    def kafka_stream(self, topic: str) -> Any:
+    def kafka_stream(self, topic: str, *, realtime: bool = False) -> Any:
         s = self.cfg.spark
         reader = self.spark.readStream.format("kafka").options(**spark_kafka_options(self.cfg, "stream"))
-        return (
+        reader = (
             reader.option("subscribe", topic)
             .option("startingOffsets", s.starting_offsets)
             .option("failOnDataLoss", "true")
-            .option("maxOffsetsPerTrigger", str(s.max_offsets_per_trigger))
             .option("includeHeaders", "true")
-            .load()
         )
+        if not realtime:  # a real-time query has no batch size to cap (Spark refuses the option)
+            reader = reader.option("maxOffsetsPerTrigger", str(s.max_offsets_per_trigger))
+        return reader.load()
 
     def registry(self) -> Any:
         """The device registry as the flows join it: one cached copy for both queries, re-read when
@@ -111,15 +119,7 @@ class StreamJob:
         except StreamingError:
             self.metrics.batch_errors.labels("raw").inc()
             raise
-        m = self.metrics
-        m.rows_written.labels("sensor_data").inc(result.inserted)
-        m.rows_written.labels("sensor_alerts").inc(result.alerts)
-        m.rows_written.labels("sensor_data_rejects").inc(result.rejects)
-        m.malformed_rows.inc(batch.rejects.count(b"\n"))
-        m.last_write_ms.labels("raw").set(result.write_ms)
-        if result.latency_p95_ms is not None:
-            m.latency_p95_ms.set(result.latency_p95_ms)
-            m.latency_p50_ms.set(result.latency_p50_ms or 0.0)
+        account(self.metrics, batch, result)
 
     def handle_agg(self, batch_df: Any, batch_id: int) -> None:
         data = string_array_bytes(batch_df.toArrow()["line"])
@@ -153,8 +153,13 @@ class StreamJob:
         if name == "raw":
             # The registry gives each reading its device class for the per-class alert rules.
             raw = flows.raw_lines(
-                self.kafka_stream(k.telemetry_topic), self.cfg.alerts, registry=self.registry()
+                self.kafka_stream(k.telemetry_topic, realtime=self.realtime),
+                self.cfg.alerts,
+                registry=self.registry(),
+                keep_partition=self.realtime,
             )
+            if self.realtime:  # Spark's Kafka sink writes the lines; the loader merges them
+                return flows.realtime_records(raw), None, "update"
             if self.cfg.spark.raw_sink == "driver":
                 return raw, self.handle_raw, "append"
             # No shuffle before the writer: a task is one Kafka partition, i.e. whole devices.
@@ -176,6 +181,8 @@ class StreamJob:
         # A query runs its jobs in the pool of the thread that started it.
         self.spark.sparkContext.setLocalProperty("spark.scheduler.pool", name)
         writer = df.writeStream.queryName(name).outputMode(mode)
+        if name == "raw" and self.realtime:
+            return self._start_realtime(writer, name)
         if handler is None:  # the executors wrote the rows: nothing to hand to a sink
             writer = writer.format("noop")
             if self.async_progress:
@@ -188,14 +195,37 @@ class StreamJob:
             .start()
         )
 
+    def _start_realtime(self, writer: Any, name: str) -> Any:
+        """The raw query in real-time mode: long-running tasks (one per Kafka partition, each holding
+        a task slot) stream records to the lines topic; a checkpoint every ``realtime_batch_s``."""
+        writer = (
+            writer.format("kafka")
+            .options(**spark_kafka_options(self.cfg, "stream"))
+            .option("topic", self.cfg.kafka.lines_topic)
+            # Its own checkpoint: a micro-batch sink's checkpoint does not carry over.
+            .option("checkpointLocation", self.checkpoint(f"{name}-realtime"))
+        )
+        # PySpark 4.1.1's trigger() has no realTime keyword (SPARK-54660 adds it): the JVM's.
+        trigger = self.spark._jvm.org.apache.spark.sql.streaming.Trigger.RealTime(
+            int(self.cfg.spark.realtime_batch_s * 1000)
+        )
+        writer._jwrite = writer._jwrite.trigger(trigger)
+        return writer.start()
+
     def start(self) -> list[Any]:
         if self.spark is None:
             self.spark = build_session(self.cfg, self.master, self.ui)
-        self.listener = MetricsListener(PgSink(self.cfg, "listener"), self.metrics)
+        # In real-time mode the loader's merges are the raw flow's rows of record in
+        # pipeline_metrics; the real-time query's minute-long "batches" would only blur them.
+        unrecorded = {"raw"} if self.realtime else set()
+        self.listener = MetricsListener(PgSink(self.cfg, "listener"), self.metrics, unrecorded=unrecorded)
         self.spark.streams.addListener(self.listener)
         for name in QUERY_NAMES:
             self.queries.append(self._start_query(name))
-            log.info("started query %s (checkpoint %s)", name, self.checkpoint(name))
+            log.info("started query %s", name)
+        if self.realtime:
+            self.loader = RawLoader(self.cfg, self.metrics)
+            self.loader.start()
         self.notifier.start()
         return self.queries
 
@@ -234,6 +264,10 @@ class StreamJob:
         while not stop.wait(poll_s):
             if self._registry is not None:
                 self._registry.poll()
+            if self.loader is not None and not self.loader.alive:  # it backs off on errors itself
+                log.error("the raw loader ended unexpectedly; starting it again")
+                self.metrics.batch_errors.labels("loader").inc()
+                self.loader.start()
             now = time.monotonic()
             for i, q in enumerate(self.queries):
                 if q.name in due:
@@ -269,10 +303,16 @@ class StreamJob:
         deadline = time.monotonic() + timeout_s
         self.notifier.stop()
         for q in self.queries:
-            while q.isActive and q.status.get("isTriggerActive") and time.monotonic() < deadline:
+            # A real-time query's batch lasts realtime_batch_s: its records are in Kafka as they
+            # are made, so stopping it mid-batch loses nothing (the restart re-reads, keys absorb).
+            busy = not (self.realtime and q.name == "raw")
+            while busy and q.isActive and q.status.get("isTriggerActive") and time.monotonic() < deadline:
                 time.sleep(0.05)
             q.stop()
         self.queries.clear()
+        if self.loader is not None:  # after the queries: it merges what they wrote last
+            self.loader.stop(timeout_s=max(deadline - time.monotonic(), 5.0))
+            self.loader = None
         if self.listener is not None and self.spark is not None:
             self.spark.streams.removeListener(self.listener)
             self.listener.sink.close()

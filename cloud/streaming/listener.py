@@ -120,9 +120,11 @@ def _round(x: Any) -> int | None:
 class MetricsListener(ProgressListener):
     """Records every completed micro-batch of this job's queries; never raises into Spark."""
 
-    def __init__(self, sink: PgSink, metrics: StreamMetrics) -> None:
+    def __init__(self, sink: PgSink, metrics: StreamMetrics, unrecorded: set[str] | None = None) -> None:
         self.sink = sink
         self.metrics = metrics
+        # Queries whose batches get no pipeline_metrics row (their writer records its own).
+        self.unrecorded = unrecorded or set()
 
     def onQueryStarted(self, event: Any) -> None:
         log.info("query %s started (id %s, run %s)", event.name, event.id, event.runId)
@@ -156,7 +158,7 @@ class MetricsListener(ProgressListener):
                     malformed_rows=int(sink["malformed"] or 0),
                 )
                 log.debug("%s batch %s written by %s", name, p.batchId, sink["writers"])
-            if fig["input_rows"] or fig["late_rows_dropped"]:
+            if (fig["input_rows"] or fig["late_rows_dropped"]) and name not in self.unrecorded:
                 self.sink.record_progress(name, p.batchId, **fig)
         except Exception:  # a metrics hiccup must never stop the pipeline
             log.exception("recording progress of %s batch %s failed", name, p.batchId)

@@ -92,11 +92,24 @@ INSERT INTO stage_new_raw ({", ".join(rule_state.NEW_RAW_COLUMNS)}) SELECT * FRO
 The rows really inserted go to ``stage_new_raw`` for the running state of the history rules
 (:mod:`.rule_state`); the statement's row count stays the number inserted."""
 
-_LATEST_COLS = ("seq", "ts", *_MEASURES, "lat", "lon", "status", "fault", "site", "ingest_ts")
+_LATEST_COLS = (
+    "seq",
+    "ts",
+    *_MEASURES,
+    "lat",
+    "lon",
+    "status",
+    "fault",
+    "site",
+    "ingest_ts",
+    "kafka_ts",
+    "kafka_partition",
+)
 UPSERT_LATEST: Final = f"""
 INSERT INTO device_latest AS l (device_id, {", ".join(_LATEST_COLS)})
 SELECT DISTINCT ON (s.device_id) s.device_id, s.seq, s.ts, {", ".join(f"s.{m}" for m in _MEASURES)},
-       {_POSITION_FILL["lat"]}, {_POSITION_FILL["lon"]}, s.status, s.fault, d.site, statement_timestamp()
+       {_POSITION_FILL["lat"]}, {_POSITION_FILL["lon"]}, s.status, s.fault, d.site, statement_timestamp(),
+       s.kafka_ts, s.kafka_partition
 FROM stage_raw s LEFT JOIN devices d ON d.device_id = s.device_id
 ORDER BY s.device_id, s.ts DESC, s.seq DESC
 ON CONFLICT (device_id) DO UPDATE SET {", ".join(f"{c} = EXCLUDED.{c}" for c in _LATEST_COLS)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ def session_conf(cfg: FleetsimConfig, master: str | None = None, ui: bool = True
     """The Spark settings the job runs with (separate from building, so tests can read them)."""
     s = cfg.spark
     conf: dict[str, str] = {
-        "spark.master": master or s.master,
+        "spark.master": task_slots_master(cfg, master or s.master),
         "spark.app.name": s.app_name,
         "spark.jars": ",".join(str(j.resolve()) for j in connector_jars(cfg)),
         "spark.driver.memory": s.driver_memory,
@@ -66,6 +67,25 @@ def session_conf(cfg: FleetsimConfig, master: str | None = None, ui: bool = True
         "spark.scheduler.allocation.file": str(pools_file(cfg)),
     }
     return conf
+
+
+_LOCAL = re.compile(r"local\[(\*|\d+)(,\d+)?\]")
+
+
+def task_slots_master(cfg: FleetsimConfig, master: str) -> str:
+    """``master``, with enough task slots for the real-time raw query on a local master.
+
+    A real-time query holds one task slot per Kafka partition for as long as it runs (its tasks
+    are long-running); the windowed and dead-letter micro-batches need slots beside them. On a
+    local master the slots are threads, not cores: ``local[*]`` on 2 cores becomes ``local[8]``
+    with 4 partitions and 4 shuffle partitions. A cluster's executors must offer as many cores
+    (docs/scale-out.md)."""
+    m = _LOCAL.fullmatch(master)
+    if cfg.spark.raw_sink != "realtime" or m is None:
+        return master
+    slots = (os.cpu_count() or 1) if m.group(1) == "*" else int(m.group(1))
+    need = cfg.kafka.partitions + cfg.spark.shuffle_partitions
+    return master if slots >= need else f"local[{need}{m.group(2) or ''}]"
 
 
 SCHEDULER_POOLS = {"raw": (3, 1), "agg": (1, 0), "deadletter": (1, 0)}

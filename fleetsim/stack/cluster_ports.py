@@ -78,7 +78,14 @@ class ClusterPorts:
 def profile_overrides(cfg: FleetsimConfig) -> dict[str, Any]:
     """What the cluster shape changes in the single-node config (for this process and children)."""
     ports = ClusterPorts.of(cfg)
+    over: dict[str, Any] = {}
+    slots = cfg.cluster.spark_workers * cfg.cluster.worker_cores
+    if cfg.spark.raw_sink == "realtime" and slots < cfg.kafka.partitions + cfg.spark.shuffle_partitions:
+        # A real-time query holds a slot per Kafka partition for as long as it runs: on workers
+        # with fewer cores than that plus the windows' tasks it would never start. Micro-batches.
+        over["spark.raw_sink"] = "driver"
     return {
+        **over,
         "kafka.bootstrap": ports.bootstrap,
         "kafka.replication_factor": cfg.cluster.replication_factor,
         "kafka.advertised_port": None,

@@ -240,7 +240,7 @@ class Kafka(Service):
 
 # ------------------------------------------------------------------------ topics and ACLs
 def ensure_topics(cfg: FleetsimConfig) -> None:
-    """Create the telemetry and dead-letter topics (if missing) and the ACLs that use them."""
+    """Create the telemetry, dead-letter and lines topics (if missing) and the ACLs that use them."""
     # Lazy: kafka-python costs ~0.1 s to import; only the commands that talk to Kafka pay it.
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import TopicAlreadyExistsError
@@ -249,7 +249,7 @@ def ensure_topics(cfg: FleetsimConfig) -> None:
     admin = KafkaAdminClient(**kafka_python_kwargs(cfg, "admin"), request_timeout_ms=15000)
     try:
         existing = set(admin.list_topics())
-        wanted = [t for t in (k.telemetry_topic, k.deadletter_topic) if t not in existing]
+        wanted = [t for t in (k.telemetry_topic, k.deadletter_topic, k.lines_topic) if t not in existing]
         if wanted:
             topics = [
                 NewTopic(
@@ -268,7 +268,8 @@ def ensure_topics(cfg: FleetsimConfig) -> None:
 
 
 def grant_acls(cfg: FleetsimConfig, admin: Any) -> None:
-    """Least-privilege ACLs: bridge writes both topics, stream reads both with its groups."""
+    """Least-privilege ACLs: the bridge writes telemetry and dead letters, the stream reads them with
+    its groups; the lines topic is the stream's own hop (its real-time query writes, its loaders read)."""
     # Lazy: kafka-python costs ~0.1 s to import; only the commands that talk to Kafka pay it.
     from kafka.admin import (
         ACL,
@@ -290,6 +291,9 @@ def grant_acls(cfg: FleetsimConfig, admin: Any) -> None:
             acls.append(ACL(f"User:{k.bridge_user}", "*", op, allow, res))
         for op in (ACLOperation.READ, ACLOperation.DESCRIBE):
             acls.append(ACL(f"User:{k.stream_user}", "*", op, allow, res))
+    lines = ResourcePattern(ResourceType.TOPIC, k.lines_topic, ACLResourcePatternType.LITERAL)
+    for op in (ACLOperation.WRITE, ACLOperation.READ, ACLOperation.DESCRIBE):
+        acls.append(ACL(f"User:{k.stream_user}", "*", op, allow, lines))
     for prefix in STREAM_GROUP_PREFIXES:
         res = ResourcePattern(ResourceType.GROUP, prefix, ACLResourcePatternType.PREFIXED)
         for op in (ACLOperation.READ, ACLOperation.DESCRIBE):

@@ -87,3 +87,44 @@ def test_a_gap_in_a_devices_own_time_is_offline_once(sink_cfg: FleetsimConfig) -
     assert got == [("gp-1", "offline", 90.0)]
     event_ts = _admin(sink_cfg, "SELECT event_ts FROM sensor_alerts WHERE kind = 'offline'")[0][0]
     assert event_ts == at(160) + timedelta(seconds=60)
+
+
+def _partitioned(readings: list[tuple[str, int, int, datetime]]) -> RawBatch:
+    """(device, partition, seq, ts) readings, each reaching Kafka a second after it was stamped."""
+    arrive = lambda ts: (ts + timedelta(seconds=1)).isoformat()  # noqa: E731
+    lines = [
+        f"{d},{seq},{ts.isoformat()},20.0,50.0,,,,,,OK,,{p},{seq},{arrive(ts)},\n"
+        for d, p, seq, ts in readings
+    ]
+    return RawBatch("".join(lines).encode(), b"", b"", tuple({ts.date() for *_, ts in readings}))
+
+
+def test_silence_is_judged_within_the_devices_own_partition(sink_cfg: FleetsimConfig) -> None:
+    """Partitions reach the sink at different event times while a job or the real-time loaders catch
+    up: a device is silent only once its own partition (an ordered log) moved on without it."""
+    now = datetime.now(UTC)
+    at = lambda s: now - timedelta(seconds=s)  # noqa: E731
+    devices = {"pp-0a": 0, "pp-0b": 0, "pp-1a": 1, "pp-1b": 1}
+    first = [(d, p, k, at(300 - 10 * k)) for d, p in devices.items() for k in range(10)]  # -300 .. -210 s
+    # Partition 0 delivers the next 200 s; partition 1 is behind and has sent nothing yet.
+    ahead = [(d, 0, k, at(300 - 10 * k)) for d in ("pp-0a", "pp-0b") for k in range(10, 31)]  # .. 0 s
+    # Partition 1 catches up, but only pp-1a: pp-1b stayed silent in its own partition's time.
+    caught_up = [("pp-1a", 1, k, at(300 - 10 * k)) for k in range(10, 31)]
+    got = _write(sink_cfg, _partitioned(first), _partitioned(ahead))
+    assert [a for a in got if a[1] == "offline"] == []  # before V011 pp-1a and pp-1b were offline here
+    got = _write(sink_cfg, _partitioned(caught_up))
+    assert [(d, k) for d, k, _ in got] == [("pp-1b", "offline")]
+
+
+def test_a_gap_starts_at_the_newest_stored_reading_before_it(sink_cfg: FleetsimConfig) -> None:
+    """An out-of-order reading can reach a later batch than its successor (the real-time loaders
+    merge whatever has arrived): the gap before the next reading starts at the newest reading
+    stored before it, not at the batch's own previous one."""
+    now = datetime.now(UTC)
+    at = lambda s: now - timedelta(seconds=s)  # noqa: E731
+    first = [("oo-1", k, at(1000 - 10 * k)) for k in range(6)] + [("oo-1", 7, at(930))]  # k=6 comes later
+    second = [("oo-1", 6, at(940)), ("oo-1", 8, at(400))]
+    got = [a for a in _write(sink_cfg, _batch(first), _batch(second)) if a[1] == "offline"]
+    assert got == [("oo-1", "offline", 530.0)]  # from seq 7 (-930 s), not from seq 6 (-940 s)
+    event = _admin(sink_cfg, "SELECT event_ts FROM sensor_alerts WHERE kind = 'offline'")[0][0]
+    assert event == at(930) + timedelta(seconds=60)
