@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from typing import Any
 
 from fleetsim.kernel.config import FleetsimConfig
+from fleetsim.kernel.errors import ConfigError
 from fleetsim.kernel.service import Service
 
 log = logging.getLogger("fleetsim.stream")
@@ -21,10 +23,18 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--master", default=None, help="Spark master URL (default: spark.master, e.g. local[*])")
     p.add_argument("--no-ui", action="store_true", help="do not start the Spark web UI")
+    p.add_argument(
+        "--loader-only",
+        action="store_true",
+        help="run one more raw loader (no Spark): it joins the job's loaders and takes Kafka partitions of "
+        "the lines topic from them (spark.raw_sink = realtime; docs/streaming.md)",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace, cfg: FleetsimConfig) -> int:
+    if args.loader_only:
+        return run_loader(cfg)
     # Lazy: every `fleetsim` command registers this sub-command; only `fleetsim stream` should pay
     # for pyspark and pyarrow.
     from fleetsim.cloud.streaming.job import StreamJob
@@ -50,3 +60,24 @@ def run(args: argparse.Namespace, cfg: FleetsimConfig) -> int:
 def _stop_spark(job: Any) -> None:
     if job.spark is not None:
         job.spark.stop()
+
+
+def run_loader(cfg: FleetsimConfig) -> int:
+    """One loader process: scale-out of the real-time raw flow's PostgreSQL writes."""
+    # Lazy: the loader needs psycopg2 and confluent-kafka, not pyspark.
+    from fleetsim.cloud.streaming.loader import RawLoader
+    from fleetsim.cloud.streaming.metrics import StreamMetrics
+
+    if cfg.spark.raw_sink != "realtime":
+        raise ConfigError(
+            f"--loader-only needs spark.raw_sink = 'realtime' (it is {cfg.spark.raw_sink!r}): "
+            "only the real-time raw flow writes the lines topic a loader reads"
+        )
+    with Service("the raw loader", log=log) as svc:
+        loader = RawLoader(cfg, StreamMetrics(), name=f"loader-{os.getpid()}")
+        svc.on_stop(loader.stop)
+        loader.start()
+        pg = cfg.postgres
+        log.info("loading %s into postgres %s:%d", cfg.kafka.lines_topic, pg.host, pg.port)
+        svc.wait()
+    return 0

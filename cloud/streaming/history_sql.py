@@ -340,10 +340,11 @@ freshest reading in the batch (the smallest: holding a reading back only adds la
   (``spark.max_clock_skew_s``); ``value`` = seconds ahead (negative: behind). Its readings stay in
   ``sensor_data`` with the device's own ``ts``; the windows cap a clock that runs ahead (:mod:`.lateness`).
 * ``offline`` (gap): two consecutive readings of a device (in its own event time, the first the
-  newest stored before the second, whichever batch brought it) more than ``offline_s`` apart: it made or delivered nothing in between (crash,
-  outage whose buffer overflowed). Event time: the reading before the gap + offline_s, the key
-  :data:`OFFLINE_SQL` gives the same silence, so whichever rule sees it first, it is one alert.
-  Decided by the readings alone: it fires in accelerated runs and on a backlog processed in one batch.
+  newest stored before the second, whichever batch brought it) more than ``offline_s`` apart: it
+  made or delivered nothing in between (crash, outage whose buffer overflowed). Event time: the
+  reading before the gap + offline_s, the key :data:`OFFLINE_SQL` gives the same silence, so
+  whichever rule sees it first, it is one alert. Decided by the readings alone: it fires in
+  accelerated runs and on a backlog processed in one batch.
 
 ``clock_skew`` needs ``skew_min_devices`` devices in the reference. A backlog delivered in a batch of
 its own, without a fresh reading, looks like a clock behind (the scorer counts it as a consequence

@@ -3,7 +3,7 @@
 With ``spark.raw_sink = "realtime"`` Spark's real-time query parses, validates and evaluates the
 immediate alert rules for every record as it arrives (no micro-batch floor) and writes the result
 as COPY lines to the lines topic, partition for partition (so a partition still holds whole
-devices). A loader is a Kafka consumer in the group :data:`GROUP_ID`: it takes what has arrived
+devices). A loader is a Kafka consumer in the group :func:`group_id`: it takes what has arrived
 (at most ``max_rows``, after waiting at most ``linger_s`` for the first record), merges it with
 :meth:`PgSink.write_raw` (one transaction: readings, latest, history rules, alerts, rejects) and
 only then commits the offsets. A crash of the loader, of PostgreSQL or of the job re-reads lines
@@ -37,8 +37,15 @@ from fleetsim.kernel.errors import StreamingError
 
 log = logging.getLogger("fleetsim.stream.loader")
 
-GROUP_ID: Final = "fleetsim-raw-loader"
-"""Consumer group of every loader (the stream identity's ACLs allow ``fleetsim-`` groups)."""
+GROUP_PREFIX: Final = "fleetsim-raw-loader"
+
+
+def group_id(cfg: FleetsimConfig) -> str:
+    """The loaders' consumer group: one per lines topic, so pipelines sharing a broker (tests,
+    experiments beside the live stack) never rebalance or fence each other. The stream identity's
+    ACLs allow ``fleetsim-`` groups."""
+    return f"{GROUP_PREFIX}.{cfg.kafka.lines_topic}"
+
 
 _KINDS: Final = {str(k).encode(): k for k in (KIND_READING, KIND_ALERT, KIND_REJECT)}
 
@@ -159,15 +166,16 @@ class RawLoader:
         # Lazy: confluent-kafka is only needed by the real-time raw flow.
         from confluent_kafka import Consumer
 
+        group = group_id(self.cfg)
         c = Consumer(
             {
                 **confluent_kafka_config(self.cfg, "stream"),
-                "group.id": GROUP_ID,
+                "group.id": group,
                 "client.id": f"fleetsim-{self.name}",
                 # Static membership: a restarted job's loader (same host, same name) takes its
                 # partitions back at once. Without it the new member waited for the killed one's
                 # session to expire (45 s by default; measured 45 s to the first row after kill -9).
-                "group.instance.id": f"{GROUP_ID}-{socket.gethostname()}-{self.name}"[:200],
+                "group.instance.id": f"{group}-{socket.gethostname()}-{self.name}"[:240],
                 # A loader gone for good hands its partitions to the others after this long.
                 "session.timeout.ms": 10_000,
                 "heartbeat.interval.ms": 2_000,

@@ -17,13 +17,14 @@ from fleetsim.stack.kafka import ensure_topics
 
 
 def fresh_topics(cfg: FleetsimConfig, prefix: str = "bench") -> FleetsimConfig:
-    """``cfg`` with new, created ``<prefix>.<id>.telemetry`` and ``.deadletter`` topics (ACLs
+    """``cfg`` with new, created ``<prefix>.<id>.telemetry``, ``.deadletter`` and ``.lines`` topics (ACLs
     included): a variant or test that starts from an empty log, whatever ran before it."""
     uid = uuid.uuid4().hex[:10]
     out = cfg.with_overrides(
         {
             "kafka.telemetry_topic": f"{prefix}.{uid}.telemetry",
             "kafka.deadletter_topic": f"{prefix}.{uid}.deadletter",
+            "kafka.lines_topic": f"{prefix}.{uid}.lines",
         }
     )
     ensure_topics(out)
