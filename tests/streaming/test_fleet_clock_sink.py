@@ -128,3 +128,32 @@ def test_a_gap_starts_at_the_newest_stored_reading_before_it(sink_cfg: FleetsimC
     assert got == [("oo-1", "offline", 530.0)]  # from seq 7 (-930 s), not from seq 6 (-940 s)
     event = _admin(sink_cfg, "SELECT event_ts FROM sensor_alerts WHERE kind = 'offline'")[0][0]
     assert event == at(930) + timedelta(seconds=60)
+
+
+def test_a_silent_device_is_judged_once_per_silence(sink_cfg: FleetsimConfig) -> None:
+    """The silence rule marks a device it judged (V012) and skips it until it reports again, so a
+    silent fleet costs later merges nothing; a new silence after it came back is a new alert."""
+    now = datetime.now(UTC)
+    at = lambda s: now - timedelta(seconds=s)  # noqa: E731
+    live = ["sm-a", "sm-b", "sm-c"]
+
+    def span(devices: list[str], start_s: int, end_s: int) -> RawBatch:
+        return _partitioned(
+            [(d, 0, 1000 - s // 10, at(s)) for d in devices for s in range(start_s, end_s, -10)]
+        )
+
+    offline = "SELECT event_ts FROM sensor_alerts WHERE device_id = 'sm-d' AND kind = 'offline' ORDER BY 1"
+    _write(sink_cfg, span([*live, "sm-d"], 600, 500), span(live, 500, 300))
+    assert [r[0] for r in _admin(sink_cfg, offline)] == [at(510) + timedelta(seconds=60)]
+    marks = dict(
+        _admin(sink_cfg, "SELECT device_id, offline_for FROM device_latest WHERE device_id LIKE 'sm-%'")
+    )
+    assert marks == {"sm-a": None, "sm-b": None, "sm-c": None, "sm-d": at(510)}
+    # Judged already: with its alert gone, a later merge does not look at it again.
+    _admin(sink_cfg, "DELETE FROM sensor_alerts WHERE device_id = 'sm-d'")
+    _write(sink_cfg, span(live, 300, 200))
+    assert _admin(sink_cfg, offline) == []
+    # It comes back (the gap rule names that silence once more), then falls silent again.
+    _write(sink_cfg, span([*live, "sm-d"], 200, 190), span(live, 190, 0))
+    got = [r[0] for r in _admin(sink_cfg, offline)]
+    assert got == [at(510) + timedelta(seconds=60), at(200) + timedelta(seconds=60)]
