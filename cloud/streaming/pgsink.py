@@ -19,6 +19,7 @@ from psycopg2 import errors, sql
 
 from fleetsim.cloud.streaming import history_sql, lateness, rule_state
 from fleetsim.cloud.streaming.parse import READING_COLUMNS
+from fleetsim.cloud.streaming.prepared import PreparedStatements, size_class
 from fleetsim.cloud.streaming.rules import ALERT_COLUMNS, STAGE_ALERT_COLUMNS
 from fleetsim.cloud.streaming.windows import AGG_COLUMNS
 from fleetsim.kernel.clients import pg_connect
@@ -238,6 +239,7 @@ class PgSink:
         self.query_name = query_name
         self.application_name = application_name or f"fleetsim-stream-{query_name}"
         self._conn: Any = None
+        self._prepared = PreparedStatements()
         self._running_state = cfg.alerts.history_state if running_state is None else running_state
         self._stuck_drift = history_sql.stuck_drift_sql(cfg.alerts.stuck_readings)
         self._fast_alerts = rule_state.fast_alerts_sql(
@@ -264,6 +266,7 @@ class PgSink:
                 # (generate_series). A merge repeated every half second never repays it.
                 cur.execute("SET jit = off")
             conn.commit()
+            self._prepared.reset()
             self._conn = conn
         return self._conn
 
@@ -328,6 +331,11 @@ class PgSink:
         t0 = time.perf_counter()
         conn = self.conn()
         p = self._history_params
+        size = size_class(batch.readings.count(b"\n"))
+
+        def run(cur: Any, query: Any, params: dict[str, Any] | None = None) -> None:
+            self._prepared.run(cur, query, params, size)
+
         try:
             with conn.cursor() as cur:
                 self._copy(cur, "stage_raw", RAW_COPY_COLUMNS, batch.readings)
@@ -336,39 +344,37 @@ class PgSink:
                 inserted = alerts = rejects = state_devices = 0
                 lat: tuple[Any, ...] = (None, None, None)
                 if batch.readings:
-                    cur.execute(INSERT_RAW, {"watermark": self.cfg.spark.watermark})
+                    run(cur, INSERT_RAW, {"watermark": self.cfg.spark.watermark})
                     inserted = cur.rowcount
-                    cur.execute(UPSERT_LATEST)
-                    cur.execute(history_sql.FLEET_CLOCK_SQL, self._fleet_clock_params)
+                    run(cur, UPSERT_LATEST)
+                    run(cur, history_sql.FLEET_CLOCK_SQL, self._fleet_clock_params)
                     alerts += cur.rowcount
                     if self._running_state:
-                        cur.execute(rule_state.FAST_SQL, p)
+                        run(cur, rule_state.FAST_SQL, p)
                         state_devices = cur.rowcount
-                        cur.execute(self._fast_alerts, p)
+                        run(cur, self._fast_alerts, p)
                         alerts += cur.rowcount
-                    cur.execute(self._stuck_drift, p)
+                    run(cur, self._stuck_drift, p)
                     alerts += cur.rowcount
-                    cur.execute(
-                        rule_state.STATE_UPSERT_SQL if self._running_state else rule_state.FORGET_SQL, p
-                    )
-                    cur.execute(CROSS_DEVICE_LOCK)
-                    cur.execute(history_sql.OFFLINE_SQL, p)
+                    run(cur, rule_state.STATE_UPSERT_SQL if self._running_state else rule_state.FORGET_SQL, p)
+                    run(cur, CROSS_DEVICE_LOCK)
+                    run(cur, history_sql.OFFLINE_SQL, p)
                     alerts += cur.rowcount
-                    cur.execute(LATENCY_SQL)
+                    run(cur, LATENCY_SQL)
                     lat = cur.fetchone()
                 if batch.alerts:
                     if not batch.readings:
-                        cur.execute(CROSS_DEVICE_LOCK)
-                    cur.execute(INSERT_ALERTS)
+                        run(cur, CROSS_DEVICE_LOCK)
+                    run(cur, INSERT_ALERTS)
                     alerts += cur.rowcount
                 events = 0
                 if batch.readings or batch.alerts:
                     for stmt in history_sql.INCIDENT_SQL:
-                        cur.execute(stmt, self._incident_params)
+                        run(cur, stmt, self._incident_params)
                         if stmt is not history_sql.INCIDENT_HOLD_SQL:
                             events += cur.rowcount
                 if batch.rejects:
-                    cur.execute(INSERT_REJECTS)
+                    run(cur, INSERT_REJECTS)
                     rejects = cur.rowcount
                 write_ms = (time.perf_counter() - t0) * 1000
                 if metrics_row:

@@ -1,0 +1,73 @@
+"""Prepared merge statements on real PostgreSQL: planned once per connection and size class, bound
+with the sink's constant values, and the merge's results unchanged."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from pg_support import admin as _admin
+
+from fleetsim.cloud.streaming.pgsink import PgSink, RawBatch
+from fleetsim.cloud.streaming.prepared import SIZE_CLASSES, PreparedStatements, size_class
+from fleetsim.kernel.clients import pg_connect
+from fleetsim.kernel.config import FleetsimConfig
+
+pytestmark = pytest.mark.integration
+
+
+def test_size_classes_are_a_factor_16_apart() -> None:
+    assert [size_class(n) for n in (0, 64, 65, 1024, 1025, 16384, 16385, 10**6)] == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert len(SIZE_CLASSES) == 3
+
+
+def test_a_statement_is_prepared_once_per_size_class_with_its_values_bound(postgres: FleetsimConfig) -> None:
+    stmts = PreparedStatements()
+    conn = pg_connect(postgres, "admin")
+    try:
+        with conn.cursor() as cur:
+            query = "SELECT %(a)s::int + %(b)s::int, '100%%'"
+            for size in (0, 0, 1):
+                stmts.run(cur, query, {"a": 2, "b": 3}, size)
+                assert cur.fetchone() == (5, "100%")
+            stmts.run(cur, query, {"a": 40, "b": 2}, 0)  # other values: another statement
+            assert cur.fetchone() == (42, "100%")
+            cur.execute("SELECT count(*) FROM pg_prepared_statements WHERE name LIKE 'fleetsim_merge_%%'")
+            assert cur.fetchone() == (3,)
+    finally:
+        conn.close()
+
+
+def test_merges_through_prepared_statements_keep_their_results(postgres: FleetsimConfig) -> None:
+    """Small, then large, then small merges on one sink connection (three plans per statement),
+    then a new connection: every reading lands once, every alert once."""
+    _admin(postgres, "TRUNCATE incident_events, incidents, sensor_data, device_latest, sensor_alerts")
+    now = datetime.now(UTC).replace(microsecond=0)
+    arrived = now.isoformat()
+
+    def batch(devices: range, seq: int, temp: float) -> RawBatch:
+        ts = now - timedelta(seconds=600 - 10 * seq)
+        lines = "".join(
+            f"pr-{d:04d},{seq},{ts.isoformat()},{temp},50.0,,,,,,OK,,{d % 4},{seq},{arrived},{arrived}\n"
+            for d in devices
+        )
+        return RawBatch(lines.encode(), b"", b"", (ts.date(),))
+
+    sink = PgSink(postgres, "raw")
+    try:
+        prepared = []
+        for seq, devices in enumerate([range(5), range(2000), range(5)]):
+            sink.write_raw(batch(devices, seq, 20.0), seq)
+            with sink.conn().cursor() as cur:
+                cur.execute("SELECT count(*) FROM pg_prepared_statements")
+                prepared.append(cur.fetchone()[0])
+        # The same statements for the large merge, prepared apart; the second small merge reuses.
+        assert prepared[0] > 5 and prepared == [prepared[0], 2 * prepared[0], 2 * prepared[0]]
+        sink.close()  # a new connection prepares again
+        sink.write_raw(batch(range(3), 3, 20.0), 3)
+    finally:
+        sink.close()
+    rows = _admin(postgres, "SELECT count(*), count(DISTINCT (device_id, seq)) FROM sensor_data")
+    assert rows == [(5 + 2000 + 5 + 3, 5 + 2000 + 5 + 3)]
+    latest = _admin(postgres, "SELECT seq, count(*) FROM device_latest GROUP BY seq ORDER BY seq")
+    assert latest == [(1, 1995), (2, 2), (3, 3)]
