@@ -29,7 +29,7 @@ from fleetsim.cloud.streaming.listener import ProgressListener
 from fleetsim.kernel.clients import confluent_kafka_config, pg_connect
 from fleetsim.kernel.config import FleetsimConfig, load_config
 from fleetsim.kernel.contract import encode_reading, format_ts_ms
-from fleetsim.stack import dedicated
+from fleetsim.stack import dedicated, service
 
 REPO = Path(__file__).resolve().parent.parent
 EXTRA_CONF: dict[str, str] = {}
@@ -119,14 +119,7 @@ def _job_pids() -> list[int]:
     """This process and its descendants that belong to the job (the JVM, Python workers); not
     the Kafka broker and PostgreSQL that ``dedicated`` started as children of this process."""
     me = os.getpid()
-    children: dict[int, list[int]] = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(d.name))
+    children = _children()
     out, todo = [], [me]
     while todo:
         pid = todo.pop()
@@ -140,6 +133,44 @@ def _job_pids() -> list[int]:
         out.append(pid)
         todo.extend(children.get(pid, []))
     return out
+
+
+def _engine_pids(cfg: FleetsimConfig) -> dict[str, list[int]]:
+    """The Kafka broker's and PostgreSQL's process trees (PostgreSQL is daemonized by pg_ctl, so
+    not a child of this process): their CPU is the price of the job's fetches, commits and
+    merges, apart from the job's own."""
+    out: dict[str, list[int]] = {}
+    for name in ("kafka", "postgres"):
+        pid = service(name, cfg).status().pid
+        out[name] = _all_descendants(pid) if pid else []
+    return out
+
+
+def _children() -> dict[int, list[int]]:
+    """Parent pid -> child pids, over every process."""
+    children: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(d.name))
+    return children
+
+
+def _all_descendants(root: int) -> list[int]:
+    children = _children()
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, []))
+    return out
+
+
+def _engines_cpu_s(cfg: FleetsimConfig) -> dict[str, float]:
+    return {name: _cpu_s(pids) for name, pids in _engine_pids(cfg).items()}
 
 
 def measure(cfg: FleetsimConfig, rate: int, seconds: float, devices: int, warmup_s: float) -> dict[str, Any]:
@@ -175,6 +206,7 @@ def measure(cfg: FleetsimConfig, rate: int, seconds: float, devices: int, warmup
         cpu0: float | None = None
         jvm0: dict[str, int] = {}
         threads0: dict[int, tuple[str, float]] = {}
+        engines0: dict[str, float] = {}
         while time.time() - t_start < seconds:
             tick = time.time()
             if cpu0 is None and tick >= t_start:
@@ -183,6 +215,7 @@ def measure(cfg: FleetsimConfig, rate: int, seconds: float, devices: int, warmup
                 sink_ms.clear()
                 jvm0, cpu0, t_start, measured_from = _jvm_counters(job.spark), _cpu_s(_job_pids()), tick, sent
                 threads0 = _thread_cpu(_job_pids())
+                engines0 = _engines_cpu_s(cfg)
                 job.spark._jvm.org.apache.spark.sql.catalyst.rules.RuleExecutor.resetMetrics()
             for _ in range(max(rate // 10, 1)):
                 now_ms = int(time.time() * 1000)
@@ -204,6 +237,8 @@ def measure(cfg: FleetsimConfig, rate: int, seconds: float, devices: int, warmup
         jvm = {k: v - jvm0[k] for k, v in _jvm_counters(job.spark).items()}
         rules = _top_rules(job.spark)
         top_threads = _cores_by_thread(threads0, _thread_cpu(_job_pids()), elapsed)
+        engines1 = _engines_cpu_s(cfg)
+        engines_cores = {k: round((v - engines0.get(k, 0.0)) / elapsed, 3) for k, v in engines1.items()}
         cpu_per_msg_us = cpu / max(sent - measured_from, 1) * 1e6
         deadline = time.time() + 60
         while time.time() < deadline and _count(cfg) < sent:
@@ -260,6 +295,7 @@ def measure(cfg: FleetsimConfig, rate: int, seconds: float, devices: int, warmup
         "warmup_s": warmup_s,
         "jvm_in_window": jvm,
         "cores_by_thread": top_threads,
+        "engines_cores": engines_cores,
         "catalyst_rules_top": rules,
         "loadavg": os.getloadavg(),
     }
@@ -332,12 +368,17 @@ def main() -> None:
     ap.add_argument("--conf", action="append", default=[], help="extra Spark conf key=value")
     ap.add_argument("--queries", default="raw,agg,deadletter", help="which of the job's queries run")
     ap.add_argument("--raw-without-registry", action="store_true", help="raw flow without the registry join")
+    ap.add_argument("--loader-linger", type=float, help="the real-time loader's linger_s (seconds)")
     ap.add_argument("--registry-uncached", action="store_true", help="re-read the registry in every batch")
     args = ap.parse_args()
     # Attribution switches: patched in the job's modules, this process only.
     from fleetsim.cloud.streaming import flows, job
 
     job.QUERY_NAMES = tuple(q for q in args.queries.split(",") if q)
+    if args.loader_linger is not None:
+        from fleetsim.cloud.streaming.loader import RawLoader
+
+        RawLoader.__init__.__kwdefaults__["linger_s"] = args.loader_linger
     if args.registry_uncached:
         from fleetsim.cloud.streaming.registry_cache import registry_relation
 

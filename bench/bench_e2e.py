@@ -32,7 +32,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from fleetsim.bench.budget import LOADGEN, cpu_table, shown_step
+from fleetsim.bench.budget import LOADGEN, SETTLED_RATE, SETTLED_S, cpu_table, settled_figure, shown_step
 from fleetsim.bench.memory import MIB, MemSampler, children_map, growth, tree
 from fleetsim.kernel.clients import pg_connect
 from fleetsim.kernel.config import FleetsimConfig, config_to_env
@@ -390,12 +390,17 @@ def run(cfg: FleetsimConfig, quick: bool) -> dict[str, Any]:
     # and two back-to-back runs disagreed by a whole step where p95 sat near 2 s (ANALYSIS.md).
     step_s = 15.0 if quick else WARMUP_S + cfg.spark.agg_trigger_interval_s
     soak_s = 0.0 if quick else 600.0
+    # Spark's CPU at rest, measured last: the ramps' first steps still pay the JVM's JIT (C2
+    # compiled ~0.1 core of a 100 msg/s run one minute in, ~0.04 five minutes in;
+    # bench_batch_cost.py), a cost of the first minutes, not of a job that runs for days.
+    settled_s = 0.0 if quick else SETTLED_S
     modes = [Mode("external", 100), Mode("sim", 100), Mode("external", 10_000), Mode("sim", 10_000)]
     targets = {"external": 15_000.0, "sim": 10_000.0}
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETSIM_")} | config_to_env(cfg)
     apps = {"stream": AppComponent("stream", cfg), "bridge": AppComponent("bridge", cfg)}
     ramps: list[dict[str, Any]] = []
     soak: dict[str, Any] | None = None
+    settled: dict[str, Any] | None = None
     # The JVMs keep JIT-compiling the data path for minutes under load (C2 took ~0.5 core for
     # the first minute of a 100 msg/s run; bench_batch_cost.py), so the warm-up runs under load.
     warm_s = 45.0 if quick else 120.0
@@ -421,6 +426,10 @@ def run(cfg: FleetsimConfig, quick: bool) -> dict[str, Any]:
                 soak = step(Mode("sim", 10_000), env, cfg, stages, sim_big["prefix"],
                             sim_big["best"]["rate_target_msg_s"], soak_s, tmp,
                             mem_every_s=10.0, full_memory=True)  # fmt: skip
+            if settled_s:
+                ext_big = ramps[2]
+                settled = step(Mode("external", 10_000), env, cfg, stages, ext_big["prefix"],
+                               SETTLED_RATE, settled_s, tmp)  # fmt: skip
         finally:
             for app in apps.values():
                 app.stop()
@@ -437,6 +446,8 @@ def run(cfg: FleetsimConfig, quick: bool) -> dict[str, Any]:
                 "met": soak["passed"] and soak["rate_target_msg_s"] >= 10_000,
             }
         )
+    if settled:
+        figures.append(settled_figure(settled, ramps[2]))
     tables = []
     if soak:
         unbounded = [k for k, v in soak["memory"].items() if v["bounded"] is False]
@@ -459,7 +470,9 @@ def run(cfg: FleetsimConfig, quick: bool) -> dict[str, Any]:
             f"(real time, QoS 1), each with 100 and 10,000 devices; rates {rates} msg/s for {step_s:.0f} s "
             f"each, a ramp stopping at its first step with p95 event->row > {P95_LIMIT_S} s or any loss; "
             f"then a {soak_s / 60:.0f}-minute soak of the simulator with 10,000 devices at its highest "
-            f"passing rate. Warm-up: {warm_s:.0f} s at 500 msg/s before the first ramp, not reported. "
+            f"passing rate; last, {settled_s:.0f} s of the external load with 10,000 devices at "
+            f"{SETTLED_RATE} msg/s for Spark's CPU at rest. "
+            f"Warm-up: {warm_s:.0f} s at 500 msg/s before the first ramp, not reported. "
             f"Latencies come from each row (ts, bridge_ts, kafka_ts, ingest_ts), skipping the first "
             f"{WARMUP_S:.0f} s of a step (the rest of a full step is one windowed trigger period, so "
             "each holds one windowed batch). Loss = readings the broker acknowledged (simulator ledger or "
@@ -471,6 +484,7 @@ def run(cfg: FleetsimConfig, quick: bool) -> dict[str, Any]:
         "tables": [cpu, latency_table(ramps), *tables],
         "ramps": ramps,
         "soak": soak,
+        "settled": settled,
         "notes": [
             "All stages share the machine's 2 cores, so a stage's CPU per message is also a share of "
             "the ceiling of every other stage.",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fleetsim.bench import report
-from fleetsim.bench.budget import BUDGET_US, LOADGEN, cpu_table
+from fleetsim.bench.budget import BUDGET_US, LOADGEN, cpu_table, settled_figure
 
 
 def _ramp(mode: str, cpu: dict[str, float], passed: bool = True) -> dict[str, object]:
@@ -33,3 +33,21 @@ def test_cpu_table_names_the_stages_over_their_share_and_keeps_the_load_generato
     ]
     text = report.render_bench("e2e", {"status": "ok", "result": {"title": "E2E", "tables": [table]}})
     assert "| spark | 60.0 | 90.0 | 40.0 | over in external 100 devices |" in text
+
+
+def _rest_step(spark_us: float, rate: float, lost: int = 0) -> dict[str, object]:
+    return {"rate_target_msg_s": 100, "rate_achieved_msg_s": rate, "published": int(rate * 180),
+            "lost": lost, "cpu_us_per_msg": {"spark": spark_us}}  # fmt: skip
+
+
+def test_settled_figure_turns_microseconds_a_message_into_cores_beside_the_ramps_first_step() -> None:
+    ramp = {"steps": [_rest_step(2423.0, 100.0), {**_rest_step(400.0, 1000.0), "rate_target_msg_s": 1000}]}
+    fig = settled_figure(_rest_step(1631.0, 100.0), ramp)
+    assert (fig["value"], fig["baseline"], fig["met"]) == (0.163, 0.242, True)
+    assert fig["unit"] == "core"
+
+
+def test_settled_figure_misses_over_the_target_or_with_a_loss() -> None:
+    assert settled_figure(_rest_step(2100.0, 100.0), {"steps": []})["met"] is False
+    lossy = settled_figure(_rest_step(1000.0, 100.0, lost=3), {"steps": []})
+    assert lossy["met"] is False and "baseline" not in lossy
