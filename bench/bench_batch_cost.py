@@ -24,6 +24,7 @@ from typing import Any
 
 from confluent_kafka import Producer
 
+from fleetsim.bench.memory import children_map, tree
 from fleetsim.cloud.streaming.job import StreamJob
 from fleetsim.cloud.streaming.listener import ProgressListener
 from fleetsim.kernel.clients import confluent_kafka_config, pg_connect
@@ -46,7 +47,10 @@ class Collector(ProgressListener):
 
     def onQueryProgress(self, event: Any) -> None:
         p = event.progress
-        row = {"rows": int(p.numInputRows or 0), **{k: int(v) for k, v in (p.durationMs or {}).items()}}
+        row: dict[str, Any] = {
+            "rows": int(p.numInputRows or 0),
+            **{k: int(v) for k, v in (p.durationMs or {}).items()},
+        }
         # Per stateful operator (dedup, window aggregation): where a windowed batch's time goes.
         row["state"] = [
             {
@@ -119,7 +123,7 @@ def _job_pids() -> list[int]:
     """This process and its descendants that belong to the job (the JVM, Python workers); not
     the Kafka broker and PostgreSQL that ``dedicated`` started as children of this process."""
     me = os.getpid()
-    children = _children()
+    children = children_map()
     out, todo = [], [me]
     while todo:
         pid = todo.pop()
@@ -142,30 +146,7 @@ def _engine_pids(cfg: FleetsimConfig) -> dict[str, list[int]]:
     out: dict[str, list[int]] = {}
     for name in ("kafka", "postgres"):
         pid = service(name, cfg).status().pid
-        out[name] = _all_descendants(pid) if pid else []
-    return out
-
-
-def _children() -> dict[int, list[int]]:
-    """Parent pid -> child pids, over every process."""
-    children: dict[int, list[int]] = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(d.name))
-    return children
-
-
-def _all_descendants(root: int) -> list[int]:
-    children = _children()
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        out.append(pid)
-        todo.extend(children.get(pid, []))
+        out[name] = tree(pid, children_map()) if pid else []
     return out
 
 
@@ -378,7 +359,9 @@ def main() -> None:
     if args.loader_linger is not None:
         from fleetsim.cloud.streaming.loader import RawLoader
 
-        RawLoader.__init__.__kwdefaults__["linger_s"] = args.loader_linger
+        defaults = RawLoader.__init__.__kwdefaults__
+        assert defaults is not None
+        defaults["linger_s"] = args.loader_linger
     if args.registry_uncached:
         from fleetsim.cloud.streaming.registry_cache import registry_relation
 
