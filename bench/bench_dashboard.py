@@ -280,15 +280,16 @@ def view_sets(cfg: FleetsimConfig, sample_ids: list[str], sites: list[str]) -> d
     now = logic.utc_now()
     hour = logic.preset_period("Last hour", now)
     prev = logic.comparison_period(hour, "previous")
+    off = {"offline_after_s": a.offline_after_s, "offline_intervals": a.offline_intervals}
     return {
         "live": [
-            (qlive.kpis, {"offline_after_s": a.offline_after_s, "low_battery_pct": a.low_battery_pct,
+            (qlive.kpis, {**off, "low_battery_pct": a.low_battery_pct,
                           "active_alert_s": d.active_alert_s}),
-            (qlive.fleet_map, {"offline_after_s": a.offline_after_s, "limit": d.max_map_points}),
+            (qlive.fleet_map, {**off, "limit": d.max_map_points}),
             (qlive.mobile_tracks, {"window_s": 1800.0}),
             (qlive.alert_feed, {"limit": 50}),
             (qdev.device_ids, {}),
-            (qdev.device_detail, {"device_id": sample_ids[0], "offline_after_s": a.offline_after_s}),
+            (qdev.device_detail, {"device_id": sample_ids[0], **off}),
             (qdev.device_alerts, {"device_id": sample_ids[0], "limit": 20}),
             (qlive.device_series, {"device_ids": sample_ids[:3], "window_s": 300.0}),
         ],
@@ -325,9 +326,9 @@ def view_sets(cfg: FleetsimConfig, sample_ids: list[str], sites: list[str]) -> d
             (qpipe.recent_deadletters, {"limit": 20}),
         ],
         "devices": [
-            (qdev.device_counts, {"offline_after_s": a.offline_after_s}),
+            (qdev.device_counts, {**off}),
             (qdev.sites, {}),
-            (qdev.device_list, {"offline_after_s": a.offline_after_s}),
+            (qdev.device_list, {**off}),
         ],
     }  # fmt: skip
 
@@ -433,7 +434,10 @@ def measure(cfg: FleetsimConfig, runs: int, naive_runs: int) -> dict[str, Any]:
                 per_query[f"{view}.{fn_.__name__}"] = statistics.median(_time(_bind(conn, fn_, params), 3))
         # Map payload: building the deck for every device and serializing it (what Streamlit sends).
         fleet = qlive.fleet_map(
-            conn, offline_after_s=cfg.alerts.offline_after_s, limit=cfg.dashboard.max_map_points
+            conn,
+            offline_after_s=cfg.alerts.offline_after_s,
+            offline_intervals=cfg.alerts.offline_intervals,
+            limit=cfg.dashboard.max_map_points,
         )
         tracks = qlive.mobile_tracks(conn, window_s=1800.0)
     finally:

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 import pandas as pd
 import streamlit as st
@@ -66,12 +66,23 @@ def show_error(exc: Exception) -> None:
         st.error(f"**Dashboard error.** {exc}", icon=":material/warning:")
 
 
+class OfflineParams(TypedDict):
+    offline_after_s: float
+    offline_intervals: float
+
+
 @dataclass
 class Context:
     """What a page needs: the configuration and a way to run queries."""
 
     cfg: FleetsimConfig
     pool: ReaderPool
+
+    @property
+    def offline(self) -> OfflineParams:
+        """The parameters of a query that tells online from offline (queries._sql.ONLINE)."""
+        a = self.cfg.alerts
+        return OfflineParams(offline_after_s=a.offline_after_s, offline_intervals=a.offline_intervals)
 
     def load(
         self, fn: Callable[..., pd.DataFrame], freshness: Freshness = "live", **params: Any

@@ -226,25 +226,28 @@ WITH dev AS (
   LEFT JOIN part p ON p.kafka_partition = l.kafka_partition
   WHERE l.ts < g.ref_ts - make_interval(secs => %(offline_s)s)
     AND l.offline_for IS DISTINCT FROM l.ts
+), judged AS (
+  SELECT r.*, offline_threshold_s(d.interval_s, %(offline_s)s, %(offline_intervals)s) AS offline_s
+  FROM refs r LEFT JOIN devices d ON d.device_id = r.device_id
+  WHERE r.ref_ts IS NOT NULL AND coalesce(d.enabled, true)
 ), due AS (
-  SELECT r.* FROM refs r LEFT JOIN devices d ON d.device_id = r.device_id
-  WHERE r.ref_ts IS NOT NULL
-    AND r.ts < r.ref_ts - make_interval(secs => %(offline_s)s)
-    AND coalesce(d.enabled, true)
+  SELECT * FROM judged j WHERE j.ts < j.ref_ts - make_interval(secs => j.offline_s)
 ), mark AS (
   UPDATE device_latest l SET offline_for = u.ts
   FROM due u WHERE l.device_id = u.device_id AND u.kafka_partition IS NOT NULL
 ), ins AS (
 INSERT INTO sensor_alerts (device_id, kind, measurement, severity, value, threshold, event_ts,
                            detected_at, seq, site, fault, message)
-SELECT u.device_id, 'offline', '', 'warning', extract(epoch FROM u.ref_ts - u.ts), %(offline_s)s,
-       u.ts + make_interval(secs => %(offline_s)s), statement_timestamp(), u.seq, u.site, u.fault,
+SELECT u.device_id, 'offline', '', 'warning', extract(epoch FROM u.ref_ts - u.ts), u.offline_s,
+       u.ts + make_interval(secs => u.offline_s), statement_timestamp(), u.seq, u.site, u.fault,
        format('no reading for %%s s of event time', round(extract(epoch FROM u.ref_ts - u.ts)))
 FROM due u
 ON CONFLICT DO NOTHING"""  # noqa: S608 (a module constant)
     + CAPTURE_NEW_ALERTS
 )
-"""Devices whose latest reading is older than ``offline_s`` before their partition's reference
+"""Devices whose latest reading is older than their silence threshold (``offline_threshold_s``,
+V013: ``offline_s``, or ``offline_intervals`` times the device's registered interval when longer;
+below, "offline_s") before their partition's reference
 event time in this batch: the median over the batch's devices of that Kafka partition of their
 newest ``ts``, capped by the same median over all the batch's devices (robust to a few devices
 with a skewed clock, unlike the maximum). Only devices of a partition the batch holds are judged:
@@ -268,11 +271,14 @@ REF_WINDOW_S: Final = 3.0
 """Newest readings of the last this many wall seconds make the fleet's reference lag."""
 
 
-def fleet_clock_params(max_clock_skew_s: float, offline_after_s: float) -> dict[str, Any]:
+def fleet_clock_params(
+    max_clock_skew_s: float, offline_after_s: float, offline_intervals: float
+) -> dict[str, Any]:
     """Parameters of :data:`FLEET_CLOCK_SQL`."""
     return {
         "skew_s": float(max_clock_skew_s),
         "offline_s": float(offline_after_s),
+        "offline_intervals": float(offline_intervals),
         "skew_min_devices": SKEW_MIN_DEVICES,
         "ref_window_s": REF_WINDOW_S,
         "span": LOOKBACK_SPAN,
@@ -307,11 +313,14 @@ WITH lag AS (
   -- A candidate gap's true predecessor: readings of the device already stored may lie inside it
   -- (an out-of-order reading merged in an earlier batch). sensor_data holds this batch's rows
   -- too (inserted before this statement), so its newest reading before ts is the predecessor.
-  SELECT g.device_id, g.seq, g.ts, g.fault, p.ts AS prev_ts
+  -- The fleet's floor first (no device's threshold is lower), then the device's own.
+  SELECT g.device_id, g.seq, g.ts, g.fault, p.ts AS prev_ts,
+         offline_threshold_s(d.interval_s, %(offline_s)s, %(offline_intervals)s) AS offline_s
   FROM gaps g CROSS JOIN LATERAL (
     SELECT max(s.ts) AS ts FROM sensor_data s
     WHERE s.device_id = g.device_id AND s.ts < g.ts AND s.ts >= g.ts - %(span)s::interval
   ) p
+  LEFT JOIN devices d ON d.device_id = g.device_id
   WHERE g.ts - g.prev_ts > make_interval(secs => %(offline_s)s)
 ), found AS (
   SELECT f.device_id, 'clock_skew' AS kind, round((ref.lag_s - f.lag_s)::numeric, 3)::float8 AS value,
@@ -321,10 +330,10 @@ WITH lag AS (
   FROM fresh f CROSS JOIN ref
   WHERE ref.n >= %(skew_min_devices)s AND abs(ref.lag_s - f.lag_s) > %(skew_s)s
   UNION ALL
-  SELECT device_id, 'offline', extract(epoch FROM ts - prev_ts)::float8, %(offline_s)s,
-         prev_ts + make_interval(secs => %(offline_s)s), seq, fault,
+  SELECT device_id, 'offline', extract(epoch FROM ts - prev_ts)::float8, offline_s,
+         prev_ts + make_interval(secs => offline_s), seq, fault,
          format('no reading for %%s s of event time', round(extract(epoch FROM ts - prev_ts)))
-  FROM confirmed WHERE ts - prev_ts > make_interval(secs => %(offline_s)s)
+  FROM confirmed WHERE ts - prev_ts > make_interval(secs => offline_s)
 ), ins AS (
 INSERT INTO sensor_alerts (device_id, kind, measurement, severity, value, threshold, event_ts,
                            detected_at, seq, site, fault, message)
@@ -349,7 +358,8 @@ freshest reading in the batch (the smallest: holding a reading back only adds la
   (``spark.max_clock_skew_s``); ``value`` = seconds ahead (negative: behind). Its readings stay in
   ``sensor_data`` with the device's own ``ts``; the windows cap a clock that runs ahead (:mod:`.lateness`).
 * ``offline`` (gap): two consecutive readings of a device (in its own event time, the first the
-  newest stored before the second, whichever batch brought it) more than ``offline_s`` apart: it
+  newest stored before the second, whichever batch brought it) more than the device's silence
+  threshold (``offline_s`` or more, as in :data:`OFFLINE_SQL`) apart: it
   made or delivered nothing in between (crash, outage whose buffer overflowed). Event time: the
   reading before the gap + offline_s, the key :data:`OFFLINE_SQL` gives the same silence, so
   whichever rule sees it first, it is one alert. Decided by the readings alone: it fires in

@@ -356,7 +356,13 @@ class AlertsConfig(_Section):
     exactly the stored history; ``false``: always re-read ``sensor_data`` (same alerts, ~2x the
     merge's cost with many devices; docs/streaming.md, "History rules")."""
     offline_after_s: float = Field(60.0, gt=0)
-    """A device with no reading for this long (event time) raises an ``offline`` alert."""
+    """A device with no reading for this long (event time) raises an ``offline`` alert, and
+    shows offline on the dashboard; the floor under ``offline_intervals``."""
+    offline_intervals: float = Field(1.5, ge=0, le=100)
+    """A device registered with a reporting interval (``devices.interval_s``) is offline after
+    ``max(offline_after_s, offline_intervals × interval_s)`` seconds without a reading: 1.5 means
+    "a reading missed", whatever the device's pace (a 300 s device is not silent after 60 s).
+    ``0``: ``offline_after_s`` for every device."""
     rules: list[AlertRule] = DEFAULT_ALERT_RULES
     """Per device class thresholds (``[[alerts.rules]]`` tables in fleetsim.toml)."""
     incident_quiet_s: float = Field(900.0, gt=0)

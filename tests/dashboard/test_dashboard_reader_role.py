@@ -72,7 +72,9 @@ def test_pool_reads_as_reader(seeded: SeedFacts, app_cfg: FleetsimConfig) -> Non
     pool = ReaderPool(app_cfg)
     try:
         user = pool.run(lambda conn: conn.get_dsn_parameters()["user"])
-        row = pool.run(live.kpis, offline_after_s=60.0, low_battery_pct=15.0, active_alert_s=300.0).iloc[0]
+        row = pool.run(
+            live.kpis, offline_after_s=60.0, offline_intervals=1.5, low_battery_pct=15.0, active_alert_s=300.0
+        ).iloc[0]
     finally:
         pool.close()
     assert user == app_cfg.postgres.reader_user
@@ -97,7 +99,9 @@ def test_pool_survives_a_killed_connection_and_reports_timeouts(
 
         pool.run(cut)
         # The pooled connection is dead now; the read is retried once on a fresh connection.
-        row = pool.run(live.kpis, offline_after_s=60.0, low_battery_pct=15.0, active_alert_s=300.0).iloc[0]
+        row = pool.run(
+            live.kpis, offline_after_s=60.0, offline_intervals=1.5, low_battery_pct=15.0, active_alert_s=300.0
+        ).iloc[0]
         assert int(row.devices) == seeded.devices
         assert pool.run(lambda conn: conn.get_backend_pid()) != pid
 

@@ -13,6 +13,14 @@ from fleetsim.kernel.contract import MEASUREMENTS
 MEASUREMENT_COLUMNS: tuple[str, ...] = tuple(m.name for m in MEASUREMENTS)
 """Measurement columns of sensor_data and device_latest (``<name>_mean`` etc. in sensor_data_agg)."""
 
+ONLINE: str = (
+    "coalesce(GREATEST(l.ts, l.ingest_ts) >= now() - make_interval(secs => "
+    "offline_threshold_s(d.interval_s, %(offline_after_s)s, %(offline_intervals)s)), false)"
+)
+"""Whether a device (``l`` its device_latest row, ``d`` its registry row) was heard from within its
+silence threshold: the one the streaming job's ``offline`` rule uses (migration V013), so a device
+the map shows online has no open silence. Parameters ``offline_after_s`` and ``offline_intervals``."""
+
 SCOPES: tuple[str, ...] = ("device", "site", "fleet")
 """Aggregation scopes of sensor_data_agg."""
 

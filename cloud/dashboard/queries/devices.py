@@ -6,16 +6,16 @@ from typing import Any
 
 import pandas as pd
 
-from fleetsim.cloud.dashboard.queries._sql import fetch_df, like_pattern
+from fleetsim.cloud.dashboard.queries._sql import ONLINE, fetch_df, like_pattern
 
-_LIST = """
+_LIST = f"""
 SELECT coalesce(d.device_id, l.device_id) AS device_id,
        d.name,
        coalesce(d.kind, 'unregistered') AS kind,
        d.type, coalesce(l.site, d.site) AS site, d.payload_format, d.interval_s,
        d.placed, d.enabled, d.lat AS home_lat, d.lon AS home_lon,
        GREATEST(l.ts, l.ingest_ts) AS last_seen,
-       coalesce(GREATEST(l.ts, l.ingest_ts) >= now() - make_interval(secs => %(offline_after_s)s), false)
+       {ONLINE}
          AS online,
        l.status, l.battery, d.created_at
   FROM devices d
@@ -27,13 +27,14 @@ SELECT coalesce(d.device_id, l.device_id) AS device_id,
    AND (%(kind)s::text IS NULL OR coalesce(d.kind, 'unregistered') = %(kind)s)
  ORDER BY (d.kind = 'real') DESC NULLS LAST, 1
  LIMIT %(limit)s
-"""
+"""  # noqa: S608 (ONLINE is a module constant; values are bound parameters)
 
 
 def device_list(
     conn: Any,
     *,
     offline_after_s: float,
+    offline_intervals: float,
     search: str = "",
     site: str | None = None,
     kind: str | None = None,
@@ -45,6 +46,7 @@ def device_list(
         _LIST,
         {
             "offline_after_s": offline_after_s,
+            "offline_intervals": offline_intervals,
             "pattern": like_pattern(search) if search else None,
             "site": site or None,
             "kind": kind or None,
@@ -53,20 +55,22 @@ def device_list(
     )
 
 
-_COUNTS = """
+_COUNTS = f"""
 SELECT coalesce(d.kind, 'unregistered') AS kind, d.type, count(*) AS devices,
        count(*) FILTER (
-         WHERE GREATEST(l.ts, l.ingest_ts) >= now() - make_interval(secs => %(offline_after_s)s)) AS online
+         WHERE {ONLINE}) AS online
   FROM devices d
   FULL JOIN device_latest l ON l.device_id = d.device_id
  GROUP BY 1, 2
  ORDER BY 1, 2
-"""
+"""  # noqa: S608 (ONLINE is a module constant; values are bound parameters)
 
 
-def device_counts(conn: Any, *, offline_after_s: float) -> pd.DataFrame:
+def device_counts(conn: Any, *, offline_after_s: float, offline_intervals: float) -> pd.DataFrame:
     """Device and online counts per kind (simulated/real/unregistered) and type."""
-    return fetch_df(conn, _COUNTS, {"offline_after_s": offline_after_s})
+    return fetch_df(
+        conn, _COUNTS, {"offline_after_s": offline_after_s, "offline_intervals": offline_intervals}
+    )
 
 
 _SITES = """
@@ -97,26 +101,32 @@ def device_ids(conn: Any, *, limit: int = 20000) -> pd.DataFrame:
     return fetch_df(conn, _IDS, {"limit": limit})
 
 
-_DETAIL = """
+_DETAIL = f"""
 SELECT k.device_id,
        d.device_id IS NOT NULL AS registered,
        l.device_id IS NOT NULL AS reporting,
        d.name, d.kind, d.type, d.site AS home_site, d.lat AS home_lat, d.lon AS home_lon,
        d.payload_format, d.interval_s, d.placed, d.enabled, d.created_at, d.updated_at,
        l.seq, l.ts, l.ingest_ts, GREATEST(l.ts, l.ingest_ts) AS last_seen,
-       coalesce(GREATEST(l.ts, l.ingest_ts) >= now() - make_interval(secs => %(offline_after_s)s), false)
+       {ONLINE}
          AS online,
        l.status, l.fault, l.temperature, l.humidity, l.co2, l.pressure, l.battery, l.lat, l.lon, l.site
   FROM (SELECT %(device_id)s::text AS device_id) k
   LEFT JOIN devices d ON d.device_id = k.device_id
   LEFT JOIN device_latest l ON l.device_id = k.device_id
  WHERE d.device_id IS NOT NULL OR l.device_id IS NOT NULL
-"""
+"""  # noqa: S608 (ONLINE is a module constant; values are bound parameters)
 
 
-def device_detail(conn: Any, *, device_id: str, offline_after_s: float) -> pd.DataFrame:
+def device_detail(
+    conn: Any, *, device_id: str, offline_after_s: float, offline_intervals: float
+) -> pd.DataFrame:
     """Registry entry and latest reading of one device; empty when the id is unknown."""
-    return fetch_df(conn, _DETAIL, {"device_id": device_id, "offline_after_s": offline_after_s})
+    return fetch_df(
+        conn,
+        _DETAIL,
+        {"device_id": device_id, "offline_after_s": offline_after_s, "offline_intervals": offline_intervals},
+    )
 
 
 _DEVICE_ALERTS = """

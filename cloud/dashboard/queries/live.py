@@ -15,15 +15,15 @@ from typing import Any
 import pandas as pd
 from psycopg2 import sql
 
-from fleetsim.cloud.dashboard.queries._sql import fetch_df
+from fleetsim.cloud.dashboard.queries._sql import ONLINE, fetch_df
 
 # One row per known device: the registry (placed or not) joined with the latest reading (devices
 # that report without being registered show up too).
-_FLEET = """
+_FLEET = f"""
   SELECT coalesce(d.device_id, l.device_id) AS device_id,
          l.ts,
          GREATEST(l.ts, l.ingest_ts) AS last_seen,
-         coalesce(GREATEST(l.ts, l.ingest_ts) >= now() - make_interval(secs => %(offline_after_s)s), false)
+         {ONLINE}
            AS online,
          l.status, l.fault, l.battery, l.temperature, l.humidity, l.co2, l.pressure,
          coalesce(l.lat, d.lat) AS lat, coalesce(l.lon, d.lon) AS lon,
@@ -34,7 +34,7 @@ _FLEET = """
     FROM devices d
     FULL JOIN device_latest l ON l.device_id = d.device_id
    WHERE coalesce(d.enabled, true)
-"""
+"""  # noqa: S608 (ONLINE is a module constant; values are bound parameters)
 
 _KPI = """
 SELECT count(*) AS devices,
@@ -62,13 +62,21 @@ SELECT count(*) AS devices,
 """
 
 
-def kpis(conn: Any, *, offline_after_s: float, low_battery_pct: float, active_alert_s: float) -> pd.DataFrame:
+def kpis(
+    conn: Any,
+    *,
+    offline_after_s: float,
+    offline_intervals: float,
+    low_battery_pct: float,
+    active_alert_s: float,
+) -> pd.DataFrame:
     """One row of fleet KPIs (counts, fleet means of online devices, message and alert rates)."""
     return fetch_df(
         conn,
         sql.SQL(_KPI).format(fleet=sql.SQL(_FLEET)),
         {
             "offline_after_s": offline_after_s,
+            "offline_intervals": offline_intervals,
             "low_battery_pct": low_battery_pct,
             "active_alert_s": active_alert_s,
         },
@@ -95,14 +103,14 @@ SELECT device_id, kind, site, lat, lon, online,
 # its locale-aware comparisons.
 
 
-def fleet_map(conn: Any, *, offline_after_s: float, limit: int) -> pd.DataFrame:
+def fleet_map(conn: Any, *, offline_after_s: float, offline_intervals: float, limit: int) -> pd.DataFrame:
     """Every device (up to ``limit``, real devices first) with position, state and last reading.
 
     Devices without coordinates are included with null lat/lon so the page can count them."""
     return fetch_df(
         conn,
         sql.SQL(_MAP).format(fleet=sql.SQL(_FLEET)),
-        {"offline_after_s": offline_after_s, "limit": limit},
+        {"offline_after_s": offline_after_s, "offline_intervals": offline_intervals, "limit": limit},
     )
 
 

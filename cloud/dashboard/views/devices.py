@@ -16,9 +16,8 @@ def render(ctx: Context) -> None:
     st.title("Devices")
     if not ctx.require_database():
         return
-    offline_s = ctx.cfg.alerts.offline_after_s
     with ctx.section():
-        counts = ctx.load(qdev.device_counts, "live", offline_after_s=offline_s)
+        counts = ctx.load(qdev.device_counts, "live", **ctx.offline)
         if counts.empty:
             empty_fleet_message()
             return
@@ -35,7 +34,7 @@ def render(ctx: Context) -> None:
         kind = cols[2].selectbox("Kind", KINDS, key="dev_kind")
         rows = ctx.load(
             qdev.device_list,
-            offline_after_s=offline_s,
+            **ctx.offline,
             search=search.strip(),
             site=None if site == ALL else site,
             kind=None if kind == ALL else kind,

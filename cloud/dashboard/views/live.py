@@ -45,7 +45,7 @@ def _kpis(ctx: Context) -> None:
     a = ctx.cfg.alerts
     row = ctx.load(
         qlive.kpis,
-        offline_after_s=a.offline_after_s,
+        **ctx.offline,
         low_battery_pct=a.low_battery_pct,
         active_alert_s=ctx.cfg.dashboard.active_alert_s,
     ).iloc[0]
@@ -60,7 +60,10 @@ def _kpis(ctx: Context) -> None:
         "Devices online",
         f"{int(row.online)} / {int(row.devices)}",
         since("online"),
-        help="Heard from within alerts.offline_after_s; delta since the previous refresh.",
+        help=(
+            "Heard from within its silence threshold (alerts.offline_after_s, or alerts.offline_intervals "
+            "times its registered interval when longer); delta since the previous refresh."
+        ),
     )
     c[1].metric(
         "Devices offline",
@@ -137,7 +140,7 @@ def _kpis(ctx: Context) -> None:
 def _map(ctx: Context) -> None:
     fleet = ctx.load(
         qlive.fleet_map,
-        offline_after_s=ctx.cfg.alerts.offline_after_s,
+        **ctx.offline,
         limit=ctx.cfg.dashboard.max_map_points,
     )
     # Tracks move slowly and cost one index descent per device: refreshed every 30 s, not every 5 s.
@@ -266,7 +269,7 @@ def _drill_down(ctx: Context) -> None:
     if not device_id:
         st.caption("Select a device on the map or type its id to see its details.")
         return
-    detail = ctx.load(qdev.device_detail, device_id=device_id, offline_after_s=ctx.cfg.alerts.offline_after_s)
+    detail = ctx.load(qdev.device_detail, device_id=device_id, **ctx.offline)
     if detail.empty:
         st.warning(
             f"Unknown device {device_id!r}: it is neither registered nor reporting.", icon=":material/help:"
@@ -318,7 +321,7 @@ def _controls(ctx: Context) -> tuple[list[str], int, str]:
     drilled = st.session_state.get(DRILL_KEY)
     fleet = ctx.load(
         qlive.fleet_map,
-        offline_after_s=ctx.cfg.alerts.offline_after_s,
+        **ctx.offline,
         limit=ctx.cfg.dashboard.max_map_points,
     )
     online = fleet.loc[fleet["online"], "device_id"].tolist() if not fleet.empty else []
