@@ -24,6 +24,7 @@ from typing import Any
 
 from confluent_kafka import Producer
 
+from fleetsim.bench.cpu_profile import cores_by_group, thread_cpu
 from fleetsim.bench.memory import children_map, tree
 from fleetsim.cloud.streaming.job import StreamJob
 from fleetsim.cloud.streaming.listener import ProgressListener
@@ -84,39 +85,6 @@ def _cpu_s(pids: list[int]) -> float:
         except (OSError, IndexError, ValueError):
             pass
     return total
-
-
-def _thread_cpu(pids: list[int]) -> dict[int, tuple[str, float]]:
-    """Thread id -> (name, CPU seconds so far) over every thread of ``pids``. Names have their
-    digits folded (``C2 CompilerThread0`` and ``1`` are one group); Spark renames its task
-    threads per task, so deltas are taken per thread id and grouped by the final name."""
-    tick = os.sysconf("SC_CLK_TCK")
-    out: dict[int, tuple[str, float]] = {}
-    for pid in pids:
-        try:
-            tasks = list(Path(f"/proc/{pid}/task").iterdir())
-        except OSError:
-            continue
-        for t in tasks:
-            try:
-                stat = (t / "stat").read_text()
-            except OSError:
-                continue
-            name = re.sub(r"\d+", "N", stat[stat.index("(") + 1 : stat.rindex(")")])
-            fields = stat.rsplit(")", 1)[1].split()
-            out[int(t.name)] = (name, (int(fields[11]) + int(fields[12])) / tick)
-    return out
-
-
-def _cores_by_thread(
-    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], seconds: float
-) -> dict[str, float]:
-    """The busiest thread groups of the window, in cores."""
-    groups: dict[str, float] = {}
-    for tid, (name, cpu) in after.items():
-        groups[name] = groups.get(name, 0.0) + cpu - before.get(tid, (name, 0.0))[1]
-    busiest = sorted(groups.items(), key=lambda kv: -kv[1])[:8]
-    return {k: round(v / seconds, 3) for k, v in busiest}
 
 
 def _job_pids() -> list[int]:
@@ -195,7 +163,7 @@ def measure(cfg: FleetsimConfig, rate: int, seconds: float, devices: int, warmup
                 coll.agg.clear()
                 sink_ms.clear()
                 jvm0, cpu0, t_start, measured_from = _jvm_counters(job.spark), _cpu_s(_job_pids()), tick, sent
-                threads0 = _thread_cpu(_job_pids())
+                threads0 = thread_cpu(_job_pids())
                 engines0 = _engines_cpu_s(cfg)
                 job.spark._jvm.org.apache.spark.sql.catalyst.rules.RuleExecutor.resetMetrics()
             for _ in range(max(rate // 10, 1)):
@@ -217,7 +185,7 @@ def measure(cfg: FleetsimConfig, rate: int, seconds: float, devices: int, warmup
         cpu = _cpu_s(_job_pids()) - cpu0
         jvm = {k: v - jvm0[k] for k, v in _jvm_counters(job.spark).items()}
         rules = _top_rules(job.spark)
-        top_threads = _cores_by_thread(threads0, _thread_cpu(_job_pids()), elapsed)
+        top_threads = cores_by_group(threads0, thread_cpu(_job_pids()), elapsed)
         engines1 = _engines_cpu_s(cfg)
         engines_cores = {k: round((v - engines0.get(k, 0.0)) / elapsed, 3) for k, v in engines1.items()}
         cpu_per_msg_us = cpu / max(sent - measured_from, 1) * 1e6

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from fleetsim.bench.budget import LOADGEN, SETTLED_RATE, SETTLED_S, cpu_table, settled_figure, shown_step
+from fleetsim.bench.cpu_profile import Snapshot, cores_by_group, process_cpu, thread_cpu
 from fleetsim.bench.memory import MIB, MemSampler, children_map, growth, tree
 from fleetsim.kernel.clients import pg_connect
 from fleetsim.kernel.config import FleetsimConfig, config_to_env
@@ -76,6 +77,33 @@ class CpuMeter:
     def used(self) -> dict[str, float]:
         now = self.snapshot()
         return {k: now[k] - self.before.get(k, 0.0) for k in now}
+
+
+class StageProfile:
+    """Spark's CPU by thread and PostgreSQL's by process (with the workers that ended in between,
+    e.g. autovacuum's), between :meth:`start` and :meth:`cores`."""
+
+    def __init__(self, roots: dict[str, int]) -> None:
+        self.roots = roots
+        self.before: dict[str, Snapshot] = {}
+        self.t0 = 0.0
+
+    def snapshot(self) -> dict[str, Snapshot]:
+        kids = children_map()
+        out: dict[str, Snapshot] = {}
+        if "spark" in self.roots:
+            out["spark"] = thread_cpu(tree(self.roots["spark"], kids))
+        if "postgres" in self.roots:
+            pg = self.roots["postgres"]
+            out["postgres"] = process_cpu(tree(pg, kids), reaped_of=pg)
+        return out
+
+    def start(self) -> None:
+        self.before, self.t0 = self.snapshot(), time.monotonic()
+
+    def cores(self) -> dict[str, dict[str, float]]:
+        now, seconds = self.snapshot(), max(time.monotonic() - self.t0, 1e-3)
+        return {k: cores_by_group(self.before.get(k, {}), v, seconds) for k, v in now.items()}
 
 
 # ---------------------------------------------------------------------------------- fleet file
@@ -218,14 +246,20 @@ def step(
     drain_s: float = 120.0,
     mem_every_s: float = 5.0,
     full_memory: bool = False,
+    profile: bool = False,
 ) -> dict[str, Any]:
+    """One rate for ``seconds``, drained; with ``profile``, also where Spark's and PostgreSQL's CPU
+    went inside their trees (by thread, by process title: :mod:`fleetsim.bench.cpu_profile`)."""
     meter = CpuMeter(stages)
+    prof = StageProfile(stages) if profile else None
     started = datetime.now(UTC)
     # The load's processes exit before the meter's last read; their CPU comes from the kernel's
     # account of reaped children instead (the bench's only children that end within a step).
     reaped0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     procs, truth = start_load(mode, env, prefix, rate, seconds, tmp)
     meter.start()
+    if prof is not None:
+        prof.start()
     load = "simulator" if mode.load == "sim" else LOADGEN
     mem = MemSampler({**stages, load: [p.pid for p in procs]}, every_s=mem_every_s).start()
     try:
@@ -252,6 +286,7 @@ def step(
             break
         time.sleep(0.5)
     cpu = meter.used() | {load: load_cpu}
+    where = prof.cores() if prof is not None else None
     lat = latency(cfg, prefix, started + timedelta(seconds=WARMUP_S))
     p95 = lat["event_to_row_s"]["p95"]
     lost = max(published - stored, 0)
@@ -265,6 +300,7 @@ def step(
         "latency": lat,
         "cpu_us_per_msg": {k: round(v * 1e6 / max(published, 1), 1) for k, v in cpu.items()},
         **memory_summary(samples, full=full_memory),
+        **({"cpu_profile_cores": where} if where is not None else {}),
         "passed": bool(p95 is not None and p95 <= P95_LIMIT_S and lost == 0 and published > 0),
     }
 
@@ -437,7 +473,7 @@ def run(cfg: FleetsimConfig, quick: bool) -> dict[str, Any]:
             if settled_s:
                 ext_big = ramps[2]
                 settled = step(Mode("external", 10_000), env, cfg, stages, ext_big["prefix"],
-                               SETTLED_RATE, settled_s, tmp)  # fmt: skip
+                               SETTLED_RATE, settled_s, tmp, profile=True)  # fmt: skip
         finally:
             for app in apps.values():
                 app.stop()

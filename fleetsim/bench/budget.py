@@ -75,10 +75,16 @@ def settled_figure(settled: dict[str, Any], ramp_10k: dict[str, Any]) -> dict[st
 
     first = next((r for r in ramp_10k["steps"] if r["rate_target_msg_s"] == SETTLED_RATE), None)
     value = cores(settled)
+    busiest = settled.get("cpu_profile_cores", {}).get("spark", {})
+    where = (
+        "; busiest threads: " + ", ".join(f"{k} {v:.3f}" for k, v in list(busiest.items())[:4])
+        if busiest
+        else ""
+    )
     fig: dict[str, Any] = {
         "name": f"Spark CPU (driver + JVM) at {SETTLED_RATE} msg/s, 10,000 devices in state, at rest "
         f"({settled['published']:,} readings over {SETTLED_S:.0f} s, after the ramps; "
-        f"lost {settled['lost']})",
+        f"lost {settled['lost']}{where})",
         "value": value,
         "unit": "core",
         "target": f"<= {SPARK_REST_TARGET_CORES} core",

@@ -51,3 +51,16 @@ def test_settled_figure_misses_over_the_target_or_with_a_loss() -> None:
     assert settled_figure(_rest_step(2100.0, 100.0), {"steps": []})["met"] is False
     lossy = settled_figure(_rest_step(1000.0, 100.0, lost=3), {"steps": []})
     assert lossy["met"] is False and "baseline" not in lossy
+
+
+def test_settled_figure_names_the_busiest_spark_threads_when_profiled() -> None:
+    profiled = {
+        **_rest_step(2290.0, 100.0),
+        "cpu_profile_cores": {"spark": {"Executor task l": 0.06, "python": 0.05, "C2 CompilerThreN": 0.04,
+                                        "GC Thread#N": 0.01, "VM Thread": 0.005}},
+    }  # fmt: skip
+    name = settled_figure(profiled, {"steps": []})["name"]
+    assert name.endswith(
+        "busiest threads: Executor task l 0.060, python 0.050, C2 CompilerThreN 0.040, GC Thread#N 0.010)"
+    )
+    assert "busiest" not in settled_figure(_rest_step(2290.0, 100.0), {"steps": []})["name"]
