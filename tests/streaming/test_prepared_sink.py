@@ -38,6 +38,34 @@ def test_a_statement_is_prepared_once_per_size_class_with_its_values_bound(postg
         conn.close()
 
 
+def test_a_plan_is_made_again_once_it_is_max_age_old(postgres: FleetsimConfig) -> None:
+    """Plans follow the tables as they grow: an aged statement is deallocated and prepared anew
+    (under a new name) before its next execution; a younger one is reused."""
+    clock = [0.0]
+    stmts = PreparedStatements(max_age_s=60.0, clock=lambda: clock[0])
+    conn = pg_connect(postgres, "admin")
+
+    def names(cur: object) -> list[str]:
+        cur.execute("SELECT name FROM pg_prepared_statements ORDER BY name")  # type: ignore[attr-defined]
+        return [r[0] for r in cur.fetchall()]  # type: ignore[attr-defined]
+
+    try:
+        with conn.cursor() as cur:
+            for t, want in (
+                (0.0, ["fleetsim_merge_0"]),
+                (60.0, ["fleetsim_merge_0"]),
+                (60.5, ["fleetsim_merge_1"]),
+            ):
+                clock[0] = t
+                stmts.run(cur, "SELECT %(a)s::int * 2", {"a": 21})
+                assert cur.fetchone() == (42,)
+                assert names(cur) == want, t
+    finally:
+        conn.close()
+    with pytest.raises(ValueError, match="max_age_s must be positive"):
+        PreparedStatements(max_age_s=0)
+
+
 def test_merges_through_prepared_statements_keep_their_results(postgres: FleetsimConfig) -> None:
     """Small, then large, then small merges on one sink connection (three plans per statement),
     then a new connection: every reading lands once, every alert once."""
