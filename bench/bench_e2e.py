@@ -32,8 +32,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import psycopg2
+
 from fleetsim.bench.budget import LOADGEN, SETTLED_RATE, SETTLED_S, cpu_table, settled_figure, shown_step
-from fleetsim.bench.cpu_profile import Snapshot, cores_by_group, process_cpu, thread_cpu
+from fleetsim.bench.cpu_profile import Snapshot, cores_by_group, label_backends, process_cpu, thread_cpu
 from fleetsim.bench.memory import MIB, MemSampler, children_map, growth, tree
 from fleetsim.kernel.clients import pg_connect
 from fleetsim.kernel.config import FleetsimConfig, config_to_env
@@ -83,8 +85,11 @@ class StageProfile:
     """Spark's CPU by thread and PostgreSQL's by process (with the workers that ended in between,
     e.g. autovacuum's), between :meth:`start` and :meth:`cores`."""
 
-    def __init__(self, roots: dict[str, int]) -> None:
+    def __init__(
+        self, roots: dict[str, int], backend_names: Callable[[], dict[int, str]] | None = None
+    ) -> None:
         self.roots = roots
+        self.backend_names = backend_names
         self.before: dict[str, Snapshot] = {}
         self.t0 = 0.0
 
@@ -96,6 +101,8 @@ class StageProfile:
         if "postgres" in self.roots:
             pg = self.roots["postgres"]
             out["postgres"] = process_cpu(tree(pg, kids), reaped_of=pg)
+            if self.backend_names is not None:
+                out["postgres"] = label_backends(out["postgres"], self.backend_names())
         return out
 
     def start(self) -> None:
@@ -156,6 +163,17 @@ def stored_count(cfg: FleetsimConfig, prefix: str, since: datetime) -> int:
             "SELECT count(*) FROM sensor_data WHERE device_id LIKE %s AND ts >= %s", (prefix + "-%", since)
         )
         return int(cur.fetchone()[0])
+
+
+def backend_names(cfg: FleetsimConfig) -> dict[int, str]:
+    """PostgreSQL backend pid -> ``application_name`` (the loader, the windowed flow's writer and
+    the notifier share one role; this tells them apart in the CPU profile). Empty if unreadable."""
+    try:
+        with pg_connect(cfg, "admin") as conn, conn.cursor() as cur:
+            cur.execute("SELECT pid, application_name FROM pg_stat_activity WHERE application_name <> ''")
+            return {int(pid): str(name) for pid, name in cur.fetchall()}
+    except psycopg2.Error:
+        return {}
 
 
 def latency(cfg: FleetsimConfig, prefix: str, since: datetime) -> dict[str, Any]:
@@ -251,7 +269,7 @@ def step(
     """One rate for ``seconds``, drained; with ``profile``, also where Spark's and PostgreSQL's CPU
     went inside their trees (by thread, by process title: :mod:`fleetsim.bench.cpu_profile`)."""
     meter = CpuMeter(stages)
-    prof = StageProfile(stages) if profile else None
+    prof = StageProfile(stages, lambda: backend_names(cfg)) if profile else None
     started = datetime.now(UTC)
     # The load's processes exit before the meter's last read; their CPU comes from the kernel's
     # account of reaped children instead (the bench's only children that end within a step).

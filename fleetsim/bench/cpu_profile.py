@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Final
 
@@ -85,6 +85,13 @@ def process_cpu(pids: Iterable[int], reaped_of: int | None = None) -> Snapshot:
         if pid == reaped_of:
             out[-1] = (REAPED, (int(fields[13]) + int(fields[14])) / tick)
     return out
+
+
+def label_backends(snap: Snapshot, names: Mapping[int, str]) -> Snapshot:
+    """``snap`` with each process named in ``names`` (a PostgreSQL backend's pid -> its
+    ``application_name`` from ``pg_stat_activity``) grouped as ``"<title> [<name>]"``: the loader,
+    the windowed flow's writer and the notifier share one role, so one process title."""
+    return {k: (f"{name} [{names[k]}]" if names.get(k) else name, cpu) for k, (name, cpu) in snap.items()}
 
 
 def cores_by_group(before: Snapshot, after: Snapshot, seconds: float, top: int = TOP) -> dict[str, float]:

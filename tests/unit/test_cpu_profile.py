@@ -9,7 +9,14 @@ import time
 
 import pytest
 
-from fleetsim.bench.cpu_profile import REAPED, cores_by_group, fold_title, process_cpu, thread_cpu
+from fleetsim.bench.cpu_profile import (
+    REAPED,
+    cores_by_group,
+    fold_title,
+    label_backends,
+    process_cpu,
+    thread_cpu,
+)
 
 
 @pytest.mark.parametrize(
@@ -55,3 +62,15 @@ def test_a_busy_child_shows_up_and_an_ended_one_is_counted_as_reaped() -> None:
 def test_cores_need_a_positive_window() -> None:
     with pytest.raises(ValueError, match="seconds must be positive"):
         cores_by_group({}, {}, 0.0)
+
+
+def test_backends_are_told_apart_by_their_application_name() -> None:
+    snap = {10: ("postgres: fleetsim_writer fleetsim", 1.0), 11: ("postgres: fleetsim_writer fleetsim", 2.0),
+            12: ("postgres: checkpointer", 0.5), -1: (REAPED, 0.1)}  # fmt: skip
+    labelled = label_backends(snap, {10: "fleetsim-loader", 11: "fleetsim-stream-agg", 99: "gone"})
+    assert labelled == {
+        10: ("postgres: fleetsim_writer fleetsim [fleetsim-loader]", 1.0),
+        11: ("postgres: fleetsim_writer fleetsim [fleetsim-stream-agg]", 2.0),
+        12: ("postgres: checkpointer", 0.5),
+        -1: (REAPED, 0.1),
+    }
