@@ -24,7 +24,7 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from fleetsim.bench.cpu_profile import cores_by_group, thread_cpu
+from fleetsim.bench.cpu_profile import cores_by_group, cpu_seconds, thread_cpu
 from fleetsim.bench.memory import children_map, tree
 from fleetsim.cloud.streaming.job import StreamJob
 from fleetsim.cloud.streaming.listener import ProgressListener
@@ -75,18 +75,6 @@ class Collector(ProgressListener):
         pass
 
 
-def _cpu_s(pids: list[int]) -> float:
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tick  # utime + stime
-        except (OSError, IndexError, ValueError):
-            pass
-    return total
-
-
 def _job_pids() -> list[int]:
     """This process and its descendants that belong to the job (the JVM, Python workers); not
     the Kafka broker and PostgreSQL that ``dedicated`` started as children of this process."""
@@ -119,7 +107,7 @@ def _engine_pids(cfg: FleetsimConfig) -> dict[str, list[int]]:
 
 
 def _engines_cpu_s(cfg: FleetsimConfig) -> dict[str, float]:
-    return {name: _cpu_s(pids) for name, pids in _engine_pids(cfg).items()}
+    return {name: cpu_seconds(pids) for name, pids in _engine_pids(cfg).items()}
 
 
 def measure(cfg: FleetsimConfig, rate: int, seconds: float, devices: int, warmup_s: float) -> dict[str, Any]:
@@ -162,7 +150,12 @@ def measure(cfg: FleetsimConfig, rate: int, seconds: float, devices: int, warmup
                 coll.raw.clear()
                 coll.agg.clear()
                 sink_ms.clear()
-                jvm0, cpu0, t_start, measured_from = _jvm_counters(job.spark), _cpu_s(_job_pids()), tick, sent
+                jvm0, cpu0, t_start, measured_from = (
+                    _jvm_counters(job.spark),
+                    cpu_seconds(_job_pids()),
+                    tick,
+                    sent,
+                )
                 threads0 = thread_cpu(_job_pids())
                 engines0 = _engines_cpu_s(cfg)
                 job.spark._jvm.org.apache.spark.sql.catalyst.rules.RuleExecutor.resetMetrics()
@@ -182,7 +175,7 @@ def measure(cfg: FleetsimConfig, rate: int, seconds: float, devices: int, warmup
         assert cpu0 is not None
         producer.flush(30)
         elapsed = time.time() - t_start
-        cpu = _cpu_s(_job_pids()) - cpu0
+        cpu = cpu_seconds(_job_pids()) - cpu0
         jvm = {k: v - jvm0[k] for k, v in _jvm_counters(job.spark).items()}
         rules = _top_rules(job.spark)
         top_threads = cores_by_group(threads0, thread_cpu(_job_pids()), elapsed)

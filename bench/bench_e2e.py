@@ -35,7 +35,14 @@ from typing import Any
 import psycopg2
 
 from fleetsim.bench.budget import LOADGEN, SETTLED_RATE, SETTLED_S, cpu_table, settled_figure, shown_step
-from fleetsim.bench.cpu_profile import Snapshot, cores_by_group, label_backends, process_cpu, thread_cpu
+from fleetsim.bench.cpu_profile import (
+    Snapshot,
+    cores_by_group,
+    cpu_seconds,
+    label_backends,
+    process_cpu,
+    thread_cpu,
+)
 from fleetsim.bench.memory import MIB, MemSampler, children_map, growth, tree
 from fleetsim.kernel.clients import pg_connect
 from fleetsim.kernel.config import FleetsimConfig, config_to_env
@@ -47,21 +54,9 @@ TIMEOUT_S = 3_000
 REPO = Path(__file__).resolve().parent.parent
 P95_LIMIT_S = 2.0
 WARMUP_S = 5.0
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 # ---------------------------------------------------------------------------------- /proc CPU
-def _cpu_s(pids: list[int]) -> float:
-    total = 0
-    for p in pids:
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime + stime
-    return total / CLK_TCK
-
-
 class CpuMeter:
     """CPU seconds used by each stage's process tree between two snapshots."""
 
@@ -71,7 +66,7 @@ class CpuMeter:
 
     def snapshot(self) -> dict[str, float]:
         kids = children_map()
-        return {stage: _cpu_s(tree(pid, kids)) for stage, pid in self.roots.items()}
+        return {stage: cpu_seconds(tree(pid, kids)) for stage, pid in self.roots.items()}
 
     def start(self) -> None:
         self.before = self.snapshot()

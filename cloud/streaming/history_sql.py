@@ -274,14 +274,16 @@ REF_DEVICES: Final = 1000
 1,000 devices is as robust as one of the whole fleet, and a merge's cost stays flat with its size."""
 
 
-def fleet_clock_params(
-    max_clock_skew_s: float, offline_after_s: float, offline_intervals: float
-) -> dict[str, Any]:
+def offline_params(alerts: AlertsConfig) -> dict[str, float]:
+    """The silence threshold's parameters (``offline_threshold_s``, V013) of both offline rules."""
+    return {"offline_s": float(alerts.offline_after_s), "offline_intervals": float(alerts.offline_intervals)}
+
+
+def fleet_clock_params(max_clock_skew_s: float, alerts: AlertsConfig) -> dict[str, Any]:
     """Parameters of :data:`FLEET_CLOCK_SQL`."""
     return {
         "skew_s": float(max_clock_skew_s),
-        "offline_s": float(offline_after_s),
-        "offline_intervals": float(offline_intervals),
+        **offline_params(alerts),
         "skew_min_devices": SKEW_MIN_DEVICES,
         "ref_window_s": REF_WINDOW_S,
         "ref_devices": REF_DEVICES,

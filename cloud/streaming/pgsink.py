@@ -247,13 +247,10 @@ class PgSink:
         )
         self._history_params = {
             **history_sql.history_params(cfg.alerts),
-            "offline_s": float(cfg.alerts.offline_after_s),
-            "offline_intervals": float(cfg.alerts.offline_intervals),
+            **history_sql.offline_params(cfg.alerts),
         }
         self._incident_params = {"quiet_s": float(cfg.alerts.incident_quiet_s)}
-        self._fleet_clock_params = history_sql.fleet_clock_params(
-            cfg.spark.max_clock_skew_s, cfg.alerts.offline_after_s, cfg.alerts.offline_intervals
-        )
+        self._fleet_clock_params = history_sql.fleet_clock_params(cfg.spark.max_clock_skew_s, cfg.alerts)
 
     # ------------------------------------------------------------------ connection
     def conn(self) -> Any:

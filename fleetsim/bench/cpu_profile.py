@@ -31,6 +31,11 @@ def _tick() -> int:
     return os.sysconf("SC_CLK_TCK")
 
 
+def cpu_seconds(pids: Iterable[int]) -> float:
+    """CPU seconds (user + system) used so far by ``pids`` together; a process gone counts 0."""
+    return sum(cpu for _, cpu in process_cpu(pids).values())
+
+
 def thread_cpu(pids: Iterable[int]) -> Snapshot:
     """Every thread of ``pids``, by thread id, named by its kernel name with digits folded
     (``C2 CompilerThread0`` and ``1`` are one group; Spark renames a task thread per task, so
