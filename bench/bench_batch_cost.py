@@ -24,6 +24,7 @@ from typing import Any
 
 from confluent_kafka import Producer
 
+from fleetsim.bench import pg_statements
 from fleetsim.bench.cpu_profile import cores_by_group, cpu_seconds, thread_cpu
 from fleetsim.bench.memory import children_map, tree
 from fleetsim.cloud.streaming.job import StreamJob
@@ -32,6 +33,7 @@ from fleetsim.kernel.clients import confluent_kafka_config, pg_connect
 from fleetsim.kernel.config import FleetsimConfig, load_config
 from fleetsim.kernel.contract import encode_reading, format_ts_ms
 from fleetsim.stack import dedicated, service
+from fleetsim.stack.postgres import Postgres
 
 REPO = Path(__file__).resolve().parent.parent
 EXTRA_CONF: dict[str, str] = {}
@@ -110,7 +112,60 @@ def _engines_cpu_s(cfg: FleetsimConfig) -> dict[str, float]:
     return {name: cpu_seconds(pids) for name, pids in _engine_pids(cfg).items()}
 
 
-def measure(cfg: FleetsimConfig, rate: int, seconds: float, devices: int, warmup_s: float) -> dict[str, Any]:
+def prefill(pg: Any, cfg: FleetsimConfig, devices: int, per_device: int, interval_s: float) -> dict[str, Any]:
+    """``per_device`` readings of history for each bench device, one every ``interval_s`` up to
+    now, as a run that has been going for a while leaves them (the e2e benchmark's at-rest step
+    comes after its ramps): the history rules' look-ups then walk a table larger than shared
+    buffers. Seqs 0 .. per_device - 1; the load continues from there."""
+    t0 = time.monotonic()
+    conn = pg.superuser_connect(cfg.postgres.database)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT ensure_sensor_data_partition(d::date) FROM generate_series("
+                "(now() - make_interval(secs => %s))::date, now()::date, interval '1 day') d",
+                (per_device * interval_s,),
+            )
+            # Device by device in ts order, as they would have arrived: one reading of every
+            # device per interval.
+            cur.execute(
+                "INSERT INTO sensor_data (device_id, seq, ts, temperature, humidity, co2, pressure,"
+                " battery, lat, lon, status, ingest_ts)"
+                " SELECT 'cost-' || lpad(d::text, 5, '0'), k, t, 21 + random(), 45 + random(),"
+                " 600 + 20 * random(), 1013 + random(), 80, 48.85, 2.35, 'OK', t"
+                " FROM generate_series(0, %(n)s - 1) k,"
+                " LATERAL (SELECT now() - make_interval(secs => (%(n)s - k) * %(iv)s) AS t) x,"
+                " generate_series(0, %(devices)s - 1) d",
+                {"n": per_device, "iv": interval_s, "devices": devices},
+            )
+            rows = cur.rowcount
+            cur.execute("VACUUM ANALYZE sensor_data")
+            cur.execute(
+                "SELECT pg_size_pretty(pg_total_relation_size('sensor_data_' || to_char(now(), 'YYYYMMDD')))"
+            )
+            today = cur.fetchone()[0]
+    finally:
+        conn.close()
+    return {
+        "rows": rows,
+        "per_device": per_device,
+        "seconds": round(time.monotonic() - t0, 1),
+        "today_size": today,
+    }
+
+
+def measure(
+    cfg: FleetsimConfig,
+    rate: int,
+    seconds: float,
+    devices: int,
+    warmup_s: float,
+    *,
+    seq_base: int = 0,
+    pg: Any = None,
+) -> dict[str, Any]:
+    """``pg``: the dedicated PostgreSQL service when ``pg_stat_statements`` is on (profiled)."""
     from fleetsim.cloud.streaming import session
 
     base_conf = session.session_conf
@@ -144,6 +199,7 @@ def measure(cfg: FleetsimConfig, rate: int, seconds: float, devices: int, warmup
         jvm0: dict[str, int] = {}
         threads0: dict[int, tuple[str, float]] = {}
         engines0: dict[str, float] = {}
+        server0: dict[str, float] = {}
         while time.time() - t_start < seconds:
             tick = time.time()
             if cpu0 is None and tick >= t_start:
@@ -158,12 +214,15 @@ def measure(cfg: FleetsimConfig, rate: int, seconds: float, devices: int, warmup
                 )
                 threads0 = thread_cpu(_job_pids())
                 engines0 = _engines_cpu_s(cfg)
+                if pg is not None:
+                    pg_statements.reset(pg, cfg.postgres.database)
+                    server0 = pg_statements.server_counters(pg)
                 job.spark._jvm.org.apache.spark.sql.catalyst.rules.RuleExecutor.resetMetrics()
             for _ in range(max(rate // 10, 1)):
                 now_ms = int(time.time() * 1000)
                 dev = f"cost-{sent % devices:05d}"
                 value = encode_reading(
-                    dev, format_ts_ms(now_ms), sent // devices, 21.0 + (sent % 13) / 10,
+                    dev, format_ts_ms(now_ms), seq_base + sent // devices, 21.0 + (sent % 13) / 10,
                     45.0 + (sent % 11) / 10, 600.0 + sent % 17, 1013.0 + (sent % 7) / 10, 80.0, 48.85, 2.35,
                 )  # fmt: skip
                 producer.produce(
@@ -181,6 +240,12 @@ def measure(cfg: FleetsimConfig, rate: int, seconds: float, devices: int, warmup
         top_threads = cores_by_group(threads0, thread_cpu(_job_pids()), elapsed)
         engines1 = _engines_cpu_s(cfg)
         engines_cores = {k: round((v - engines0.get(k, 0.0)) / elapsed, 3) for k, v in engines1.items()}
+        statements = pg_statements.top(pg, cfg.postgres.database, elapsed) if pg is not None else None
+        server = (
+            {k: v - server0[k] for k, v in pg_statements.server_counters(pg).items()}
+            if pg is not None
+            else None
+        )
         cpu_per_msg_us = cpu / max(sent - measured_from, 1) * 1e6
         deadline = time.time() + 60
         while time.time() < deadline and _count(cfg) < sent:
@@ -194,7 +259,7 @@ def measure(cfg: FleetsimConfig, rate: int, seconds: float, devices: int, warmup
                 "SELECT count(*), percentile_cont(0.5) WITHIN GROUP (ORDER BY ms), "
                 "percentile_cont(0.95) WITHIN GROUP (ORDER BY ms) FROM ("
                 "SELECT extract(epoch FROM ingest_ts - ts) * 1000 AS ms FROM sensor_data WHERE seq >= %s) x",
-                (measured_from // devices + 1,),
+                (seq_base + measured_from // devices + 1,),
             )
             n, p50, p95 = cur.fetchone()
             # The windowed query's PostgreSQL upsert against its whole batch (all its batches).
@@ -238,6 +303,8 @@ def measure(cfg: FleetsimConfig, rate: int, seconds: float, devices: int, warmup
         "jvm_in_window": jvm,
         "cores_by_thread": top_threads,
         "engines_cores": engines_cores,
+        "pg_statements": statements,
+        "pg_server": server,
         "catalyst_rules_top": rules,
         "loadavg": os.getloadavg(),
     }
@@ -312,6 +379,16 @@ def main() -> None:
     ap.add_argument("--raw-without-registry", action="store_true", help="raw flow without the registry join")
     ap.add_argument("--loader-linger", type=float, help="the real-time loader's linger_s (seconds)")
     ap.add_argument("--registry-uncached", action="store_true", help="re-read the registry in every batch")
+    ap.add_argument(
+        "--history-per-device",
+        type=int,
+        default=0,
+        help="readings of history per device inserted before the load",
+    )
+    ap.add_argument("--pg-statements", action="store_true", help="profile PostgreSQL per statement")
+    ap.add_argument(
+        "--pg-set", action="append", default=[], help="PostgreSQL setting name=value (ALTER SYSTEM)"
+    )
     args = ap.parse_args()
     # Attribution switches: patched in the job's modules, this process only.
     from fleetsim.cloud.streaming import flows, job
@@ -338,7 +415,15 @@ def main() -> None:
     base = load_config(REPO / "fleetsim.toml", environ={}).with_overrides(
         {"stack.jvm_dir": str(REPO / ".cache" / "jvm"), "stack.start_timeout_s": 120}
     )
-    with dedicated(base, Path(tempfile.mkdtemp(prefix="batch-cost-")), "kafka", "postgres") as (engines, _):
+    with dedicated(base, Path(tempfile.mkdtemp(prefix="batch-cost-")), "kafka", "postgres") as (
+        engines,
+        svcs,
+    ):
+        postgres = svcs["postgres"]
+        assert isinstance(postgres, Postgres)
+        pg_settings = dict(kv.split("=", 1) for kv in args.pg_set)
+        if args.pg_statements or pg_settings:
+            pg_statements.enable(postgres, engines.postgres.database, pg_settings)
         over: dict[str, Any] = {
             "spark.master": "local[2]",
             "spark.checkpoint_dir": tempfile.mkdtemp(prefix="batch-cost-ckpt-"),
@@ -349,7 +434,21 @@ def main() -> None:
             k, v = kv.split("=", 1)
             over[k] = v
         cfg = engines.with_overrides(over)
-        print(json.dumps(measure(cfg, args.rate, args.seconds, args.devices, args.warmup), indent=2))
+        history = None
+        if args.history_per_device:
+            history = prefill(
+                svcs["postgres"], cfg, args.devices, args.history_per_device, args.devices / args.rate
+            )
+        result = measure(
+            cfg,
+            args.rate,
+            args.seconds,
+            args.devices,
+            args.warmup,
+            seq_base=args.history_per_device,
+            pg=postgres if args.pg_statements else None,
+        )
+        print(json.dumps({**result, "history": history, "pg_settings": pg_settings}, indent=2))
 
 
 if __name__ == "__main__":
