@@ -164,6 +164,7 @@ def measure(
     *,
     seq_base: int = 0,
     pg: Any = None,
+    tick_s: float = 0.1,
 ) -> dict[str, Any]:
     """``pg``: the dedicated PostgreSQL service when ``pg_stat_statements`` is on (profiled)."""
     from fleetsim.cloud.streaming import session
@@ -218,7 +219,7 @@ def measure(
                     pg_statements.reset(pg, cfg.postgres.database)
                     server0 = pg_statements.server_counters(pg)
                 job.spark._jvm.org.apache.spark.sql.catalyst.rules.RuleExecutor.resetMetrics()
-            for _ in range(max(rate // 10, 1)):
+            for _ in range(max(round(rate * tick_s), 1)):
                 now_ms = int(time.time() * 1000)
                 dev = f"cost-{sent % devices:05d}"
                 value = encode_reading(
@@ -230,7 +231,7 @@ def measure(
                 )
                 sent += 1
             producer.poll(0)
-            time.sleep(max(0.0, 0.1 - (time.time() - tick)))
+            time.sleep(max(0.0, tick_s - (time.time() - tick)))
         assert cpu0 is not None
         producer.flush(30)
         elapsed = time.time() - t_start
@@ -377,7 +378,9 @@ def main() -> None:
     ap.add_argument("--conf", action="append", default=[], help="extra Spark conf key=value")
     ap.add_argument("--queries", default="raw,agg,deadletter", help="which of the job's queries run")
     ap.add_argument("--raw-without-registry", action="store_true", help="raw flow without the registry join")
-    ap.add_argument("--loader-linger", type=float, help="the real-time loader's linger_s (seconds)")
+    ap.add_argument(
+        "--tick", type=float, default=0.1, help="seconds between sends (0.01: evenly paced, like e2e's load)"
+    )
     ap.add_argument("--registry-uncached", action="store_true", help="re-read the registry in every batch")
     ap.add_argument(
         "--history-per-device",
@@ -394,12 +397,6 @@ def main() -> None:
     from fleetsim.cloud.streaming import flows, job
 
     job.QUERY_NAMES = tuple(q for q in args.queries.split(",") if q)
-    if args.loader_linger is not None:
-        from fleetsim.cloud.streaming.loader import RawLoader
-
-        defaults = RawLoader.__init__.__kwdefaults__
-        assert defaults is not None
-        defaults["linger_s"] = args.loader_linger
     if args.registry_uncached:
         from fleetsim.cloud.streaming.registry_cache import registry_relation
 
@@ -447,6 +444,7 @@ def main() -> None:
             args.warmup,
             seq_base=args.history_per_device,
             pg=postgres if args.pg_statements else None,
+            tick_s=args.tick,
         )
         print(json.dumps({**result, "history": history, "pg_settings": pg_settings}, indent=2))
 

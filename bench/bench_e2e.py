@@ -34,6 +34,7 @@ from typing import Any
 
 import psycopg2
 
+from fleetsim.bench import pg_statements
 from fleetsim.bench.budget import LOADGEN, SETTLED_RATE, SETTLED_S, cpu_table, settled_figure, shown_step
 from fleetsim.bench.cpu_profile import (
     Snapshot,
@@ -48,6 +49,7 @@ from fleetsim.kernel.clients import pg_connect
 from fleetsim.kernel.config import FleetsimConfig, config_to_env
 from fleetsim.stack import service
 from fleetsim.stack.components import AppComponent
+from fleetsim.stack.postgres import Postgres
 
 # Ramp (up to 9 steps of 60 s plus drains) and a 10-minute soak.
 TIMEOUT_S = 3_000
@@ -81,12 +83,18 @@ class StageProfile:
     e.g. autovacuum's), between :meth:`start` and :meth:`cores`."""
 
     def __init__(
-        self, roots: dict[str, int], backend_names: Callable[[], dict[int, str]] | None = None
+        self,
+        roots: dict[str, int],
+        backend_names: Callable[[], dict[int, str]] | None = None,
+        statements: tuple[Postgres, str] | None = None,
     ) -> None:
         self.roots = roots
         self.backend_names = backend_names
         self.before: dict[str, Snapshot] = {}
         self.t0 = 0.0
+        self.pg_statements = statements
+        """PostgreSQL (with ``pg_stat_statements``) and the database to profile by statement."""
+        self.statements: list[dict[str, Any]] = []
 
     def snapshot(self) -> dict[str, Snapshot]:
         kids = children_map()
@@ -101,10 +109,14 @@ class StageProfile:
         return out
 
     def start(self) -> None:
+        if self.pg_statements is not None:
+            pg_statements.reset(*self.pg_statements)
         self.before, self.t0 = self.snapshot(), time.monotonic()
 
     def cores(self) -> dict[str, dict[str, float]]:
         now, seconds = self.snapshot(), max(time.monotonic() - self.t0, 1e-3)
+        if self.pg_statements is not None:
+            self.statements = pg_statements.top(*self.pg_statements, seconds)
         return {k: cores_by_group(self.before.get(k, {}), v, seconds) for k, v in now.items()}
 
 
@@ -264,7 +276,8 @@ def step(
     """One rate for ``seconds``, drained; with ``profile``, also where Spark's and PostgreSQL's CPU
     went inside their trees (by thread, by process title: :mod:`fleetsim.bench.cpu_profile`)."""
     meter = CpuMeter(stages)
-    prof = StageProfile(stages, lambda: backend_names(cfg)) if profile else None
+    statements = (Postgres(cfg), cfg.postgres.database) if profile else None
+    prof = StageProfile(stages, lambda: backend_names(cfg), statements) if profile else None
     started = datetime.now(UTC)
     # The load's processes exit before the meter's last read; their CPU comes from the kernel's
     # account of reaped children instead (the bench's only children that end within a step).
@@ -314,6 +327,7 @@ def step(
         "cpu_us_per_msg": {k: round(v * 1e6 / max(published, 1), 1) for k, v in cpu.items()},
         **memory_summary(samples, full=full_memory),
         **({"cpu_profile_cores": where} if where is not None else {}),
+        **({"pg_statements": prof.statements} if prof is not None else {}),
         "passed": bool(p95 is not None and p95 <= P95_LIMIT_S and lost == 0 and published > 0),
     }
 
@@ -461,6 +475,9 @@ def run(cfg: FleetsimConfig, quick: bool) -> dict[str, Any]:
     # The JVMs keep JIT-compiling the data path for minutes under load (C2 took ~0.5 core for
     # the first minute of a 100 msg/s run; bench_batch_cost.py), so the warm-up runs under load.
     warm_s = 45.0 if quick else 120.0
+    if settled_s:
+        # The at-rest step's PostgreSQL CPU by statement: preloaded now, before any client connects.
+        pg_statements.enable(Postgres(cfg), cfg.postgres.database)
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmpdir:
         tmp = Path(tmpdir)
         try:

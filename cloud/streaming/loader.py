@@ -4,7 +4,7 @@ With ``spark.raw_sink = "realtime"`` Spark's real-time query parses, validates a
 immediate alert rules for every record as it arrives (no micro-batch floor) and writes the result
 as COPY lines to the lines topic, partition for partition (so a partition still holds whole
 devices). A loader is a Kafka consumer in the group :func:`group_id`: it takes what has arrived
-(at most ``max_rows``, after waiting at most ``linger_s`` for the first record), merges it with
+(at most ``max_rows``; a merge starts at most every ``spark.loader_interval_s``), merges it with
 :meth:`PgSink.write_raw` (one transaction: readings, latest, history rules, alerts, rejects) and
 only then commits the offsets. A crash of the loader, of PostgreSQL or of the job re-reads lines
 that were already merged; the merge is idempotent on the natural keys, so replays add nothing.
@@ -38,6 +38,8 @@ from fleetsim.kernel.errors import StreamingError
 log = logging.getLogger("fleetsim.stream.loader")
 
 GROUP_PREFIX: Final = "fleetsim-raw-loader"
+IDLE_WAIT_S: Final = 0.25
+"""Longest wait for a record on an idle topic before the loop looks at :meth:`RawLoader.stop`."""
 
 
 def group_id(cfg: FleetsimConfig) -> str:
@@ -145,11 +147,12 @@ class RawLoader:
     """Consume the lines topic and merge it into PostgreSQL until :meth:`stop`."""
 
     def __init__(self, cfg: FleetsimConfig, metrics: StreamMetrics, *, max_rows: int = 20_000,
-                 linger_s: float = 0.05, name: str = "loader") -> None:  # fmt: skip
+                 name: str = "loader") -> None:  # fmt: skip
         self.cfg = cfg
         self.metrics = metrics
         self.max_rows = max_rows
-        self.linger_s = linger_s
+        self.interval_s = cfg.spark.loader_interval_s
+        self._next_merge_at = 0.0
         self.name = name
         self.sink = PgSink(cfg, "raw", application_name=f"fleetsim-{name}")
         self._stop = threading.Event()
@@ -190,8 +193,17 @@ class RawLoader:
         return c
 
     def _take(self, consumer: Any) -> LinesBatch:
+        """The next merge's records: what has arrived by ``interval_s`` after the previous merge
+        started (what is there now, if that time has passed); when nothing has, the first record
+        to come, within ``IDLE_WAIT_S``, with whatever came with it."""
         batch = LinesBatch()
-        msgs = consumer.consume(num_messages=self.max_rows, timeout=self.linger_s)
+        # consume() returns early only once it has max_rows; otherwise it waits its whole timeout.
+        wait = self._next_merge_at - time.monotonic()
+        msgs = consumer.consume(num_messages=self.max_rows, timeout=max(wait, 0.0))
+        if not msgs:  # idle: a record that comes now is merged at once
+            msgs = consumer.consume(num_messages=1, timeout=IDLE_WAIT_S)
+            if msgs:
+                msgs += consumer.consume(num_messages=self.max_rows - 1, timeout=0)
         for msg in msgs:
             err = msg.error()
             if err is not None:
@@ -209,6 +221,7 @@ class RawLoader:
         return batch
 
     def _merge(self, batch: LinesBatch) -> None:
+        self._next_merge_at = time.monotonic() + self.interval_s
         raw = batch.raw_batch()
         result = self.sink.write_raw(raw, self.merges, metrics_row=False)
         account(self.metrics, raw, result)

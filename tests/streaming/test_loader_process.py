@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -90,3 +91,48 @@ def test_loader_only_refuses_a_micro_batch_raw_flow(kafka_topics: Any, tmp_path:
     done = subprocess.run(argv, check=False, cwd=tmp_path, env=_env(cfg), capture_output=True, timeout=60)
     assert done.returncode != 0
     assert b"spark.raw_sink = 'realtime'" in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(("interval_s", "low", "high"), [(1.0, 2, 4), (0.0, 12, 40)])
+def test_the_merge_cadence_follows_loader_interval_s(
+    postgres: FleetsimConfig, kafka_topics: Any, interval_s: float, low: int, high: int
+) -> None:
+    """40 readings evenly over 2 s. Every 1 s: the first merged at once (the topic was idle), then
+    one merge a second (2-4 merges). 0: each merged as it comes (one to a few per merge)."""
+    from kafka import KafkaProducer
+
+    from fleetsim.cloud.streaming.loader import RawLoader
+    from fleetsim.cloud.streaming.metrics import StreamMetrics
+
+    cfg = kafka_topics("cadence").with_overrides(
+        {"spark.raw_sink": "realtime", "spark.loader_interval_s": interval_s}
+    )
+    dev = f"lc-{uuid.uuid4().hex[:8]}"
+    now = datetime.now(UTC).replace(microsecond=0)
+    loader = RawLoader(cfg, StreamMetrics(), name=f"cadence-{dev}")
+    producer = KafkaProducer(**kafka_python_kwargs(cfg, "stream"))
+    loader.start()
+    try:
+        # The loader's group has its partitions (its first records merged) before the clock runs.
+        producer.send(
+            cfg.kafka.lines_topic,
+            _line(dev, 0, now - timedelta(seconds=60)),
+            key=f"0|{now.date()}".encode(),
+            partition=0,
+        )
+        producer.flush(30)
+        count = lambda: _rows(cfg, "SELECT count(*) FROM sensor_data WHERE device_id = %s", (dev,))[0][0]  # noqa: E731
+        wait_until(lambda: count() == 1, 60, interval_s=0.2, what="the first reading merged")
+        first = loader.merges
+        for k in range(1, 41):
+            ts = now - timedelta(seconds=50) + timedelta(milliseconds=50 * k)
+            producer.send(
+                cfg.kafka.lines_topic, _line(dev, k, ts), key=f"0|{ts.date()}".encode(), partition=0
+            )
+            producer.flush(10)
+            time.sleep(0.05)
+        wait_until(lambda: count() == 41, 30, interval_s=0.2, what="the 40 readings merged")
+    finally:
+        producer.close()
+        loader.stop()
+    assert low <= loader.merges - first <= high, loader.merges - first
