@@ -56,8 +56,8 @@ format: ## Apply ruff formatting and safe fixes
 	@$(BIN)/ruff format .
 	@$(BIN)/ruff check --fix .
 
-typecheck: ## mypy over all code
-	@$(BIN)/mypy fleetsim
+typecheck: ## mypy over all code (the package and the benchmarks)
+	@$(BIN)/mypy fleetsim bench
 
 bench: setup ## Run the benchmark suite and refresh BENCHMARKS.md
 	@$(FLEETSIM) bench

@@ -341,12 +341,13 @@ def _pydantic_validator() -> Any:
             typ = typ | None
         default = ... if f.required else ("OK" if f.name == "status" else None)
         fields[f.name] = (typ, default)
-    model = pydantic.create_model(  # type: ignore[call-overload]
+    # Any: the model's fields exist only at run time (built from the contract's field list).
+    model: Any = pydantic.create_model(
         "PydanticReading", __config__=pydantic.ConfigDict(strict=True, extra="ignore"), **fields
     )
 
     def check(raw: bytes, topic_id: str) -> Any:
-        m = model.model_validate_json(raw)
+        m: Any = model.model_validate_json(raw)
         if m.device_id != topic_id:
             raise ValueError("id mismatch")
         ts = contract.parse_ts(m.ts)
