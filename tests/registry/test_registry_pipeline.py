@@ -73,6 +73,9 @@ def pipeline(
             "spark.shuffle_partitions": 2,
             "spark.checkpoint_dir": str(tmp / "checkpoints"),
             "spark.app_name": f"registry-test-{uid}",
+            # Teardown need not wait for the windowed query's first batch (~8 s, JIT): these
+            # tests read only the raw flow, and a stop mid-batch loses nothing (replayed).
+            "stack.stop_timeout_s": 4,
         }
     )
     bridge = _spawn(cfg, tmp / "bridge.log", "bridge")
