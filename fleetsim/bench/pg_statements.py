@@ -37,21 +37,20 @@ def enable(svc: _Superuser, database: str, settings: dict[str, str] | None = Non
         conn.close()
     svc.stop()
     svc.start()
-    conn = svc.superuser_connect(database)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-    finally:
-        conn.close()
+    _execute(svc, database, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
 
 
 def reset(svc: _Superuser, database: str) -> None:
+    """Start a window: forget every statement's counters."""
+    _execute(svc, database, "SELECT pg_stat_statements_reset()")
+
+
+def _execute(svc: _Superuser, database: str, statement: str) -> None:
     conn = svc.superuser_connect(database)
     conn.autocommit = True
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT pg_stat_statements_reset()")
+            cur.execute(statement)
     finally:
         conn.close()
 
