@@ -202,7 +202,7 @@ class RawLoader:
         msgs = consumer.consume(num_messages=self.max_rows, timeout=max(wait, 0.0))
         if not msgs:  # idle: a record that comes now is merged at once
             msgs = consumer.consume(num_messages=1, timeout=IDLE_WAIT_S)
-            if msgs:
+            if msgs and self.max_rows > 1:
                 msgs += consumer.consume(num_messages=self.max_rows - 1, timeout=0)
         for msg in msgs:
             err = msg.error()
