@@ -112,7 +112,9 @@ def _engines_cpu_s(cfg: FleetsimConfig) -> dict[str, float]:
     return {name: cpu_seconds(pids) for name, pids in _engine_pids(cfg).items()}
 
 
-def prefill(pg: Any, cfg: FleetsimConfig, devices: int, per_device: int, interval_s: float) -> dict[str, Any]:
+def prefill(
+    pg: Postgres, cfg: FleetsimConfig, devices: int, per_device: int, interval_s: float
+) -> dict[str, Any]:
     """``per_device`` readings of history for each bench device, one every ``interval_s`` up to
     now, as a run that has been going for a while leaves them (the e2e benchmark's at-rest step
     comes after its ramps): the history rules' look-ups then walk a table larger than shared
@@ -163,7 +165,7 @@ def measure(
     warmup_s: float,
     *,
     seq_base: int = 0,
-    pg: Any = None,
+    pg: Postgres | None = None,
     tick_s: float = 0.1,
 ) -> dict[str, Any]:
     """``pg``: the dedicated PostgreSQL service when ``pg_stat_statements`` is on (profiled)."""
@@ -433,9 +435,7 @@ def main() -> None:
         cfg = engines.with_overrides(over)
         history = None
         if args.history_per_device:
-            history = prefill(
-                svcs["postgres"], cfg, args.devices, args.history_per_device, args.devices / args.rate
-            )
+            history = prefill(postgres, cfg, args.devices, args.history_per_device, args.devices / args.rate)
         result = measure(
             cfg,
             args.rate,

@@ -58,6 +58,7 @@ from prometheus_client.parser import text_string_to_metric_families
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from fleetsim.bench.cpu_profile import cpu_seconds  # noqa: E402
 from fleetsim.bench.engines import fresh_topics, run_standalone  # noqa: E402
 from fleetsim.bridge.mqtt_fast import FastClient  # noqa: E402
 from fleetsim.kernel import contract  # noqa: E402
@@ -178,11 +179,6 @@ def _scrape(port: int) -> dict[str, float]:
     return out
 
 
-def _cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _free_port() -> int:
     return int(process.free_ports(1)[0])
 
@@ -277,7 +273,7 @@ def drain_bridges(cfg: FleetsimConfig, n: int, tmp: Path, count: int) -> dict[st
             now = time.perf_counter()
             for name, frac in (("t10", 0.1), ("t90", 0.9)):
                 if name not in marks and fwd >= frac * n:
-                    marks[name] = (now, sum(_cpu_s(p.pid) for p in procs))
+                    marks[name] = (now, cpu_seconds(p.pid for p in procs))
             if fwd >= n:
                 break
             time.sleep(0.05)

@@ -16,7 +16,6 @@ Run: ``fleetsim bench history_sql`` or ``python bench/bench_history_sql.py [--qu
 
 from __future__ import annotations
 
-import os
 import statistics
 import sys
 import time
@@ -26,6 +25,7 @@ from typing import Any
 
 import psycopg2.extensions
 
+from fleetsim.bench.cpu_profile import cpu_seconds
 from fleetsim.bench.engines import pg_rows, run_standalone
 from fleetsim.cloud.streaming import rule_state
 from fleetsim.cloud.streaming.pgsink import PgSink, RawBatch
@@ -33,7 +33,6 @@ from fleetsim.kernel.config import FleetsimConfig
 
 REPO = Path(__file__).resolve().parent.parent
 TIMEOUT_S = 1200
-TICK = os.sysconf("SC_CLK_TCK")
 ROWS = 5_000
 SHAPES = {"10k devices x 1": (10_000, 1), "100 devices x 50": (100, 50)}
 """Batch shape: devices in the fleet, readings per device per batch (5,000 readings a batch)."""
@@ -79,11 +78,6 @@ def _history(cfg: FleetsimConfig) -> int:
     return max(cfg.alerts.stuck_readings, cfg.alerts.drift_window_readings) + 2
 
 
-def _cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
 def _measure(
     cfg: FleetsimConfig, devices: int, per_device: int, running_state: bool, batches: int
 ) -> dict[str, float]:
@@ -113,10 +107,10 @@ def _measure(
         for k in range(warm, warm + batches):
             b = _batch(devices, per_device, k, t0)
             _TimedCursor.rule_ms = []
-            c0, w0 = _cpu_s(pid), time.perf_counter()
+            c0, w0 = cpu_seconds([pid]), time.perf_counter()
             res = sink.write_raw(b, k)
             wall.append((time.perf_counter() - w0) * 1000)
-            cpu.append((_cpu_s(pid) - c0) * 1000)
+            cpu.append((cpu_seconds([pid]) - c0) * 1000)
             rules.append(sum(_TimedCursor.rule_ms))
             state += res.state_devices
     finally:
