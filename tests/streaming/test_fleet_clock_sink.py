@@ -6,11 +6,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from pg_support import admin as _admin
+from psycopg2 import sql
 
-from fleetsim.cloud.streaming.pgsink import PgSink, RawBatch
+from fleetsim.cloud.streaming import history_sql
+from fleetsim.cloud.streaming.pgsink import INSERT_RAW, RAW_COPY_COLUMNS, UPSERT_LATEST, PgSink, RawBatch
+from fleetsim.kernel.clients import pg_connect
 from fleetsim.kernel.config import FleetsimConfig
 
 pytestmark = pytest.mark.integration
@@ -157,3 +161,75 @@ def test_a_silent_device_is_judged_once_per_silence(sink_cfg: FleetsimConfig) ->
     _write(sink_cfg, span([*live, "sm-d"], 200, 190), span(live, 190, 0))
     got = [r[0] for r in _admin(sink_cfg, offline)]
     assert got == [at(510) + timedelta(seconds=60), at(200) + timedelta(seconds=60)]
+
+
+def _offline_plan(cfg: FleetsimConfig, batch: RawBatch) -> dict[str, Any]:
+    """The silence rule's plan with its buffer counts, run on ``batch`` in the sink's own session
+    (temp stage tables, prepared-statement settings) and rolled back."""
+    sink = PgSink(cfg, "raw")
+    try:
+        conn = sink.conn()
+        with conn.cursor() as cur:
+            PgSink._copy(cur, "stage_raw", RAW_COPY_COLUMNS, batch.readings)
+            # What the merge runs before the rule: the batch's devices are no longer silent.
+            cur.execute(INSERT_RAW, {"watermark": cfg.spark.watermark})
+            cur.execute(UPSERT_LATEST)
+            explain = sql.SQL("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) ") + history_sql.OFFLINE_SQL
+            cur.execute(explain, history_sql.offline_params(cfg.alerts))
+            plan: dict[str, Any] = cur.fetchone()[0][0]["Plan"]
+        conn.rollback()
+    finally:
+        sink.close()
+    return plan
+
+
+def _scans(node: dict[str, Any], relation: str) -> Iterator[dict[str, Any]]:
+    if node.get("Relation Name") == relation and "Scan" in node["Node Type"]:
+        yield node
+    for child in node.get("Plans", []):
+        yield from _scans(child, relation)
+
+
+def _vacuum(cfg: FleetsimConfig, table: str) -> None:
+    conn = pg_connect(cfg, "admin")
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("VACUUM ANALYZE {}").format(sql.Identifier(table)))
+    finally:
+        conn.close()
+
+
+def test_a_judged_silent_fleet_costs_the_silence_rule_a_few_pages(sink_cfg: FleetsimConfig) -> None:
+    """20,000 devices silent and already judged (a replaced fleet) beside 1,000 live ones whose
+    rows were updated many times (one non-HOT update per reading): per partition of the batch, the
+    rule looks up the unjudged devices silent long enough (``device_latest_unjudged_part_idx``,
+    V015) and reads a few pages, not the table (4,300 buffer hits a merge in bench_e2e's at-rest
+    step before)."""
+    now = datetime.now(UTC)
+    at = lambda s: now - timedelta(seconds=s)  # noqa: E731
+    _admin(
+        sink_cfg,
+        "INSERT INTO device_latest (device_id, seq, ts, status, kafka_partition, offline_for, ingest_ts) "
+        "SELECT 'old-' || i, 1, %s, 'OK', i %% 3, %s, %s FROM generate_series(1, 20000) i",
+        (at(7200), at(7200), at(7200)),
+    )
+    live = [(f"lv-{i}", i % 3, 1, at(30)) for i in range(1000)]
+    quiet = [("lq-0", 0, 1, at(80)), ("lq-1", 1, 1, at(80)), ("lq-2", 2, 1, at(80))]
+    _write(sink_cfg, _partitioned(live + quiet))
+    bump = (
+        "UPDATE device_latest SET ts = ts + interval '1 ms', ingest_ts = now() WHERE device_id LIKE 'lv-%%'"
+    )
+    for _ in range(20):
+        _admin(sink_cfg, bump)
+    _vacuum(sink_cfg, "device_latest")
+    pages = _admin(sink_cfg, "SELECT relpages FROM pg_class WHERE relname = 'device_latest'")[0][0]
+    # Partitions 0 and 1 report; lq-2's partition (2) sent nothing, so it is not judged yet.
+    fresh = _partitioned([(d, p, 2, at(1)) for d, p, _, _ in live[:60] if p != 2])
+    plan = _offline_plan(sink_cfg, fresh)
+    scans = list(_scans(plan, "device_latest"))
+    read = sum(n["Shared Hit Blocks"] + n["Shared Read Blocks"] for n in scans)
+    # Before V015: ~490 of them (the whole heap, 489 pages here), ~2,000 with 10,000 live devices.
+    assert pages > 400 and read < 40, (read, pages, [(n["Node Type"], n.get("Index Name")) for n in scans])
+    got = _write(sink_cfg, fresh)
+    assert [(d, k) for d, k, _ in got if k == "offline"] == [("lq-0", "offline"), ("lq-1", "offline")]

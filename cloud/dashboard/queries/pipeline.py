@@ -97,7 +97,6 @@ def recent_deadletters(conn: Any, *, limit: int = 20) -> pd.DataFrame:
 
 _FRESHNESS = """
 SELECT (SELECT max(ingest_ts) FROM device_latest) AS newest_row_written,
-       (SELECT max(ts) FROM device_latest) AS newest_event,
        (SELECT max(recorded_at) FROM pipeline_metrics) AS newest_batch,
        (SELECT max(detected_at) FROM sensor_alerts) AS newest_alert,
        (SELECT recorded_at FROM pipeline_metrics WHERE query_name = 'agg' AND input_rows > 0
