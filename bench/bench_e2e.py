@@ -35,7 +35,15 @@ from typing import Any
 import psycopg2
 
 from fleetsim.bench import pg_statements
-from fleetsim.bench.budget import LOADGEN, SETTLED_RATE, SETTLED_S, cpu_table, settled_figure, shown_step
+from fleetsim.bench.budget import (
+    LOADGEN,
+    SETTLED_RATE,
+    SETTLED_S,
+    cpu_table,
+    holder,
+    settled_figure,
+    shown_step,
+)
 from fleetsim.bench.cpu_profile import (
     Snapshot,
     cores_by_group,
@@ -432,7 +440,8 @@ def _rate_figure(r: dict[str, Any], target: float) -> dict[str, Any]:
         if r["load_limit"]
         else (
             f"first failing step {failure['rate_target_msg_s']:,} msg/s: p95 "
-            f"{_secs(failure['latency']['event_to_row_s']['p95'])}, lost {failure['lost']}"
+            f"{_secs(failure['latency']['event_to_row_s']['p95'])}, lost {failure['lost']}; "
+            + holder(failure)
             if failure
             else "every step passed"
         )

@@ -60,6 +60,35 @@ def cpu_table(ramps: list[dict[str, Any]]) -> tuple[dict[str, Any], list[str]]:
     return table, over
 
 
+HOPS: dict[str, str] = {
+    "device_to_bridge_s": "load -> Mosquitto -> bridge",
+    "bridge_to_kafka_s": "bridge -> Kafka",
+    "kafka_to_row_s": "Kafka -> Spark -> PostgreSQL",
+}
+"""The hops of event->row latency (timestamps on each row), and the stages each one holds."""
+
+
+def holder(step: dict[str, Any]) -> str:
+    """What holds a failing step: the hop with the longest p95 (the stages behind it), and the
+    stages over their CPU share at that step, furthest over first (on 2 shared cores, a stage over
+    its share takes CPU from every other)."""
+    lat = step["latency"]
+    hops = [(lat[h]["p95"], h) for h in HOPS if lat.get(h, {}).get("p95") is not None]
+    parts = []
+    if hops:
+        p95, hop = max(hops)
+        parts.append(f"held by {HOPS[hop]} (p95 {p95:.2f} s)")
+    cpu = step.get("cpu_us_per_msg", {})
+    over = sorted(
+        ((cpu[k] / b, k) for k, b in BUDGET_US.items() if cpu.get(k) is not None and cpu[k] > b), reverse=True
+    )
+    if over:
+        parts.append(
+            "over their CPU share: " + ", ".join(f"{k} {cpu[k]:g}/{BUDGET_US[k]:g} µs/msg" for _, k in over)
+        )
+    return "; ".join(parts) or "no hop timestamps"
+
+
 SETTLED_RATE = 100
 SETTLED_S = 180.0
 """Six windowed trigger periods: one windowed batch more or less moves the figure by ~5 %."""

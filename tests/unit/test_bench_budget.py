@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fleetsim.bench import report
-from fleetsim.bench.budget import BUDGET_US, LOADGEN, cpu_table, settled_figure
+from fleetsim.bench.budget import BUDGET_US, LOADGEN, cpu_table, holder, settled_figure
 
 
 def _ramp(mode: str, cpu: dict[str, float], passed: bool = True) -> dict[str, object]:
@@ -64,3 +64,19 @@ def test_settled_figure_names_the_busiest_spark_threads_when_profiled() -> None:
         "busiest threads: Executor task l 0.060, python 0.050, C2 CompilerThreN 0.040, GC Thread#N 0.010)"
     )
     assert "busiest" not in settled_figure(_rest_step(2290.0, 100.0), {"steps": []})["name"]
+
+
+def test_a_failing_step_names_the_hop_and_the_stages_that_hold_it() -> None:
+    q = lambda p95: {"p50": p95 / 2, "p95": p95, "p99": p95 * 1.1}  # noqa: E731
+    step = {
+        "latency": {"event_to_row_s": q(10.7), "device_to_bridge_s": q(0.16), "bridge_to_kafka_s": q(0.0),
+                    "kafka_to_row_s": q(10.69)},
+        "cpu_us_per_msg": {"spark": 54.4, "postgres": 35.8, "bridge": 25.7, "kafka": 14.9, LOADGEN: 80.0},
+    }  # fmt: skip
+    assert holder(step) == (
+        "held by Kafka -> Spark -> PostgreSQL (p95 10.69 s); "
+        "over their CPU share: postgres 35.8/20 µs/msg, bridge 25.7/25 µs/msg"
+    )
+    step["latency"]["device_to_bridge_s"] = q(12.0)
+    step["cpu_us_per_msg"] = {"spark": 30.0}
+    assert holder(step) == "held by load -> Mosquitto -> bridge (p95 12.00 s)"
