@@ -36,6 +36,7 @@ import psycopg2
 
 from fleetsim.bench import pg_statements
 from fleetsim.bench.budget import (
+    HOPS,
     LOADGEN,
     SETTLED_RATE,
     SETTLED_S,
@@ -418,7 +419,7 @@ def latency_table(ramps: list[dict[str, Any]]) -> dict[str, Any]:
         s = shown_step(r)
         if not s:
             continue
-        for hop in ("device_to_bridge_s", "bridge_to_kafka_s", "kafka_to_row_s", "event_to_row_s"):
+        for hop in (*HOPS, "event_to_row_s"):
             q = s["latency"][hop]
             rows.append(
                 [r["mode"], s["rate_target_msg_s"], hop.removesuffix("_s"), q["p50"], q["p95"], q["p99"]]
