@@ -40,6 +40,9 @@ def session_conf(cfg: FleetsimConfig, master: str | None = None, ui: bool = True
         "spark.app.name": s.app_name,
         "spark.jars": ",".join(str(j.resolve()) for j in connector_jars(cfg)),
         "spark.driver.memory": s.driver_memory,
+        # The whole heap from the start: G1 otherwise commits it step by step over the first
+        # minutes and hands regions back after quiet spells, and the soak read that as growth.
+        "spark.driver.extraJavaOptions": f"-Xms{s.driver_memory} -XX:+AlwaysPreTouch",
         "spark.driver.host": s.driver_host,
         "spark.driver.bindAddress": s.bind_address,
         "spark.ui.enabled": "true" if ui else "false",
@@ -53,6 +56,11 @@ def session_conf(cfg: FleetsimConfig, master: str | None = None, ui: bool = True
         # the per-batch commit a small append instead of a snapshot upload.
         "spark.sql.streaming.stateStore.providerClass": STATE_STORES[s.state_store],
         "spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled": "true",
+        # One memory budget shared by every store's memtables and block cache, instead of
+        # 64 MiB memtables and a cache per store and partition that fill up over hours.
+        "spark.sql.streaming.stateStore.rocksdb.boundedMemoryUsage": "true",
+        "spark.sql.streaming.stateStore.rocksdb.maxMemoryUsageMB": str(s.state_memory_mb),
+        "spark.executorEnv.MALLOC_ARENA_MAX": "2",  # a cluster's executors: see build_session
         "spark.sql.streaming.noDataMicroBatches.enabled": "true",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         # Adaptive execution re-plans each foreachBatch DataFrame (three optimizer passes instead
@@ -120,6 +128,10 @@ def build_session(cfg: FleetsimConfig, master: str | None = None, ui: bool = Tru
     # this interpreter's packages (fleetsim, psycopg2, pyarrow), not the first python3 on PATH.
     # SparkContext reads the variable when it starts (the spark.pyspark.python conf it does not).
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    # The JVM's native allocations (RocksDB, the JIT, NIO) otherwise spread over up to 8 glibc
+    # arenas per core, 64 MiB each, that fill with fragments and are never handed back; the
+    # child JVM inherits the cap.
+    os.environ.setdefault("MALLOC_ARENA_MAX", "2")
     write_pools(pools_file(cfg))
     builder = SparkSession.builder
     for key, value in session_conf(cfg, master, ui).items():

@@ -217,8 +217,10 @@ def pipeline(
         logs.mkdir(parents=True, exist_ok=True)
         p = Pipeline(cfg, svcs, logs)
         try:
+            # The job's JVM boots while the bridge connects: neither needs the other to start.
+            p.stream.start()
             p.start_bridge()
-            p.start_stream()
+            p.wait_stream_ready()
             yield p
         finally:
             p.stop()

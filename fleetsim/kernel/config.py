@@ -236,7 +236,14 @@ class SparkConfig(_Section):
     state_store: Literal["rocksdb", "memory"] = "rocksdb"
     """State store of the dedup and window operators: ``rocksdb`` keeps state off the JVM heap
     (large fleets); ``memory`` (Spark's HDFS-backed map) costs less per micro-batch."""
-    driver_memory: str = "1g"
+    driver_memory: str = Field("1g", pattern=r"^[1-9][0-9]*[kmgKMG]$")
+    """The driver JVM's heap (``768m``, ``1g``...), reserved and touched whole at start (``-Xms`` =
+    ``-Xmx``, ``-XX:+AlwaysPreTouch``): a heap that grows to its maximum over a run's first minutes
+    looks like a leak in the soak's memory verdict, and the machine must have it anyway."""
+    state_memory_mb: int = Field(256, ge=16, le=65536)
+    """Cap, in MiB, on the native memory of all RocksDB state stores in one JVM together (their
+    memtables and block cache share it). Unbounded, each store's memtables and cache grew on their
+    own, outside the heap."""
     ui_port: int = Field(4040, ge=1, le=65535)
     driver_host: str = "127.0.0.1"
     """Address the executors use to reach the driver (``spark.driver.host``): loopback for the local

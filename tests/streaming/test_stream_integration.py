@@ -222,6 +222,17 @@ def stream_cfg(postgres: FleetsimConfig, kafka_topics: Callable[..., FleetsimCon
     yield cfg
 
 
+def jvm_argv(driver_pid: int) -> list[str]:
+    """Command line of the Spark JVM the job's Python driver launched (its child process)."""
+    from fleetsim.bench.memory import children_map, tree
+
+    for pid in tree(driver_pid, children_map()):
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+        if any(a.endswith("SparkSubmit") for a in argv):
+            return argv
+    raise AssertionError(f"no Spark JVM under pid {driver_pid}")
+
+
 def start_job(cfg: FleetsimConfig, workdir: Path, name: str, *extra: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, **config_to_env(cfg)}
     env = {k: v for k, v in env.items() if not (k.startswith("FLEETSIM_") and k not in config_to_env(cfg))}
@@ -273,6 +284,12 @@ def test_exact_tables_then_kill_and_restart(stream_cfg: FleetsimConfig, tmp_path
         )
         rows = query(cfg, "SELECT device_id, seq, late, site, bridge_ts IS NOT NULL FROM sensor_data")
         assert {(d, s) for d, s, *_ in rows} == a_keys
+        # Memory bounded by construction (the soak's verdict): the whole heap reserved at start,
+        # every RocksDB store inside one native budget.
+        argv = jvm_argv(proc.pid)
+        assert {"-Xms768m", "-Xmx768m", "-XX:+AlwaysPreTouch"} <= set(argv), argv
+        assert "spark.sql.streaming.stateStore.rocksdb.boundedMemoryUsage=true" in argv
+        assert f"spark.sql.streaming.stateStore.rocksdb.maxMemoryUsageMB={cfg.spark.state_memory_mb}" in argv
         assert all(not late and bridge for _, _, late, _, bridge in rows)
         assert {d: site for d, _, _, site, _ in rows} == {"a": "s1", "b": "s1"}
         rejects = query(cfg, "SELECT reason FROM sensor_data_rejects ORDER BY kafka_offset")

@@ -184,3 +184,17 @@ class _Stopper:
     def stop(self) -> bool:
         self.stopped.append(self.name)
         return False
+
+
+def test_start_waves_hold_every_component_once_and_the_simulator_after_the_bridge() -> None:
+    from fleetsim.kernel.components import COMPONENT_NAMES, COMPONENTS
+    from fleetsim.stack.lifecycle import WAVES
+
+    flat = [name for wave in WAVES for name in wave]
+    assert sorted(flat) == sorted(COMPONENT_NAMES) and len(flat) == len(set(flat))
+    wave_of = {name: i for i, wave in enumerate(WAVES) for name in wave}
+    # Every app starts after every engine; the simulator after the bridge that forwards it.
+    engines = [c.name for c in COMPONENTS if c.kind == "engine"]
+    apps = [c.name for c in COMPONENTS if c.kind == "app"]
+    assert max(wave_of[e] for e in engines) < min(wave_of[a] for a in apps)
+    assert wave_of["sim"] > wave_of["bridge"]
