@@ -262,3 +262,44 @@ def test_unreachable_database_shows_message(fleet_cfg: FleetsimConfig, page: str
         settings.inject(None)
     assert "Database unavailable" in texts(at, "error")
     assert not at.metric
+
+
+def _age_fleet(cfg: FleetsimConfig, seconds: int, interval_s: float | None) -> None:
+    """Every device's latest reading ``seconds`` older; every registered device reporting every
+    ``interval_s``."""
+    conn = pg_connect(cfg, "admin")
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("UPDATE devices SET interval_s = %s", (interval_s,))
+            cur.execute(
+                "UPDATE device_latest SET ts = ts - make_interval(secs => %s), "
+                "ingest_ts = ingest_ts - make_interval(secs => %s)",
+                (seconds, seconds),
+            )
+    finally:
+        conn.close()
+
+
+STALE = "the pipeline is stopped"
+
+
+def test_stale_feed_banner_follows_each_devices_own_silence_threshold(
+    seeded: SeedFacts, app_cfg: FleetsimConfig
+) -> None:
+    """The floor is 900 s (app_cfg) and alerts.offline_intervals 1.5: a device registered to report
+    every 1,200 s is silent for 1,800 s before it is offline."""
+    import streamlit as st
+
+    assert STALE not in texts(run_page(), "warning")
+    # Slow reporters 1,000 s after their last reading: past the fleet-wide floor, within their own.
+    _age_fleet(app_cfg, 1000, 1200.0)
+    st.cache_data.clear()
+    at = run_page()
+    assert int(metrics(at)["Devices online"].split(" / ")[0]) > 0
+    assert STALE not in texts(at, "warning")
+    # 1,000 s more: every device past its threshold, the feed is stale.
+    _age_fleet(app_cfg, 1000, 1200.0)
+    st.cache_data.clear()
+    at = run_page()
+    assert metrics(at)["Devices online"].startswith("0 / ")
+    assert STALE in texts(at, "warning")

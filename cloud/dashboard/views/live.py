@@ -129,7 +129,10 @@ def _kpis(ctx: Context) -> None:
     )
     st.session_state["kpi_prev"] = cur
     newest_age = logic.age_seconds(row.newest_reading, logic.utc_now())
-    if newest_age is not None and newest_age > ctx.cfg.alerts.offline_after_s:
+    # Stale when no device is within its own silence threshold, not when the newest reading is
+    # older than the fleet-wide floor: a fleet of devices registered to report every 20 minutes
+    # is silent for 19 of them, and calling that "the pipeline is stopped" was a false alarm.
+    if newest_age is not None and newest_age > ctx.cfg.alerts.offline_after_s and int(row.online) == 0:
         st.warning(
             f"The newest reading is {logic.fmt_age(newest_age)} old: the pipeline is stopped or the data "
             "is historic. Figures above describe that last known state.",
