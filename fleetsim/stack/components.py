@@ -201,7 +201,7 @@ class AppComponent:
         graceful = process.wait_for(lambda: not process.pid_alive(pid), timeout_s, 0.2)
         if not graceful:
             self._signal_group(pid, signal.SIGKILL)
-        process.wait_for(lambda: not process.pid_alive(pid) and not self._signal_group(pid, 0), 10.0, 0.2)
+        process.wait_for(lambda: not process.pid_alive(pid) and not process.group_alive(pid), 10.0, 0.05)
         self._signal_group(pid, signal.SIGKILL)
         return graceful
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import socket
 import subprocess
@@ -198,3 +199,45 @@ def test_start_waves_hold_every_component_once_and_the_simulator_after_the_bridg
     apps = [c.name for c in COMPONENTS if c.kind == "app"]
     assert max(wave_of[e] for e in engines) < min(wave_of[a] for a in apps)
     assert wave_of["sim"] > wave_of["bridge"]
+
+
+def test_group_alive_counts_live_members_not_a_zombie_leader() -> None:
+    import os
+    import signal
+    import sys
+
+    # A leader in its own group with a child, like a component and its Spark JVM.
+    code = (
+        "import subprocess, sys, time; "
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)"
+    )
+    leader = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+    try:
+        assert process.wait_for(lambda: len(_group(leader.pid)) == 2, 10, 0.05)
+        assert process.group_alive(leader.pid)
+        os.kill(leader.pid, signal.SIGKILL)  # not reaped: a zombie, as a leader PID 1 has not reaped yet
+        assert process.wait_for(lambda: _state(leader.pid) == "Z", 10, 0.05)
+        assert process.group_alive(leader.pid), "its child still runs"
+        os.killpg(leader.pid, signal.SIGKILL)
+        assert process.wait_for(lambda: not process.group_alive(leader.pid), 10, 0.05)
+        os.killpg(leader.pid, 0)  # the zombie leader keeps the group "signallable": the old check
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(leader.pid, signal.SIGKILL)
+        leader.wait(10)
+
+
+def _state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+def _group(pgid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[2]) == pgid:
+                    out.append(int(entry.name))
+            except (OSError, IndexError):
+                pass
+    return out
