@@ -34,17 +34,25 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
+def stat_fields(pid: int | str) -> list[str] | None:
+    """``/proc/<pid>/stat`` after the command name: ``[state, ppid, pgrp, ...]`` (None when gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            return fh.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def _live(fields: list[str] | None) -> bool:
+    return fields is not None and fields[0] not in ("Z", "X")
+
+
 def pid_alive(pid: int | None) -> bool:
     """True when ``pid`` is a live (non-zombie) process."""
     if not pid or pid <= 0:
         return False
     _reap(pid)
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
-    return fields[0] not in ("Z", "X")
+    return _live(stat_fields(pid))
 
 
 def group_alive(pgid: int) -> bool:
@@ -54,15 +62,10 @@ def group_alive(pgid: int) -> bool:
     component's leader is reaped by PID 1 once the ``fleetsim up`` that spawned it has exited,
     which in a container can take seconds (2 s per component in ``fleetsim down`` here)."""
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue  # gone meanwhile
-        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            return True
+        if entry.isdigit():
+            fields = stat_fields(entry)
+            if fields is not None and _live(fields) and int(fields[2]) == pgid:
+                return True
     return False
 
 

@@ -228,16 +228,13 @@ def test_group_alive_counts_live_members_not_a_zombie_leader() -> None:
 
 
 def _state(pid: int) -> str:
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    fields = process.stat_fields(pid)
+    return fields[0] if fields else ""
 
 
 def _group(pgid: int) -> list[int]:
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[2]) == pgid:
-                    out.append(int(entry.name))
-            except (OSError, IndexError):
-                pass
-    return out
+    return [
+        int(e.name)
+        for e in Path("/proc").iterdir()
+        if e.name.isdigit() and (f := process.stat_fields(e.name)) and int(f[2]) == pgid
+    ]
