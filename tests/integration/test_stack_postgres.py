@@ -80,3 +80,41 @@ def test_status_counts_rows_in_sensor_data(postgres: FleetsimConfig) -> None:
         conn.close()
     after = svc.status()
     assert after.metrics["sensor_data_rows"] == before.metrics["sensor_data_rows"] + 2
+
+
+def test_sensor_data_key_serves_per_device_lookups(postgres: FleetsimConfig) -> None:
+    """V016: two B-trees per reading, not three. The key in (device_id, ts, seq) order still
+    rejects a replayed reading and serves "a device's newest readings" (the stuck/drift state's
+    warm-up) with a backward index scan and no sort."""
+    conn = pg_connect(postgres, "admin")
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                """SELECT i.relname, pg_get_indexdef(x.indexrelid) FROM pg_index x
+                   JOIN pg_class i ON i.oid = x.indexrelid
+                   WHERE x.indrelid = 'sensor_data'::regclass ORDER BY 1"""
+            )
+            indexes = dict(cur.fetchall())
+            assert sorted(indexes) == ["sensor_data_pkey", "sensor_data_ts_idx"], indexes
+            assert "(device_id, ts, seq)" in indexes["sensor_data_pkey"]
+            cur.execute("SELECT ensure_sensor_data_partition(current_date)")
+            insert = """INSERT INTO sensor_data (device_id, seq, ts, status)
+                        SELECT 'dev-key', g, date_trunc('day', now()) + g * interval '1 s', 'OK'
+                        FROM generate_series(1, 50) g ON CONFLICT DO NOTHING"""
+            cur.execute(insert)
+            assert cur.rowcount == 50
+            cur.execute(insert)
+            assert cur.rowcount == 0, "a replayed reading must be dropped by the key"
+            # Whatever a small table's statistics say, the plan may not need a sort.
+            cur.execute("SET LOCAL enable_seqscan = off")
+            cur.execute("SET LOCAL enable_bitmapscan = off")
+            cur.execute(
+                """EXPLAIN (COSTS OFF) SELECT seq, ts, temperature FROM sensor_data
+                   WHERE device_id = 'dev-key' ORDER BY ts DESC, seq DESC LIMIT 12"""
+            )
+            plan = "\n".join(r[0] for r in cur.fetchall())
+            assert "Index Scan Backward using sensor_data_" in plan and "_pkey" in plan, plan
+            assert "Sort" not in plan, plan
+    finally:
+        conn.rollback()
+        conn.close()
