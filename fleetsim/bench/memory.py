@@ -29,6 +29,10 @@ MIB: Final = 1024 * 1024
 Roots = Mapping[str, int | Sequence[int]]
 """Stage name -> the pid (or pids) whose process trees make it."""
 
+PART_SEP: Final = "/"
+"""``<stage>/<process name>``: a part of a stage's tree, sampled beside the stage when asked for
+(:class:`MemSampler`'s ``split``); its growth is reported, the verdict is the stage's."""
+
 
 def pss_bytes(pid: int) -> int:
     """Proportional set size of one process (0 if it is gone or unreadable)."""
@@ -56,6 +60,14 @@ def children_map() -> dict[int, list[int]]:
     return kids
 
 
+def comm(pid: int) -> str:
+    """A process's name (``java``, ``python3``...), or ``?`` if it is gone."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip() or "?"
+    except OSError:
+        return "?"
+
+
 def tree(pid: int, kids: Mapping[int, list[int]]) -> list[int]:
     """``pid`` and all its descendants."""
     out, todo = [], [pid]
@@ -68,10 +80,12 @@ def tree(pid: int, kids: Mapping[int, list[int]]) -> list[int]:
 
 class MemSampler:
     """Samples each stage's PSS (the trees of its root pids) every ``every_s`` seconds in a
-    thread, from ``start()`` to ``stop()``."""
+    thread, from ``start()`` to ``stop()``. The stages in ``split`` are also sampled by process
+    name (``spark/java``, ``spark/python3``): a stage of several runtimes says which one grows."""
 
-    def __init__(self, roots: Roots, every_s: float = 10.0) -> None:
+    def __init__(self, roots: Roots, every_s: float = 10.0, split: frozenset[str] = frozenset()) -> None:
         self._roots = roots
+        self._split = split
         self.every_s = every_s
         self.samples: list[tuple[float, dict[str, int]]] = []
         self._stop = threading.Event()
@@ -79,10 +93,15 @@ class MemSampler:
 
     def sample(self) -> dict[str, int]:
         kids = children_map()
-        out = {}
+        out: dict[str, int] = {}
         for stage, pids in self._roots.items():
             tops = [pids] if isinstance(pids, int) else list(pids)
-            out[stage] = sum(pss_bytes(p) for top in tops for p in tree(top, kids))
+            by_pid = {p: pss_bytes(p) for top in tops for p in tree(top, kids)}
+            out[stage] = sum(by_pid.values())
+            if stage in self._split:
+                for p, size in by_pid.items():
+                    part = f"{stage}{PART_SEP}{comm(p)}"
+                    out[part] = out.get(part, 0) + size
         return out
 
     def _loop(self) -> None:
@@ -144,3 +163,14 @@ def growth(samples: list[tuple[float, dict[str, int]]]) -> dict[str, dict[str, A
             "bounded": None if span_s < 120 or len(half) < 3 else bool(slope * 10 <= allowed),
         }
     return out
+
+
+def growing_label(stage: str, mem: Mapping[str, Mapping[str, Any]]) -> str:
+    """``spark (java +14.2, fleetsim +1.1 MiB/min)``: a stage of :func:`growth`'s result with the
+    slopes of its parts, if it was sampled split; else just its name."""
+    parts = [
+        f"{k.split(PART_SEP, 1)[1]} {v['slope_mib_per_min']:+.1f}"
+        for k, v in sorted(mem.items())
+        if k.startswith(stage + PART_SEP)
+    ]
+    return f"{stage} ({', '.join(parts)} MiB/min)" if parts else stage

@@ -8,7 +8,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from fleetsim.bench.memory import MIB, MemSampler, growth
+from fleetsim.bench.memory import MIB, MemSampler, growing_label, growth
 
 
 def _series(
@@ -52,3 +52,33 @@ def test_sampler_sees_a_child_process_grow() -> None:
     assert len(values) >= 5
     assert values[0] < 40, values
     assert max(values) - values[0] >= 50, values
+
+
+def test_a_split_stage_says_which_of_its_processes_grows() -> None:
+    code = "import time; time.sleep(0.4); b = bytearray(64 << 20); time.sleep(1.2)"
+    proc = subprocess.Popen(["/bin/sh", "-c", f'"{sys.executable}" -c "{code}"; true'])
+    try:
+        sampler = MemSampler({"load": proc.pid}, every_s=0.2, split=frozenset({"load"})).start()
+        time.sleep(1.3)
+        samples = sampler.stop()
+    finally:
+        proc.wait(timeout=10)
+    for _, by in samples:  # the parts add up to the stage
+        assert sum(v for k, v in by.items() if k.startswith("load/")) == by["load"], by
+    verdict = growth(samples)
+    parts = {k: v["peak_mib"] - v["first_mib"] for k, v in verdict.items() if k.startswith("load/")}
+    assert parts.get("load/sh", 0) < 5, parts
+    grown = [k for k, mib in parts.items() if mib >= 50]
+    assert len(grown) == 1 and grown[0].startswith("load/python"), parts
+
+
+def test_a_growing_stage_is_named_with_its_parts_slopes() -> None:
+    mem = {
+        "spark": {"slope_mib_per_min": 16.6},
+        "spark/java": {"slope_mib_per_min": 15.04},
+        "spark/python3": {"slope_mib_per_min": -0.3},
+        "sparkle/java": {"slope_mib_per_min": 9.0},
+        "kafka": {"slope_mib_per_min": 0.1},
+    }
+    assert growing_label("spark", mem) == "spark (java +15.0, python3 -0.3 MiB/min)"
+    assert growing_label("kafka", mem) == "kafka"
