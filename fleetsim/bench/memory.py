@@ -166,7 +166,7 @@ def growth(samples: list[tuple[float, dict[str, int]]]) -> dict[str, dict[str, A
 
 
 def growing_label(stage: str, mem: Mapping[str, Mapping[str, Any]]) -> str:
-    """``spark (java +14.2, fleetsim +1.1 MiB/min)``: a stage of :func:`growth`'s result with the
+    """``spark (java +14.2, python +1.1 MiB/min)``: a stage of :func:`growth`'s result with the
     slopes of its parts, if it was sampled split; else just its name."""
     parts = [
         f"{k.split(PART_SEP, 1)[1]} {v['slope_mib_per_min']:+.1f}"

@@ -2,7 +2,7 @@
 -- "a device's readings by time", and (ts). Every reading the loader merges writes an entry into
 -- each. With the key's columns in the order (device_id, ts, seq) one index serves both of the
 -- first two jobs: the key's uniqueness (and ON CONFLICT's arbiter) is the same set of columns, and
--- every per-device lookup (the stuck/drift state's warm-up, the silence rule's predecessor, the
+-- every per-device lookup (the stuck/drift state's warm-up, the gap rule's predecessor, the
 -- experiments' per-device ranges) is device_id = ? with a ts range or ORDER BY ts DESC, seq DESC,
 -- which a backward scan of the new key now serves exactly (the old index lacked seq).
 -- Measured on this project's 2-core machine, INSERT ... SELECT ... ON CONFLICT DO NOTHING of
