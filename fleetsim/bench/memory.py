@@ -20,6 +20,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
+from fleetsim.stack import process
+
 GROWTH_LIMIT_FRACTION: Final = 0.05
 """Allowed growth per 10 minutes in the settled half, as a fraction of the stage's median PSS."""
 GROWTH_FLOOR_MIB: Final = 16.0
@@ -50,13 +52,8 @@ def children_map() -> dict[int, list[int]]:
     """``{ppid: [pid, ...]}`` of every process now."""
     kids: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        kids.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry))
+        if entry.isdigit() and (fields := process.stat_fields(entry)) is not None:
+            kids.setdefault(int(fields[1]), []).append(int(entry))
     return kids
 
 

@@ -265,13 +265,10 @@ class SparkStandalone:
     def _child_pids(self, parent: int) -> set[int]:
         """Executor JVMs the worker launched (so none outlives the cluster)."""
         kids: set[int] = set()
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                fields = (entry / "stat").read_text(errors="replace").rsplit(")", 1)[1].split()
-                if int(fields[1]) == parent:
-                    kids.add(int(entry.name))
+        for entry in os.listdir("/proc"):
+            fields = process.stat_fields(entry) if entry.isdigit() else None
+            if fields is not None and int(fields[1]) == parent:
+                kids.add(int(entry))
         return kids
 
     def stop(self, timeout_s: float = 30.0) -> None:
