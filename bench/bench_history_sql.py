@@ -3,12 +3,13 @@ sensor_data path, side by side in one run.
 
 Two fleet shapes, 5,000-reading batches each: 10,000 devices sending one reading per batch (a
 large fleet at 5,000 msg/s), and 100 devices sending 50 each (a small, fast one). For each shape
-and each variant (``PgSink(running_state=True)``, the default; ``running_state=False``, every
-device judged from ``sensor_data``, the previous code) the tables are emptied, warm-up batches give
+and each variant (``PgSink(running_state=True)``, the micro-batch sinks' default;
+``running_state=False``, every device judged from ``sensor_data``; ``state_in_memory=True``, the
+real-time loader's default, :mod:`.rule_memory`) the tables are emptied, warm-up batches give
 every device its history, then the measured batches are merged one after another through
 ``PgSink.write_raw`` as the streaming job calls it. Per batch: wall time of the whole merge, of the
-stuck/drift statements alone, and the PostgreSQL backend's CPU from /proc. The variants alternate
-order run to run; medians over runs, ratios are medians of per-run ratios.
+stuck/drift statements alone, the PostgreSQL backend's CPU from /proc and the writer's own CPU.
+The variants alternate order run to run; medians over runs, ratios are medians of per-run ratios.
 
 Run: ``fleetsim bench history_sql`` or ``python bench/bench_history_sql.py [--quick]``
 (starts its own PostgreSQL). docs/streaming.md, "History rules".
@@ -25,7 +26,7 @@ from typing import Any
 
 from fleetsim.bench.cpu_profile import cpu_seconds
 from fleetsim.bench.engines import pg_rows, run_standalone
-from fleetsim.cloud.streaming import rule_state
+from fleetsim.cloud.streaming import rule_memory, rule_state
 from fleetsim.cloud.streaming.pgsink import PgSink, RawBatch
 from fleetsim.kernel.config import FleetsimConfig
 
@@ -34,7 +35,10 @@ TIMEOUT_S = 1200
 ROWS = 5_000
 SHAPES = {"10k devices x 1": (10_000, 1), "100 devices x 50": (100, 50)}
 """Batch shape: devices in the fleet, readings per device per batch (5,000 readings a batch)."""
-VARIANTS = {"running state": True, "sensor_data path": False}
+VARIANTS = {"running state": (True, False), "sensor_data path": (False, False), "memory": (True, True)}
+"""Variant -> (``running_state``, ``state_in_memory``): the running state in ``device_rule_state``
+(the micro-batch sinks' default), judging every device from ``sensor_data``, and the running state
+in the writer's memory (:mod:`.rule_memory`, the real-time loader's default)."""
 
 
 def _time_rules(sink: PgSink, rule_ids: set[int], rule_ms: list[float]) -> None:
@@ -79,16 +83,21 @@ def _history(cfg: FleetsimConfig) -> int:
 
 
 def _measure(
-    cfg: FleetsimConfig, devices: int, per_device: int, running_state: bool, batches: int
+    cfg: FleetsimConfig, devices: int, per_device: int, variant: tuple[bool, bool], batches: int
 ) -> dict[str, float]:
     pg_rows(
         cfg,
         "TRUNCATE sensor_data, device_latest, sensor_alerts, incident_events, incidents, pipeline_metrics",
     )
-    sink = PgSink(cfg, "raw", running_state=running_state)
+    sink = PgSink(cfg, "raw", running_state=variant[0], state_in_memory=variant[1])
     rule_ms: list[float] = []
-    rule_ids = {id(sink._stuck_drift), id(sink._fast_alerts), id(rule_state.FAST_SQL)}
-    _time_rules(sink, rule_ids | {id(rule_state.STATE_UPSERT_SQL)}, rule_ms)
+    rule_ids = {
+        id(sink._stuck_drift),
+        id(sink._fast_alerts),
+        id(rule_state.FAST_SQL),
+        id(sink._memory_alerts),
+    }
+    _time_rules(sink, rule_ids | {id(rule_state.STATE_UPSERT_SQL), id(rule_memory.REBUILD_SQL)}, rule_ms)
     # Every device gets lookback + 2 readings of history before the measured batches.
     per_round = ROWS // per_device
     warm = -(-devices * _history(cfg) // (per_round * per_device))
@@ -103,14 +112,16 @@ def _measure(
         sink.ensure_partitions([day, day + timedelta(days=1), day + timedelta(days=2)])
         for k in range(warm):
             sink.write_raw(_batch(devices, per_device, k, t0), k)
-        wall, cpu, rules, state = [], [], [], 0
+        wall, cpu, client, rules, state = [], [], [], [], 0
         for k in range(warm, warm + batches):
             b = _batch(devices, per_device, k, t0)
             rule_ms.clear()
-            c0, w0 = cpu_seconds([pid]), time.perf_counter()
+            c0, p0, w0 = cpu_seconds([pid]), time.process_time(), time.perf_counter()
             res = sink.write_raw(b, k)
             wall.append((time.perf_counter() - w0) * 1000)
             cpu.append((cpu_seconds([pid]) - c0) * 1000)
+            # The writer's own CPU: the memory variant moves work from the backend to here.
+            client.append((time.process_time() - p0) * 1000)
             rules.append(sum(rule_ms))
             state += res.state_devices
     finally:
@@ -120,8 +131,13 @@ def _measure(
         "merge_ms": med(wall),
         "rules_ms": med(rules),
         "backend_cpu_ms": med(cpu),
+        "client_cpu_ms": med(client),
         "state_share": state / (batches * per_round),
     }
+
+
+def _get(m: dict[str, float], key: str) -> float:
+    return m["backend_cpu_ms"] + m["client_cpu_ms"] if key == "cpu_ms" else m[key]
 
 
 def run(cfg: FleetsimConfig, quick: bool) -> dict[str, Any]:
@@ -133,8 +149,8 @@ def run(cfg: FleetsimConfig, quick: bool) -> dict[str, Any]:
             order = list(VARIANTS.items())
             if r % 2:
                 order.reverse()
-            for variant, running_state in order:
-                m = _measure(cfg, devices, per_device, running_state, batches)
+            for variant, flags in order:
+                m = _measure(cfg, devices, per_device, flags, batches)
                 by.setdefault((shape, variant), []).append(m)
                 print(f"run {r + 1}/{runs} {shape}, {variant}: {m}", file=sys.stderr, flush=True)
     med = statistics.median
@@ -166,16 +182,44 @@ def run(cfg: FleetsimConfig, quick: bool) -> dict[str, Any]:
                 "runs": [round(m["backend_cpu_ms"] * 1000 / ROWS, 1) for m in new],
             }
         )
-    share = {s: round(med(m["state_share"] for m in by[(s, "running state")]), 3) for s in SHAPES}
+    for shape in SHAPES:
+        mem, table = by[(shape, "memory")], by[(shape, "running state")]
+        for key, what in (
+            ("merge_ms", "whole merge (wall)"),
+            ("backend_cpu_ms", "PostgreSQL backend CPU"),
+            ("client_cpu_ms", "writer's own CPU"),
+            ("cpu_ms", "CPU, backend + writer"),
+        ):
+            figures.append(
+                {
+                    "name": f"{shape}: {what}, running state in the loader's memory",
+                    "value": round(med(_get(m, key) for m in mem) * 1000 / ROWS, 1),
+                    "unit": "µs/reading",
+                    "baseline_name": "running state in device_rule_state",
+                    "baseline": round(med(_get(m, key) for m in table) * 1000 / ROWS, 1),
+                    "ratio": round(
+                        med(_get(a, key) / _get(b, key) for a, b in zip(mem, table, strict=True)), 2
+                    ),
+                    "runs": [round(_get(m, key) * 1000 / ROWS, 1) for m in mem],
+                }
+            )
+    share = {
+        f"{s}, {v}": round(med(m["state_share"] for m in by[(s, v)]), 3)
+        for s in SHAPES
+        for v in ("running state", "memory")
+    }
     return {
-        "title": "Raw merge in PostgreSQL: stuck/drift from the running state vs from sensor_data",
+        "title": "Raw merge in PostgreSQL: stuck/drift from the running state (in a table, in the loader's "
+        "memory) vs from sensor_data",
         "method": (
             f"PgSink.write_raw on {ROWS:,}-reading batches, two fleet shapes ({', '.join(SHAPES)} "
             "readings per batch); per variant the tables are emptied and warm-up batches give every "
             f"device {history} readings of history, then {batches} batches are measured one after "
             "another: wall of the merge, wall of the stuck/drift statements (running state: its three "
             "statements plus the sensor_data path for devices it cannot judge; baseline: the "
-            "sensor_data statement), backend CPU from /proc. Variants alternate order per run; medians of "
+            "sensor_data statement; memory: the alert insert of its onsets and the re-read of the devices it "
+            "could not judge), backend CPU from /proc, the writer's process CPU. Variants alternate order "
+            "per run; medians of "
             f"{runs} run(s) of per-batch medians; ratios are medians of per-run ratios."
         ),
         "figures": figures,
@@ -183,6 +227,8 @@ def run(cfg: FleetsimConfig, quick: bool) -> dict[str, Any]:
         "notes": [
             "state_share: fraction of the measured device-batches the running state judged (the rest, "
             "and every device before it has 12 readings, took the sensor_data path).",
+            "The memory variant's writer CPU includes parsing the batch's lines and judging in Python; "
+            "the other variants' writer CPU is psycopg2 sending the COPY and statements.",
             "jit is off in the writer session for both variants (PostgreSQL compiled the running "
             "state's statement on every batch otherwise).",
         ],

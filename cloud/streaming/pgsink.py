@@ -17,7 +17,7 @@ from typing import Any, Final
 
 from psycopg2 import errors, sql
 
-from fleetsim.cloud.streaming import history_sql, lateness, rule_state
+from fleetsim.cloud.streaming import history_sql, lateness, rule_memory, rule_state
 from fleetsim.cloud.streaming.parse import READING_COLUMNS
 from fleetsim.cloud.streaming.prepared import PreparedStatements, size_class
 from fleetsim.cloud.streaming.rules import ALERT_COLUMNS, STAGE_ALERT_COLUMNS
@@ -65,7 +65,7 @@ CREATE TEMP TABLE IF NOT EXISTS stage_deadletter (
 ) ON COMMIT DELETE ROWS;
 """
 
-SESSION_STAGE_DDL: Final = _STAGE_DDL + rule_state.STAGE_DDL
+SESSION_STAGE_DDL: Final = _STAGE_DDL + rule_state.STAGE_DDL + rule_memory.STAGE_DDL
 """Every temp table a writer session's merges use (stage tables and the running state's), created
 once per connection; whoever runs :data:`INSERT_RAW` by hand needs all of them."""
 
@@ -232,9 +232,13 @@ class PgSink:
         application_name: str | None = None,
         *,
         running_state: bool | None = None,
+        state_in_memory: bool = False,
     ) -> None:
         """``running_state`` (default ``alerts.history_state``): ``False`` judges stuck/drift of
-        every device from ``sensor_data`` (the path :mod:`.rule_state` replaces where it can)."""
+        every device from ``sensor_data`` (the path :mod:`.rule_state` replaces where it can).
+        ``state_in_memory``: the running state lives in this object (:mod:`.rule_memory`) instead
+        of ``device_rule_state``; only for a writer that alone writes its devices' readings (a
+        loader owning its partitions), which calls :meth:`forget_state` when they move."""
         self.cfg = cfg
         self.query_name = query_name
         self.application_name = application_name or f"fleetsim-stream-{query_name}"
@@ -251,6 +255,18 @@ class PgSink:
         }
         self._incident_params = {"quiet_s": float(cfg.alerts.incident_quiet_s)}
         self._fleet_clock_params = history_sql.fleet_clock_params(cfg.spark.max_clock_skew_s, cfg.alerts)
+        self._memory = (
+            rule_memory.MemoryState(rule_memory.Rules.from_params(self._history_params))
+            if self._running_state and state_in_memory
+            else None
+        )
+        self._memory_alerts = sql.SQL(rule_memory.ONSETS_CTE) + history_sql.onset_alerts_insert()
+
+    def forget_state(self) -> None:
+        """Drop the in-memory running state (``state_in_memory``): every device's next reading is
+        judged from ``sensor_data`` and its memory re-read from there."""
+        if self._memory is not None:
+            self._memory.clear()
 
     # ------------------------------------------------------------------ connection
     def conn(self) -> Any:
@@ -276,6 +292,8 @@ class PgSink:
     def _fail(self, what: str, exc: Exception) -> SinkError:
         # Drop the connection: the next attempt (Spark retries the batch) starts clean.
         conn, self._conn = self._conn, None
+        # A failed merge (or a commit whose outcome is unknown) may leave memory unlike the table.
+        self.forget_state()
         if conn is not None and not conn.closed:
             try:
                 conn.rollback()
@@ -334,7 +352,10 @@ class PgSink:
         def run(cur: Any, query: Any, params: dict[str, Any] | None = None) -> None:
             self._prepared.run(cur, query, params, size)
 
+        memory, plan, rebuilt = self._memory, None, []
         try:
+            if memory is not None and batch.readings:
+                plan = memory.plan(rule_memory.parse_lines(batch.readings, RAW_COPY_COLUMNS))
             with conn.cursor() as cur:
                 self._copy(cur, "stage_raw", RAW_COPY_COLUMNS, batch.readings)
                 self._copy(cur, "stage_alerts", STAGE_ALERT_COLUMNS, batch.alerts)
@@ -347,14 +368,26 @@ class PgSink:
                     run(cur, UPSERT_LATEST)
                     run(cur, history_sql.FLEET_CLOCK_SQL, self._fleet_clock_params)
                     alerts += cur.rowcount
-                    if self._running_state:
+                    if plan is not None:
+                        self._copy(cur, "stage_rule_fast", ("device_id",), plan.fast_csv())
+                        state_devices = len(plan.fast)
+                        if plan.onsets:
+                            self._copy(cur, "stage_rule_onsets", rule_memory.ONSET_COLUMNS, plan.onsets_csv())
+                            run(cur, self._memory_alerts, p)
+                            alerts += cur.rowcount
+                    elif self._running_state:
                         run(cur, rule_state.FAST_SQL, p)
                         state_devices = cur.rowcount
                         run(cur, self._fast_alerts, p)
                         alerts += cur.rowcount
                     run(cur, self._stuck_drift, p)
                     alerts += cur.rowcount
-                    run(cur, rule_state.STATE_UPSERT_SQL if self._running_state else rule_state.FORGET_SQL, p)
+                    if plan is not None:
+                        run(cur, rule_memory.REBUILD_SQL, p)
+                        rebuilt = cur.fetchall()
+                    # In memory mode the table's state of these devices would go stale: dropped.
+                    keep_table = self._running_state and memory is None
+                    run(cur, rule_state.STATE_UPSERT_SQL if keep_table else rule_state.FORGET_SQL, p)
                     run(cur, CROSS_DEVICE_LOCK)
                     run(cur, history_sql.OFFLINE_SQL, p)
                     alerts += cur.rowcount
@@ -388,6 +421,8 @@ class PgSink:
             conn.commit()
         except Exception as exc:
             raise self._fail(f"raw batch {batch_id}", exc) from exc
+        if plan is not None and memory is not None:
+            memory.apply(plan, rebuilt)
         return RawResult(inserted, alerts, rejects, lat[0], lat[1], lat[2], write_ms, events, state_devices)
 
     def write_agg(self, data: bytes, batch_id: int) -> int:

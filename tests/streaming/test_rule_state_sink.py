@@ -107,18 +107,31 @@ def _batches(seed: int) -> list[list[str]]:
 
 
 def _run(
-    cfg: FleetsimConfig, batches: list[list[str]], running_state: Callable[[int], bool]
-) -> tuple[set[tuple[Any, ...]], int]:
-    """Every batch through the raw sink (``running_state(batch index)`` chooses the path); the
-    stuck/drift alerts stored, and how many device-batches the running state judged."""
-    sinks = {on: PgSink(cfg, "raw", running_state=on) for on in (True, False)}
+    cfg: FleetsimConfig, batches: list[list[str]], path: Callable[[int], str]
+) -> tuple[set[tuple[Any, ...]], dict[str, int]]:
+    """Every batch through the raw sink, ``path(batch index)`` choosing how stuck/drift is judged:
+    ``table`` (running state in ``device_rule_state``), ``memory`` (in the sink, as a loader
+    keeps it) or ``off`` (from ``sensor_data``); the stuck/drift alerts stored, and how many
+    device-batches each path's running state judged."""
+    sinks = {
+        "table": PgSink(cfg, "raw", running_state=True),
+        "memory": PgSink(cfg, "raw", running_state=True, state_in_memory=True),
+        "off": PgSink(cfg, "raw", running_state=False),
+    }
     days = (T0.date(), (T0 + timedelta(days=2)).date())
-    judged = 0
+    judged = dict.fromkeys(sinks, 0)
+    last = ""
     try:
         for b, lines in enumerate(batches):
             if lines:
-                res = sinks[running_state(b)].write_raw(RawBatch("".join(lines).encode(), b"", b"", days), b)
-                judged += res.state_devices
+                now = path(b)
+                if now != last:
+                    # Another writer wrote these devices meanwhile: as when a loader's partitions
+                    # move, its memory is no longer the stored history.
+                    sinks["memory"].forget_state()
+                    last = now
+                res = sinks[now].write_raw(RawBatch("".join(lines).encode(), b"", b"", days), b)
+                judged[now] += res.state_devices
     finally:
         for sink in sinks.values():
             sink.close()
@@ -132,22 +145,22 @@ def _run(
 
 def test_running_state_gives_the_same_alerts_as_the_sensor_data_path(sink_cfg: FleetsimConfig) -> None:
     batches = _batches(seed=18)
-    baseline, judged_base = _run(sink_cfg, batches, lambda b: False)
-    assert judged_base == 0
+    baseline, judged_base = _run(sink_cfg, batches, lambda b: "off")
+    assert sum(judged_base.values()) == 0
     assert _admin(sink_cfg, "SELECT count(*) FROM device_rule_state")[0][0] == 0
 
     # Emptying sensor_data empties the state derived from it (the migration's trigger).
     _admin(sink_cfg, "TRUNCATE incident_events, incidents, sensor_data, device_latest, sensor_alerts")
     # On, off for a stretch (the state of the devices it touches is dropped, not left stale), on.
     third = len(batches) // 3
-    state, judged = _run(sink_cfg, batches, lambda b: not third <= b < 2 * third)
+    state, judged = _run(sink_cfg, batches, lambda b: "off" if third <= b < 2 * third else "table")
 
     kinds = {(a[1], a[2]) for a in baseline}
     assert {("stuck", "temperature"), ("stuck", "humidity"), ("drift", "temperature")} <= kinds, kinds
     assert len(baseline) >= 30
     # Most device-batches took the fast path, so the comparison is about it.
     readings = sum(len(b) for b in batches)
-    assert judged > readings // 6, (judged, readings)
+    assert judged["table"] > readings // 6, (judged, readings)
     assert state == baseline, (sorted(state - baseline)[:5], sorted(baseline - state)[:5])
 
     # The state is each device's newest LOOKBACK readings, oldest first.
@@ -166,3 +179,24 @@ def test_running_state_gives_the_same_alerts_as_the_sensor_data_path(sink_cfg: F
     )
     assert mismatched == []
     assert _admin(sink_cfg, "SELECT count(*) FROM device_rule_state")[0][0] == DEVICES
+
+
+def test_running_state_in_memory_gives_the_same_alerts(sink_cfg: FleetsimConfig) -> None:
+    """The loader's in-memory running state (``rule_memory``): the same alerts, to the message,
+    as the sensor_data path, over the same stream, with the memory dropped twice on the way (the
+    loader's partitions moved, or a merge failed) and a stretch written by another writer; the
+    table's state is not left behind for another kind of writer to trust."""
+    batches = _batches(seed=18)
+    baseline, _ = _run(sink_cfg, batches, lambda b: "off")
+    _admin(sink_cfg, "TRUNCATE incident_events, incidents, sensor_data, device_latest, sensor_alerts")
+    n = len(batches)
+    memory, judged = _run(
+        sink_cfg,
+        batches,
+        lambda b: "table" if n // 3 <= b < n // 2 else "off" if b == 2 * n // 3 else "memory",
+    )
+    readings = sum(len(b) for b in batches)
+    assert judged["memory"] > readings // 6, (judged, readings)
+    assert memory == baseline, (sorted(memory - baseline)[:5], sorted(baseline - memory)[:5])
+    # The devices the memory sink wrote last have no table state left to go stale.
+    assert _admin(sink_cfg, "SELECT count(*) FROM device_rule_state")[0][0] == 0

@@ -1,0 +1,108 @@
+"""The loader's in-memory stuck/drift state (``rule_memory``), pure logic: parsing, which devices
+memory may judge, onsets, and letting go of silent devices. Equality with the SQL paths, alert for
+alert, is tested on real PostgreSQL in tests/streaming/test_rule_state_sink.py."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from fleetsim.cloud.streaming import rule_memory as rm
+from fleetsim.cloud.streaming.history_sql import history_params
+from fleetsim.cloud.streaming.pgsink import RAW_COPY_COLUMNS
+from fleetsim.kernel.config import AlertsConfig
+
+T0 = datetime(2026, 12, 6, tzinfo=UTC)
+RULES = rm.Rules.from_params(history_params(AlertsConfig()))
+
+
+def _line(dev: str, i: int, t: float, h: float | None = 50.0, fault: str = "", day: int = 0) -> str:
+    ts = (T0 + timedelta(days=day, minutes=i)).isoformat()
+    hum = "" if h is None else h
+    return f"{dev},{i},{ts},{t},{hum},600,1013,80,,,OK,{fault},0,{i},{ts},{ts}\n"
+
+
+def _plan(state: rm.MemoryState, lines: list[str]) -> rm.Plan:
+    return state.plan(rm.parse_lines("".join(lines).encode(), RAW_COPY_COLUMNS))
+
+
+def _rebuilt(
+    dev: str, n: int, t: float, day: int = 0
+) -> list[tuple[str, datetime, int, float, float, float, float]]:
+    """REBUILD_SQL rows (newest first) of ``n`` readings at temperature ``t``."""
+    return [
+        (dev, T0 + timedelta(days=day, minutes=i), i, t + i * 0.01, 50.0, 600.0, 1013.0) for i in range(n)
+    ][::-1]
+
+
+def test_parse_reads_quoted_lines_like_plain_ones() -> None:
+    plain = rm.parse_lines(_line("d1", 3, 21.5, None).encode(), RAW_COPY_COLUMNS)
+    quoted = rm.parse_lines(_line("d1", 3, 21.5, None, fault='"a, ""b"""').encode(), RAW_COPY_COLUMNS)
+    assert plain[0].seq == quoted[0].seq == 3
+    assert plain[0].ts == quoted[0].ts == rm.micros(T0 + timedelta(minutes=3))
+    assert plain[0].values[0] == 21.5
+    assert plain[0].values[1] != plain[0].values[1]  # NULL humidity is NaN in memory
+    assert quoted[0].fault == 'a, "b"'
+
+
+def test_memory_judges_only_devices_whose_history_it_holds_whole() -> None:
+    state = rm.MemoryState(RULES)
+    state.apply(
+        rm.Plan(), _rebuilt("full", RULES.lookback, 20.0) + _rebuilt("short", RULES.lookback - 1, 20.0)
+    )
+    plan = _plan(
+        state,
+        [
+            _line("full", RULES.lookback, 20.5),
+            _line("short", RULES.lookback - 1, 20.5),  # fewer than lookback remembered
+            _line("unknown", 5, 20.5),  # never seen
+        ],
+    )
+    assert plan.fast == ["full"]
+    # A reading not newer than the newest remembered (out of order, or a replay): sensor_data path.
+    assert _plan(state, [_line("full", RULES.lookback, 20.5), _line("full", 3, 20.0)]).fast == []
+    # History older than the look-back span before the batch: sensor_data path.
+    assert _plan(state, [_line("full", RULES.lookback, 20.5, day=2)]).fast == []
+    assert state.devices["full"].ts[-1] == rm.micros(
+        T0 + timedelta(minutes=RULES.lookback - 1)
+    )  # not applied
+
+
+def test_stuck_onset_fires_once_at_the_reading_that_completes_the_run() -> None:
+    state = rm.MemoryState(RULES)
+    state.apply(rm.Plan(), _rebuilt("d", RULES.lookback, 20.0))
+    n = RULES.lookback
+    onsets: list[int] = []
+    for i in range(n, n + RULES.stuck_n + 3):
+        plan = _plan(state, [_line("d", i, 25.0)])
+        assert plan.fast == ["d"]
+        onsets += [int(row[1]) for row in plan.onsets]
+        state.apply(plan, [])
+    # The sixth identical temperature completes the run; later ones continue it, no new onset.
+    assert onsets == [n + RULES.stuck_n - 1]
+    assert state.devices["d"].runs is not None and state.devices["d"].runs[0] == RULES.stuck_n
+
+
+def test_drift_onset_carries_the_means_it_was_judged_on() -> None:
+    state = rm.MemoryState(RULES)
+    state.apply(rm.Plan(), _rebuilt("d", RULES.lookback, 20.0))
+    n, half = RULES.lookback, RULES.drift_n // 2
+    rows: list[list[str]] = []
+    for i in range(n, n + half):
+        plan = _plan(state, [_line("d", i, 20.0 + 3 * (i - n + 1))])
+        rows += plan.onsets
+        state.apply(plan, [])
+    col = rm.ONSET_COLUMNS.index
+    assert rows, "a 3 °C-a-reading ramp must drift"
+    first = rows[0]
+    assert first[col("temperature_drift")] == "t" and first[col("temperature_drift_prev")] == "f"
+    moved = float(first[col("temperature_dnew")]) - float(first[col("temperature_dold")])
+    assert moved > RULES.thresholds[0]
+
+
+def test_silent_devices_are_let_go_after_the_span() -> None:
+    state = rm.MemoryState(RULES)
+    state.apply(rm.Plan(), _rebuilt("old", RULES.lookback, 20.0))
+    state.apply(rm.Plan(), _rebuilt("new", RULES.lookback, 20.0, day=3))
+    assert set(state.devices) == {"new"}
+    state.clear()
+    assert state.devices == {}
