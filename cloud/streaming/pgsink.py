@@ -370,6 +370,7 @@ class PgSink:
                     alerts += cur.rowcount
                     if plan is not None:
                         self._copy(cur, "stage_rule_fast", ("device_id",), plan.fast_csv())
+                        self._copy(cur, "stage_rule_known", ("device_id",), plan.known_csv())
                         state_devices = len(plan.fast)
                         if plan.onsets:
                             self._copy(cur, "stage_rule_onsets", rule_memory.ONSET_COLUMNS, plan.onsets_csv())

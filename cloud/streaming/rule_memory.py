@@ -66,8 +66,11 @@ STAGE_DDL: Final = (
     "CREATE TEMP TABLE IF NOT EXISTS stage_rule_onsets ("
     + ", ".join(f"{c} {_sql_type(c)}" for c in ONSET_COLUMNS)
     + ") ON COMMIT DELETE ROWS;\n"
+    "CREATE TEMP TABLE IF NOT EXISTS stage_rule_known (device_id text) ON COMMIT DELETE ROWS;\n"
 )
-"""The onsets memory found, for the shared alert insert."""
+"""``stage_rule_onsets``: the onsets memory found, for the shared alert insert.
+``stage_rule_known``: devices the ``sensor_data`` path judges but whose memory stays exact
+without a re-read (every reading of the batch newer than the newest remembered)."""
 
 ONSETS_CTE: Final = f"WITH f AS (SELECT {', '.join(ONSET_COLUMNS)} FROM stage_rule_onsets)"  # noqa: S608
 
@@ -75,14 +78,18 @@ _COLS = ", ".join(f"s.{m}" for m in MEASUREMENTS)
 REBUILD_SQL: Final = f"""
 SELECT b.device_id, h.ts, h.seq, {", ".join(f"h.{m}" for m in MEASUREMENTS)}
 FROM (SELECT DISTINCT device_id FROM stage_new_raw
-      WHERE device_id NOT IN (SELECT device_id FROM stage_rule_fast)) b
+      WHERE device_id NOT IN (SELECT device_id FROM stage_rule_fast)
+        AND device_id NOT IN (SELECT device_id FROM stage_rule_known)) b
 CROSS JOIN LATERAL (
   SELECT s.ts, s.seq, {_COLS} FROM sensor_data s
   WHERE s.device_id = b.device_id ORDER BY s.ts DESC, s.seq DESC LIMIT %(lookback)s
 ) h
 """  # noqa: S608 (identifiers are module constants, values are bound parameters)
-"""The newest ``lookback`` stored readings of every device the batch added readings to and memory
-did not judge (newest first): their memory after this merge."""
+"""The newest ``lookback`` stored readings of every device the batch added readings to whose memory
+it cannot simply extend (not remembered, or a reading not newer than the newest remembered),
+newest first: their memory after this merge. Re-reading every device the fast path could not
+judge (one with fewer than ``lookback`` readings, every reading of a new fleet's first minutes)
+sent up to twelve rows a reading back to Python: slower than the table it replaces."""
 
 _STUCK_IDX: Final = tuple(MEASUREMENTS.index(m) for m in STUCK_MEASUREMENTS)
 _DRIFT_IDX: Final = tuple(MEASUREMENTS.index(m) for m in DRIFT_MEASUREMENTS)
@@ -154,13 +161,18 @@ class Plan:
 
     fast: list[str] = field(default_factory=list)
     """Devices judged here (every other device of the batch goes the ``sensor_data`` path)."""
+    known: list[str] = field(default_factory=list)
+    """Devices left to the ``sensor_data`` path whose memory is extended without a re-read."""
     onsets: list[list[str]] = field(default_factory=list)
     """Rows of :data:`ONSET_COLUMNS` as COPY CSV fields."""
     updates: dict[str, Device] = field(default_factory=dict)
     """Each judged device's memory once the merge commits."""
 
     def fast_csv(self) -> bytes:
-        return "".join(f'"{d.replace(chr(34), chr(34) * 2)}"\n' for d in self.fast).encode()
+        return _ids_csv(self.fast)
+
+    def known_csv(self) -> bytes:
+        return _ids_csv(self.known)
 
     def onsets_csv(self) -> bytes:
         buf = io.StringIO()
@@ -213,10 +225,10 @@ class MemoryState:
         plan = Plan()
         for dev, rows in by_dev.items():
             mem = self.devices.get(dev)
-            if mem is None or len(mem.ts) < lookback:
+            if mem is None:
                 continue
             first = min(x.ts for x in rows)
-            if first <= mem.ts[-1] or mem.ts[0] < first - SPAN_US:
+            if first <= mem.ts[-1]:
                 continue
             new = rows
             if len(rows) > 1:
@@ -224,8 +236,14 @@ class MemoryState:
                 for x in rows:
                     fresh.setdefault((x.ts, x.seq), x)  # a duplicate: the first line is the one stored
                 new = [fresh[k] for k in sorted(fresh)]
-            plan.fast.append(dev)
-            plan.updates[dev] = self._judge(dev, mem, new, plan.onsets)
+            if len(mem.ts) >= lookback and mem.ts[0] >= first - SPAN_US:
+                plan.fast.append(dev)
+                plan.updates[dev] = self._judge(dev, mem, new, plan.onsets)
+            else:
+                # Too little history (or too old) to judge here, but memory plus these readings is
+                # still the stored history: extended, not re-read.
+                plan.known.append(dev)
+                plan.updates[dev] = _extend(mem, new, lookback)
         return plan
 
     def _judge(self, dev: str, mem: Device, new: list[Line], onsets: list[list[str]]) -> Device:
@@ -329,6 +347,20 @@ class MemoryState:
             self._newest_seen = newest
             cut = newest - SPAN_US
             self.devices = {d: m for d, m in self.devices.items() if m.ts[-1] >= cut}
+
+
+def _ids_csv(ids: Iterable[str]) -> bytes:
+    return "".join(f'"{d.replace(chr(34), chr(34) * 2)}"\n' for d in ids).encode()
+
+
+def _extend(mem: Device, new: list[Line], lookback: int) -> Device:
+    """``mem`` with ``new`` (newer, deduplicated, in order) appended, cut to ``lookback``."""
+    ts = [*mem.ts, *(x.ts for x in new)][-lookback:]
+    cols = []
+    for i, old in enumerate(mem.cols):
+        c = old + array("d", [x.values[i] for x in new])
+        cols.append(c[len(c) - len(ts) :])
+    return Device(ts, tuple(cols))
 
 
 def _run(v: array[float], p: int, cap: int) -> int:

@@ -366,9 +366,10 @@ class AlertsConfig(_Section):
     drift_threshold_pressure: float = Field(8.0, gt=0)
     """The same for pressure, in hPa (weather fronts move it ~1 hPa an hour)."""
     history_state: bool = True
-    """Judge stuck/drift from each device's running state (``device_rule_state``) where it is
-    exactly the stored history; ``false``: always re-read ``sensor_data`` (same alerts, ~2x the
-    merge's cost with many devices; docs/streaming.md, "History rules")."""
+    """Judge stuck/drift from each device's running state where it is exactly the stored history:
+    kept in the real-time loader's memory, or in ``device_rule_state`` by the micro-batch sinks;
+    ``false``: always re-read ``sensor_data`` (same alerts, ~2x the merge's cost with many
+    devices; docs/streaming.md, "History rules")."""
     offline_after_s: float = Field(60.0, gt=0)
     """A device with no reading for this long (event time) raises an ``offline`` alert, and
     shows offline on the dashboard; the floor under ``offline_intervals``."""

@@ -58,10 +58,15 @@ def test_memory_judges_only_devices_whose_history_it_holds_whole() -> None:
         ],
     )
     assert plan.fast == ["full"]
+    # Too short to judge here, but remembered whole: extended with the new reading, not re-read.
+    assert plan.known == ["short"]
+    assert len(plan.updates["short"].ts) == RULES.lookback
     # A reading not newer than the newest remembered (out of order, or a replay): sensor_data path.
-    assert _plan(state, [_line("full", RULES.lookback, 20.5), _line("full", 3, 20.0)]).fast == []
+    replay = _plan(state, [_line("full", RULES.lookback, 20.5), _line("full", 3, 20.0)])
+    assert replay.fast == [] and replay.known == []
     # History older than the look-back span before the batch: sensor_data path.
-    assert _plan(state, [_line("full", RULES.lookback, 20.5, day=2)]).fast == []
+    late = _plan(state, [_line("full", RULES.lookback, 20.5, day=2)])
+    assert late.fast == [] and late.known == ["full"]
     assert state.devices["full"].ts[-1] == rm.micros(
         T0 + timedelta(minutes=RULES.lookback - 1)
     )  # not applied
