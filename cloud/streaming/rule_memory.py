@@ -13,8 +13,9 @@ the message (tests/streaming/test_rule_state_sink.py runs all three paths over o
 device is judged here only when its memory holds ``lookback`` readings, every reading of it in
 the batch (duplicates included) is newer than the newest remembered, and the oldest remembered
 is within :data:`.history_sql.LOOKBACK_SPAN` of the batch's first. Every other device goes the
-``sensor_data`` path in the same transaction, and its memory is re-read from ``sensor_data``
-afterwards (:data:`REBUILD_SQL`).
+``sensor_data`` path in the same transaction; its memory is extended with the batch's readings
+when they are all newer than the newest remembered, else re-read from ``sensor_data`` afterwards
+(:data:`REBUILD_SQL`).
 
 Memory must equal the stored history, so it changes only after the transaction commits
 (:meth:`MemoryState.apply`), is dropped whole when a merge fails or the loader's partitions move
