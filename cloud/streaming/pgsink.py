@@ -366,6 +366,8 @@ class PgSink:
                     run(cur, INSERT_RAW, {"watermark": self.cfg.spark.watermark})
                     inserted = cur.rowcount
                     run(cur, UPSERT_LATEST)
+                    if plan is not None and plan.prev:
+                        self._copy(cur, "stage_rule_prev", ("device_id", "prev_us"), plan.prev_csv())
                     run(cur, history_sql.FLEET_CLOCK_SQL, self._fleet_clock_params)
                     alerts += cur.rowcount
                     if plan is not None:

@@ -68,10 +68,15 @@ STAGE_DDL: Final = (
     + ", ".join(f"{c} {_sql_type(c)}" for c in ONSET_COLUMNS)
     + ") ON COMMIT DELETE ROWS;\n"
     "CREATE TEMP TABLE IF NOT EXISTS stage_rule_known (device_id text) ON COMMIT DELETE ROWS;\n"
+    "CREATE TEMP TABLE IF NOT EXISTS stage_rule_prev (device_id text, prev_us bigint)"
+    " ON COMMIT DELETE ROWS;\n"
 )
 """``stage_rule_onsets``: the onsets memory found, for the shared alert insert.
 ``stage_rule_known``: devices the ``sensor_data`` path judges but whose memory stays exact
-without a re-read (every reading of the batch newer than the newest remembered)."""
+without a re-read (every reading of the batch newer than the newest remembered).
+``stage_rule_prev``: per remembered device, its newest stored reading's ``ts`` (microseconds since
+the epoch), the predecessor the gap rule (:data:`.history_sql.FLEET_CLOCK_SQL`) would otherwise
+probe ``sensor_data`` for; empty for every writer without memory."""
 
 ONSETS_CTE: Final = f"WITH f AS (SELECT {', '.join(ONSET_COLUMNS)} FROM stage_rule_onsets)"  # noqa: S608
 
@@ -168,12 +173,19 @@ class Plan:
     """Rows of :data:`ONSET_COLUMNS` as COPY CSV fields."""
     updates: dict[str, Device] = field(default_factory=dict)
     """Each judged device's memory once the merge commits."""
+    prev: list[tuple[str, int]] = field(default_factory=list)
+    """(device, newest stored ``ts`` in microseconds) for each device of :attr:`fast` and
+    :attr:`known` whose newest stored reading is within the look-back span of the batch's first:
+    the predecessor of the device's first reading in the batch (all of them are newer)."""
 
     def fast_csv(self) -> bytes:
         return _ids_csv(self.fast)
 
     def known_csv(self) -> bytes:
         return _ids_csv(self.known)
+
+    def prev_csv(self) -> bytes:
+        return "".join(f"{_quoted(d)},{us}\n" for d, us in self.prev).encode()
 
     def onsets_csv(self) -> bytes:
         buf = io.StringIO()
@@ -237,6 +249,8 @@ class MemoryState:
                 for x in rows:
                     fresh.setdefault((x.ts, x.seq), x)  # a duplicate: the first line is the one stored
                 new = [fresh[k] for k in sorted(fresh)]
+            if mem.ts[-1] >= first - SPAN_US:
+                plan.prev.append((dev, mem.ts[-1]))
             if len(mem.ts) >= lookback and mem.ts[0] >= first - SPAN_US:
                 plan.fast.append(dev)
                 plan.updates[dev] = self._judge(dev, mem, new, plan.onsets)
@@ -350,8 +364,12 @@ class MemoryState:
             self.devices = {d: m for d, m in self.devices.items() if m.ts[-1] >= cut}
 
 
+def _quoted(device_id: str) -> str:
+    return '"' + device_id.replace('"', '""') + '"'
+
+
 def _ids_csv(ids: Iterable[str]) -> bytes:
-    return "".join(f'"{d.replace(chr(34), chr(34) * 2)}"\n' for d in ids).encode()
+    return "".join(f"{_quoted(d)}\n" for d in ids).encode()
 
 
 def _extend(mem: Device, new: list[Line], lookback: int) -> Device:

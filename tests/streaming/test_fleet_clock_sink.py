@@ -35,8 +35,15 @@ def _batch(readings: list[tuple[str, int, datetime]]) -> RawBatch:
     return RawBatch("".join(lines).encode(), b"", b"", tuple({ts.date() for _, _, ts in readings}))
 
 
-def _write(cfg: FleetsimConfig, *batches: RawBatch) -> list[tuple[str, str, float]]:
-    sink = PgSink(cfg, "raw")
+@pytest.fixture(params=["sensor_data", "memory"])
+def memory(request: pytest.FixtureRequest) -> bool:
+    """Whether the writer remembers its devices' newest readings (a loader's ``rule_memory``), which
+    then give the gap rule its predecessor."""
+    return bool(request.param == "memory")
+
+
+def _write(cfg: FleetsimConfig, *batches: RawBatch, memory: bool = False) -> list[tuple[str, str, float]]:
+    sink = PgSink(cfg, "raw", state_in_memory=memory)
     try:
         for i, b in enumerate(batches):
             sink.write_raw(b, batch_id=i)
@@ -79,7 +86,7 @@ def test_a_straggler_and_a_catch_up_batch_are_not_offline(sink_cfg: FleetsimConf
     assert _write(sink_cfg, _batch(catch_up)) == []
 
 
-def test_a_gap_in_a_devices_own_time_is_offline_once(sink_cfg: FleetsimConfig) -> None:
+def test_a_gap_in_a_devices_own_time_is_offline_once(sink_cfg: FleetsimConfig, memory: bool) -> None:
     """An outage whose buffer overflowed: the readings resume 90 s (of the device's own time) after
     the last one: offline at that last one + offline_after_s, the key the device_latest rule gives
     the same silence, so a second look adds nothing."""
@@ -87,8 +94,8 @@ def test_a_gap_in_a_devices_own_time_is_offline_once(sink_cfg: FleetsimConfig) -
     at = lambda s: now - timedelta(seconds=s)  # noqa: E731
     first = [("gp-1", k, at(200 - 10 * k)) for k in range(5)]  # -200 .. -160 s
     second = [("gp-1", k, at(120 - 10 * k)) for k in range(5, 12)]  # from -70 s: a 90 s gap
-    got = _write(sink_cfg, _batch(first), _batch(second), _batch(second))
-    assert got == [("gp-1", "offline", 90.0)]
+    assert _write(sink_cfg, _batch(first), _batch(second), memory=memory) == [("gp-1", "offline", 90.0)]
+    assert _write(sink_cfg, _batch(second), memory=memory) == [("gp-1", "offline", 90.0)]
     event_ts = _admin(sink_cfg, "SELECT event_ts FROM sensor_alerts WHERE kind = 'offline'")[0][0]
     assert event_ts == at(160) + timedelta(seconds=60)
 
@@ -120,7 +127,7 @@ def test_silence_is_judged_within_the_devices_own_partition(sink_cfg: FleetsimCo
     assert [(d, k) for d, k, _ in got] == [("pp-1b", "offline")]
 
 
-def test_a_gap_starts_at_the_newest_stored_reading_before_it(sink_cfg: FleetsimConfig) -> None:
+def test_a_gap_starts_at_the_newest_stored_reading_before_it(sink_cfg: FleetsimConfig, memory: bool) -> None:
     """An out-of-order reading can reach a later batch than its successor (the real-time loaders
     merge whatever has arrived): the gap before the next reading starts at the newest reading
     stored before it, not at the batch's own previous one."""
@@ -128,7 +135,7 @@ def test_a_gap_starts_at_the_newest_stored_reading_before_it(sink_cfg: FleetsimC
     at = lambda s: now - timedelta(seconds=s)  # noqa: E731
     first = [("oo-1", k, at(1000 - 10 * k)) for k in range(6)] + [("oo-1", 7, at(930))]  # k=6 comes later
     second = [("oo-1", 6, at(940)), ("oo-1", 8, at(400))]
-    got = [a for a in _write(sink_cfg, _batch(first), _batch(second)) if a[1] == "offline"]
+    got = [a for a in _write(sink_cfg, _batch(first), _batch(second), memory=memory) if a[1] == "offline"]
     assert got == [("oo-1", "offline", 530.0)]  # from seq 7 (-930 s), not from seq 6 (-940 s)
     event = _admin(sink_cfg, "SELECT event_ts FROM sensor_alerts WHERE kind = 'offline'")[0][0]
     assert event == at(930) + timedelta(seconds=60)

@@ -138,7 +138,7 @@ def _run(
     rows = _admin(
         cfg,
         "SELECT device_id, kind, measurement, event_ts, seq, value, threshold, message FROM sensor_alerts "
-        "WHERE kind IN ('stuck', 'drift')",
+        "WHERE kind IN ('stuck', 'drift', 'offline')",
     )
     return {tuple(r) for r in rows}, judged
 
@@ -182,10 +182,11 @@ def test_running_state_gives_the_same_alerts_as_the_sensor_data_path(sink_cfg: F
 
 
 def test_running_state_in_memory_gives_the_same_alerts(sink_cfg: FleetsimConfig) -> None:
-    """The loader's in-memory running state (``rule_memory``): the same alerts, to the message,
-    as the sensor_data path, over the same stream, with the memory dropped twice on the way (the
-    loader's partitions moved, or a merge failed) and a stretch written by another writer; the
-    table's state is not left behind for another kind of writer to trust."""
+    """The loader's in-memory running state (``rule_memory``): the same stuck, drift and gap
+    (offline) alerts, to the message, as the sensor_data path, over the same stream, with the
+    memory dropped twice on the way (the loader's partitions moved, or a merge failed) and a
+    stretch written by another writer; the table's state is not left behind for another kind of
+    writer to trust."""
     batches = _batches(seed=18)
     baseline, _ = _run(sink_cfg, batches, lambda b: "off")
     _admin(sink_cfg, "TRUNCATE incident_events, incidents, sensor_data, device_latest, sensor_alerts")
@@ -197,6 +198,8 @@ def test_running_state_in_memory_gives_the_same_alerts(sink_cfg: FleetsimConfig)
     )
     readings = sum(len(b) for b in batches)
     assert judged["memory"] > readings // 6, (judged, readings)
+    # Held-back readings leave gaps in event time: the gap rule's predecessor comes from memory.
+    assert sum(a[1] == "offline" for a in baseline) >= 5, baseline
     assert memory == baseline, (sorted(memory - baseline)[:5], sorted(baseline - memory)[:5])
     # The devices the memory sink wrote last have no table state left to go stale.
     assert _admin(sink_cfg, "SELECT count(*) FROM device_rule_state")[0][0] == 0

@@ -61,12 +61,17 @@ def test_memory_judges_only_devices_whose_history_it_holds_whole() -> None:
     # Too short to judge here, but remembered whole: extended with the new reading, not re-read.
     assert plan.known == ["short"]
     assert len(plan.updates["short"].ts) == RULES.lookback
+    # Both give the gap rule their newest stored reading; the unknown device is probed for.
+    newest = rm.micros(T0 + timedelta(minutes=RULES.lookback - 1))
+    assert plan.prev == [("full", newest), ("short", newest - 60_000_000)]
+    assert plan.prev_csv() == f'"full",{newest}\n"short",{newest - 60_000_000}\n'.encode()
     # A reading not newer than the newest remembered (out of order, or a replay): sensor_data path.
     replay = _plan(state, [_line("full", RULES.lookback, 20.5), _line("full", 3, 20.0)])
     assert replay.fast == [] and replay.known == []
     # History older than the look-back span before the batch: sensor_data path.
     late = _plan(state, [_line("full", RULES.lookback, 20.5, day=2)])
     assert late.fast == [] and late.known == ["full"]
+    assert late.prev == []  # its newest stored reading is beyond the span: no predecessor
     assert state.devices["full"].ts[-1] == rm.micros(
         T0 + timedelta(minutes=RULES.lookback - 1)
     )  # not applied
