@@ -20,6 +20,7 @@ from psycopg2 import errors, sql
 from fleetsim.cloud.streaming import history_sql, lateness, rule_memory, rule_state
 from fleetsim.cloud.streaming.parse import READING_COLUMNS
 from fleetsim.cloud.streaming.prepared import PreparedStatements, size_class
+from fleetsim.cloud.streaming.reading_columns import read_readings
 from fleetsim.cloud.streaming.rules import ALERT_COLUMNS, STAGE_ALERT_COLUMNS
 from fleetsim.cloud.streaming.windows import AGG_COLUMNS
 from fleetsim.kernel.clients import pg_connect
@@ -355,7 +356,7 @@ class PgSink:
         memory, plan, rebuilt = self._memory, None, []
         try:
             if memory is not None and batch.readings:
-                plan = memory.plan(rule_memory.parse_lines(batch.readings, RAW_COPY_COLUMNS))
+                plan = memory.plan(read_readings(batch.readings, RAW_COPY_COLUMNS))
             with conn.cursor() as cur:
                 self._copy(cur, "stage_raw", RAW_COPY_COLUMNS, batch.readings)
                 self._copy(cur, "stage_alerts", STAGE_ALERT_COLUMNS, batch.alerts)

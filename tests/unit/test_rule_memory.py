@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from fleetsim.cloud.streaming import rule_memory as rm
 from fleetsim.cloud.streaming.history_sql import history_params
 from fleetsim.cloud.streaming.pgsink import RAW_COPY_COLUMNS
+from fleetsim.cloud.streaming.reading_columns import read_readings
 from fleetsim.kernel.config import AlertsConfig
 
 T0 = datetime(2026, 12, 6, tzinfo=UTC)
@@ -22,7 +23,7 @@ def _line(dev: str, i: int, t: float, h: float | None = 50.0, fault: str = "", d
 
 
 def _plan(state: rm.MemoryState, lines: list[str]) -> rm.Plan:
-    return state.plan(rm.parse_lines("".join(lines).encode(), RAW_COPY_COLUMNS))
+    return state.plan(read_readings("".join(lines).encode(), RAW_COPY_COLUMNS))
 
 
 def _rebuilt(
@@ -34,14 +35,17 @@ def _rebuilt(
     ][::-1]
 
 
-def test_parse_reads_quoted_lines_like_plain_ones() -> None:
-    plain = rm.parse_lines(_line("d1", 3, 21.5, None).encode(), RAW_COPY_COLUMNS)
-    quoted = rm.parse_lines(_line("d1", 3, 21.5, None, fault='"a, ""b"""').encode(), RAW_COPY_COLUMNS)
-    assert plain[0].seq == quoted[0].seq == 3
-    assert plain[0].ts == quoted[0].ts == rm.micros(T0 + timedelta(minutes=3))
-    assert plain[0].values[0] == 21.5
-    assert plain[0].values[1] != plain[0].values[1]  # NULL humidity is NaN in memory
-    assert quoted[0].fault == 'a, "b"'
+def test_read_reads_quoted_lines_like_plain_ones() -> None:
+    plain = read_readings(_line("d1", 3, 21.5, None).encode(), RAW_COPY_COLUMNS)
+    quoted = read_readings(_line("d1", 3, 21.5, None, fault='"a, ""b"""').encode(), RAW_COPY_COLUMNS)
+    assert plain.seq.tolist() == quoted.seq.tolist() == [3]
+    assert plain.ts.tolist() == quoted.ts.tolist() == [rm.micros(T0 + timedelta(minutes=3))]
+    assert plain.values[0, 0] == 21.5
+    assert plain.values[0, 1] != plain.values[0, 1]  # NULL humidity is NaN in memory
+    assert quoted.fault[0].as_py() == 'a, "b"' and plain.fault[0].as_py() is None
+    # An offset other than UTC is the same instant.
+    plus_one = _line("d1", 3, 21.5).replace("+00:00", "+01:00", 1)
+    assert read_readings(plus_one.encode(), RAW_COPY_COLUMNS).ts[0] == plain.ts[0] - 3_600_000_000
 
 
 def test_memory_judges_only_devices_whose_history_it_holds_whole() -> None:
@@ -60,7 +64,6 @@ def test_memory_judges_only_devices_whose_history_it_holds_whole() -> None:
     assert plan.fast == ["full"]
     # Too short to judge here, but remembered whole: extended with the new reading, not re-read.
     assert plan.known == ["short"]
-    assert len(plan.updates["short"].ts) == RULES.lookback
     # Both give the gap rule their newest stored reading; the unknown device is probed for.
     newest = rm.micros(T0 + timedelta(minutes=RULES.lookback - 1))
     assert plan.prev == [("full", newest), ("short", newest - 60_000_000)]
@@ -72,9 +75,12 @@ def test_memory_judges_only_devices_whose_history_it_holds_whole() -> None:
     late = _plan(state, [_line("full", RULES.lookback, 20.5, day=2)])
     assert late.fast == [] and late.known == ["full"]
     assert late.prev == []  # its newest stored reading is beyond the span: no predecessor
-    assert state.devices["full"].ts[-1] == rm.micros(
-        T0 + timedelta(minutes=RULES.lookback - 1)
-    )  # not applied
+    history = state.history("full")
+    assert history is not None and history[0][-1] == newest  # not applied
+    # Once committed, the short one is extended, not re-read.
+    state.apply(plan, [])
+    short = state.history("short")
+    assert short is not None and len(short[0]) == RULES.lookback and short[1][0][-1] == 20.5
 
 
 def test_stuck_onset_fires_once_at_the_reading_that_completes_the_run() -> None:
@@ -89,7 +95,6 @@ def test_stuck_onset_fires_once_at_the_reading_that_completes_the_run() -> None:
         state.apply(plan, [])
     # The sixth identical temperature completes the run; later ones continue it, no new onset.
     assert onsets == [n + RULES.stuck_n - 1]
-    assert state.devices["d"].runs is not None and state.devices["d"].runs[0] == RULES.stuck_n
 
 
 def test_drift_onset_carries_the_means_it_was_judged_on() -> None:
@@ -113,6 +118,30 @@ def test_silent_devices_are_let_go_after_the_span() -> None:
     state = rm.MemoryState(RULES)
     state.apply(rm.Plan(), _rebuilt("old", RULES.lookback, 20.0))
     state.apply(rm.Plan(), _rebuilt("new", RULES.lookback, 20.0, day=3))
-    assert set(state.devices) == {"new"}
+    assert state.history("old") is None and state.history("new") is not None and len(state) == 1
     state.clear()
-    assert state.devices == {}
+    assert len(state) == 0 and state.history("new") is None
+
+
+def test_memory_grows_past_its_first_capacity() -> None:
+    state = rm.MemoryState(RULES, capacity=2)
+    for d in range(5):
+        state.apply(rm.Plan(), _rebuilt(f"g{d}", RULES.lookback - d, 20.0 + d))
+    assert len(state) == 5
+    for d in range(5):
+        history = state.history(f"g{d}")
+        assert history is not None and len(history[0]) == RULES.lookback - d
+        assert history[1][0][0] == 20.0 + d  # oldest first
+
+
+def test_a_reading_twice_in_a_batch_is_remembered_as_the_insert_stores_it() -> None:
+    """Two lines with the same (device, ts, seq): the first is stored, the second conflicts."""
+    state = rm.MemoryState(RULES)
+    state.apply(rm.Plan(), _rebuilt("d", RULES.lookback, 20.0))
+    n = RULES.lookback
+    # The same ts under another seq is another reading (the key is device, ts, seq).
+    same_ts = _line("d", n + 1, 33.0).replace(f",{n + 1},", f",{n + 9},", 1)
+    plan = _plan(state, [_line("d", n, 30.0), _line("d", n, 31.0), _line("d", n + 1, 32.0), same_ts])
+    state.apply(plan, [])
+    history = state.history("d")
+    assert history is not None and history[1][0][-3:] == [30.0, 32.0, 33.0]
