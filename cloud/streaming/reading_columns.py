@@ -63,6 +63,9 @@ def read_readings(readings: bytes, columns: Sequence[str]) -> Readings:
             convert_options=pacsv.ConvertOptions(
                 include_columns=list(_TYPES),
                 column_types=_TYPES,
+                # COPY's NULL is the empty unquoted field and nothing else: Arrow's default list
+                # ("NA", "null", "nan", ...) would turn valid device ids into NULLs.
+                null_values=[""],
                 strings_can_be_null=True,
                 quoted_strings_can_be_null=False,
             ),

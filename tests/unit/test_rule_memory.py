@@ -48,6 +48,15 @@ def test_read_reads_quoted_lines_like_plain_ones() -> None:
     assert read_readings(plus_one.encode(), RAW_COPY_COLUMNS).ts[0] == plain.ts[0] - 3_600_000_000
 
 
+def test_read_keeps_ids_and_codes_that_spell_null() -> None:
+    """Only an empty field is NULL, as in COPY: "NA", "null" and "nan" are valid device ids (the
+    contract's pattern allows them), and reading them as NULL failed every merge of the batch."""
+    lines = [_line(d, 1, 20.0, fault="N/A") for d in ("NA", "null", "nan", "NULL")]
+    got = read_readings("".join(lines).encode(), RAW_COPY_COLUMNS)
+    assert got.devices == ["NA", "null", "nan", "NULL"]
+    assert got.fault.to_pylist() == ["N/A"] * 4
+
+
 def test_memory_judges_only_devices_whose_history_it_holds_whole() -> None:
     state = rm.MemoryState(RULES)
     state.apply(
