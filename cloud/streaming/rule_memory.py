@@ -169,7 +169,6 @@ class MemoryState:
         """Forget every device (a failed merge, the loader's partitions moved)."""
         n, big_l = self._capacity, self.rules.lookback
         self._slot: dict[str, int] = {}
-        self._owner: list[str | None] = [None] * n
         self._free = list(range(n - 1, -1, -1))
         self._m = Slab.empty(n, big_l)
         self._newest_seen = 0
@@ -243,8 +242,7 @@ class MemoryState:
             rows_after.runs,
             rows_after.flags,
         )
-        judged = rows_after.judged.copy()
-        fresh = np.flatnonzero(fast & ~judged)
+        fresh = np.flatnonzero(fast & ~rows_after.judged)
         if len(fresh):
             # First judged here (rebuilt or extended before): the run and flags at the newest.
             runs[fresh] = initial_runs(vals[fresh], self.rules)
@@ -335,19 +333,17 @@ class MemoryState:
         if not self._free:
             self._grow()
         slot = self._free.pop()
-        self._slot[dev], self._owner[slot] = slot, dev
+        self._slot[dev] = slot
         return slot
 
     def _release(self, dev: str, slot: int) -> None:
         del self._slot[dev]
-        self._owner[slot] = None
         self._m.count[slot], self._m.judged[slot] = 0, False
         self._free.append(slot)
 
     def _grow(self) -> None:
-        n = len(self._owner)
+        n = len(self._m.count)
         self._m = self._m.grown()
-        self._owner += [None] * n
         self._free += range(2 * n - 1, n - 1, -1)
 
 
