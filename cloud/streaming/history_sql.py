@@ -394,8 +394,9 @@ freshest reading in the batch (the smallest: holding a reading back only adds la
   threshold (``offline_s`` or more, as in :data:`OFFLINE_SQL`) apart: it
   made or delivered nothing in between (crash, outage whose buffer overflowed). The newest stored
   reading before a device's first reading of the batch is a key probe of ``sensor_data`` per
-  device, unless the writer remembers it (``stage_rule_prev``, a loader's :mod:`.rule_memory`):
-  with 10,000 devices a merge, the probes were most of this statement. Event time: the
+  device, unless the writer remembers it (``stage_rule_prev``, a loader's :mod:`.rule_memory`);
+  only the candidate gaps are confirmed by a second probe (the candidates are materialized so the
+  planner cannot run the confirmation for every reading). Event time: the
   reading before the gap + offline_s, the key :data:`OFFLINE_SQL` gives the same silence, so
   whichever rule sees it first, it is one alert. Decided by the readings alone: it fires in
   accelerated runs and on a backlog processed in one batch.
