@@ -80,18 +80,11 @@ class Slab:
 
     def take(self, rows: npt.NDArray[np.intp]) -> Slab:
         """A copy of ``rows``."""
-        return Slab(
-            self.ts[rows],
-            self.vals[rows],
-            self.count[rows],
-            self.runs[rows],
-            self.flags[rows],
-            self.judged[rows],
-        )
+        return Slab(*(a[rows] for a in self.fields()))
 
     def put(self, rows: npt.NDArray[np.intp], other: Slab) -> None:
-        self.ts[rows], self.vals[rows], self.count[rows] = other.ts, other.vals, other.count
-        self.runs[rows], self.flags[rows], self.judged[rows] = other.runs, other.flags, other.judged
+        for mine, theirs in zip(self.fields(), other.fields(), strict=True):
+            mine[rows] = theirs
 
     def grown(self) -> Slab:
         """Twice the rows, the new ones empty."""

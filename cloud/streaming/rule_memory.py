@@ -105,6 +105,7 @@ it cannot simply extend (not remembered, or a reading not newer than the newest 
 newest first: their memory after this merge. Re-reading every device the fast path could not
 judge (one with fewer than ``lookback`` readings, every reading of a new fleet's first minutes)
 sent up to twelve rows a reading back to Python: slower than the table it replaces."""
+
 _NEVER: Final = np.iinfo(np.int64).max
 
 
@@ -140,18 +141,17 @@ class Plan:
     """Their rows once the merge commits (:meth:`MemoryState.apply`)."""
 
     def fast_csv(self) -> bytes:
-        return _ids_csv(self.fast)
+        return _csv(((d,) for d in self.fast), quote_text=True)
 
     def known_csv(self) -> bytes:
-        return _ids_csv(self.known)
+        return _csv(((d,) for d in self.known), quote_text=True)
 
     def prev_csv(self) -> bytes:
-        return "".join(f"{_quoted(d)},{us}\n" for d, us in self.prev).encode()
+        return _csv(self.prev, quote_text=True)
 
     def onsets_csv(self) -> bytes:
-        buf = io.StringIO()
-        csv.writer(buf, lineterminator="\n").writerows(self.onsets)
-        return buf.getvalue().encode()
+        # Minimal quoting: an empty unquoted field is COPY's NULL (a missing value, a mean of one).
+        return _csv(self.onsets, quote_text=False)
 
 
 class MemoryState:
@@ -347,12 +347,14 @@ class MemoryState:
         self._free += range(2 * n - 1, n - 1, -1)
 
 
-def _quoted(device_id: str) -> str:
-    return '"' + device_id.replace('"', '""') + '"'
-
-
-def _ids_csv(ids: Iterable[str]) -> bytes:
-    return "".join(f"{_quoted(d)}\n" for d in ids).encode()
+def _csv(rows: Iterable[Sequence[Any]], *, quote_text: bool) -> bytes:
+    """COPY CSV of ``rows``; ``quote_text``: every text field quoted (numbers never)."""
+    buf = io.StringIO()
+    if quote_text:
+        csv.writer(buf, lineterminator="\n", quoting=csv.QUOTE_NONNUMERIC).writerows(rows)
+    else:
+        csv.writer(buf, lineterminator="\n").writerows(rows)
+    return buf.getvalue().encode()
 
 
 def _field(v: Any) -> str:
