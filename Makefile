@@ -32,10 +32,18 @@ test: setup ## Set up what is missing, then run lint, types and the test suite (
 	@# end to end, the drills whose fault make test's short chaos campaign also injects, the
 	@# standalone cluster and the experiment rerun) run in `make test-slow`: make test keeps to
 	@# its ten-minute budget; each slow test says why where it is marked.
-	@rc=0; \
-	$(MAKE) --no-print-directory lint || rc=1; \
-	$(MAKE) --no-print-directory typecheck || rc=1; \
-	$(BIN)/pytest -q -m "not slow" tests || rc=1; \
+	@# Lint, types and the engine-free tests (~2 min, mostly one core or waiting) run beside the
+	@# integration tests (which wait on engines much of the time), niced so that the engines'
+	@# timing-sensitive drills keep the CPU first; their output follows. 10m44s -> 9m45s unniced.
+	@rc=0; side=$$(mktemp); \
+	( renice -n 10 $$BASHPID >/dev/null 2>&1 || true; r=0; $(MAKE) --no-print-directory lint || r=1; \
+	  $(MAKE) --no-print-directory typecheck || r=1; \
+	  $(BIN)/pytest -q -p no:cacheprovider -m "not slow and not integration" tests || r=1; \
+	  exit $$r ) > $$side 2>&1 & pid=$$!; \
+	$(BIN)/pytest -q -m "not slow and integration" tests || rc=1; \
+	wait $$pid || rc=1; \
+	echo "---- lint, types and the engine-free tests (run beside the integration tests)"; \
+	cat $$side; rm -f $$side; \
 	exit $$rc
 
 test-slow: setup ## The long tests make test leaves out (shipped scenarios, bridge outage drills)

@@ -62,6 +62,12 @@ def session_conf(cfg: FleetsimConfig, master: str | None = None, ui: bool = True
         "spark.sql.streaming.stateStore.rocksdb.maxMemoryUsageMB": str(s.state_memory_mb),
         "spark.executorEnv.MALLOC_ARENA_MAX": "2",  # a cluster's executors: see build_session
         "spark.sql.streaming.noDataMicroBatches.enabled": "true",
+        # The default (FileContext) manager forks `readlink` and `chmod` for every checkpoint file
+        # on a local disk (no native Hadoop library here): ~380 processes a minute at rest, 160
+        # per windowed batch, ~0.45 s of its 2.2 s. Local renames are atomic with either manager.
+        "spark.sql.streaming.checkpointFileManagerClass": (
+            "org.apache.spark.sql.execution.streaming.checkpointing.FileSystemBasedCheckpointFileManager"
+        ),
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         # Adaptive execution re-plans each foreachBatch DataFrame (three optimizer passes instead
         # of one per raw batch) and posts its plan's explain string to the listener bus on every

@@ -290,6 +290,11 @@ def test_exact_tables_then_kill_and_restart(stream_cfg: FleetsimConfig, tmp_path
         assert {"-Xms768m", "-Xmx768m", "-XX:+AlwaysPreTouch"} <= set(argv), argv
         assert "spark.sql.streaming.stateStore.rocksdb.boundedMemoryUsage=true" in argv
         assert f"spark.sql.streaming.stateStore.rocksdb.maxMemoryUsageMB={cfg.spark.state_memory_mb}" in argv
+        assert any(
+            a.startswith("spark.sql.streaming.checkpointFileManagerClass=")
+            and a.endswith(".FileSystemBasedCheckpointFileManager")
+            for a in argv
+        ), argv
         assert all(not late and bridge for _, _, late, _, bridge in rows)
         assert {d: site for d, _, _, site, _ in rows} == {"a": "s1", "b": "s1"}
         rejects = query(cfg, "SELECT reason FROM sensor_data_rejects ORDER BY kafka_offset")
