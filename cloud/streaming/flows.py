@@ -22,7 +22,7 @@ from fleetsim.cloud.streaming.parse import (
     reject_columns,
 )
 from fleetsim.cloud.streaming.pgsink import DEADLETTER_COPY_COLUMNS, RAW_COPY_COLUMNS
-from fleetsim.cloud.streaming.rules import alert_array, with_device_class
+from fleetsim.cloud.streaming.rules import alert_array, any_alert, with_device_class
 from fleetsim.cloud.streaming.windows import AGG_COLUMNS, fleet_windows
 from fleetsim.kernel.config import AlertsConfig, SparkConfig
 from fleetsim.kernel.contract import DEFAULT_MAX_FUTURE
@@ -53,14 +53,27 @@ def raw_lines(
     """
     parsed = with_device_class(parse_telemetry(kafka_df, max_future), registry)
     no_day = F.lit(None).cast("date")
+    ok = F.col("reject_reason").isNull()
     reading = _entry(KIND_READING, F.to_date("ts"), _csv(F.struct(*RAW_COPY_COLUMNS)))
     alert_entries = F.transform(alert_array(alerts), lambda a: _entry(KIND_ALERT, no_day, _csv(a)))
     reject = _entry(KIND_REJECT, no_day, _csv(F.struct(*reject_columns())))
-    entries = F.when(F.col("reject_reason").isNull(), F.concat(F.array(reading), alert_entries)).otherwise(
-        F.array(reject)
-    )
     keep = [F.col("kafka_partition")] if keep_partition else []
-    return parsed.select(*keep, F.inline(entries))
+    # The lines are made in a projection (generated code) and only gathered by the generator:
+    # with them inside `inline`'s argument Spark evaluated the whole expression row by row,
+    # interpreted, because of the alerts' higher-order functions, which now run only for the
+    # readings that fire a rule.
+    staged = parsed.select(
+        *keep,
+        F.when(ok, reading).alias("_reading"),
+        F.when(ok & any_alert(alerts), alert_entries).alias("_alerts"),
+        F.when(~ok, reject).alias("_reject"),
+    )
+    entries = (
+        F.when(F.col("_reject").isNotNull(), F.array("_reject"))
+        .when(F.col("_alerts").isNull(), F.array("_reading"))
+        .otherwise(F.concat(F.array("_reading"), F.col("_alerts")))
+    )
+    return staged.select(*keep, F.inline(entries))
 
 
 def realtime_records(lines: DataFrame) -> DataFrame:

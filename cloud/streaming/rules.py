@@ -9,7 +9,9 @@ SQL in the sink (:mod:`.history_sql`).
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
+from functools import reduce
 from typing import Final
 
 from pyspark.sql import Column, DataFrame
@@ -194,6 +196,17 @@ def _candidates(alerts: AlertsConfig) -> Column:
     return F.filter(F.array(*structs), lambda a: a.isNotNull())
 
 
+def _fires(alerts: AlertsConfig) -> list[Column]:
+    return [F.coalesce(r.condition, F.lit(False)) for r in row_rules(alerts)]
+
+
+def any_alert(alerts: AlertsConfig) -> Column:
+    """True where at least one per-reading rule fires. Spark evaluates higher-order functions
+    (:func:`alert_array`'s ``filter`` and ``transform``) row by row outside its generated code;
+    this guard is generated code, so the array is built only for the few readings that fire."""
+    return reduce(operator.or_, _fires(alerts))
+
+
 def alert_array(alerts: AlertsConfig) -> Column:
     """Per reading: array of fired alerts as structs with :data:`STAGE_ALERT_COLUMNS`, in that order
     (the DataFrame needs :data:`CLASS_COLUMNS`)."""
@@ -228,4 +241,6 @@ def with_alert_count(readings: DataFrame, alerts: AlertsConfig) -> DataFrame:
     """Adds ``n_alerts``: how many per-reading rules fire for each reading (for window counts).
     Class columns it had to add as NULL (no registry join before) are not kept."""
     added = [c for c in CLASS_COLUMNS if c not in readings.columns]
-    return _class_columns(readings).withColumn("n_alerts", F.size(_candidates(alerts))).drop(*added)
+    # A sum of CASEs, not size(alert_array): generated code instead of a higher-order function.
+    n_alerts = reduce(operator.add, [F.when(f, 1).otherwise(0) for f in _fires(alerts)])
+    return _class_columns(readings).withColumn("n_alerts", n_alerts).drop(*added)
