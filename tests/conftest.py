@@ -40,6 +40,14 @@ if os.environ.get("CI"):
 REPO = Path(__file__).resolve().parents[1]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # `make test` runs lint, types and the engine-free tests beside the integration tests' first
+    # two or three minutes: the chaos campaign, the hungriest and most timing-bound of them, last.
+    chaos = [i for i in items if i.nodeid.startswith("tests/chaos/")]
+    if chaos:
+        items[:] = [i for i in items if not i.nodeid.startswith("tests/chaos/")] + chaos
+
+
 @pytest.fixture(scope="session")
 def fleet_cfg(tmp_path_factory: pytest.TempPathFactory) -> FleetsimConfig:
     # environ={}: a developer's FLEETSIM_* variables must not leak into the tests.

@@ -59,6 +59,25 @@ def data_loss_detail(error_text: str) -> str | None:
     return " ".join(detail.split())[:500].rstrip(".")
 
 
+def kafka_source_options(cfg: FleetsimConfig, topic: str, *, realtime: bool = False) -> dict[str, str]:
+    """Options of Spark's Kafka source for ``topic``. The real-time raw query's consumers, which
+    poll without end, take the configured fetch settings; a micro-batch reads an offset range
+    already there, and a broker holding its last fetch for more bytes would only delay it."""
+    s = cfg.spark
+    opts = spark_kafka_options(cfg, "stream") | {
+        "subscribe": topic,
+        "startingOffsets": s.starting_offsets,
+        "failOnDataLoss": "true",
+        "includeHeaders": "true",
+    }
+    if not realtime:  # a real-time query has no batch size to cap (Spark refuses the option)
+        return opts | {"maxOffsetsPerTrigger": str(s.max_offsets_per_trigger)}
+    for key, value in (("fetch.max.wait.ms", s.fetch_max_wait_ms), ("fetch.min.bytes", s.fetch_min_bytes)):
+        if value is not None:
+            opts[f"kafka.{key}"] = str(value)
+    return opts
+
+
 class StreamJob:
     """The streaming job: ``start()``, then ``run_until(stop_event)`` or ``stop()``."""
 
@@ -87,17 +106,8 @@ class StreamJob:
 
     # ------------------------------------------------------------------ sources
     def kafka_stream(self, topic: str, *, realtime: bool = False) -> Any:
-        s = self.cfg.spark
-        reader = self.spark.readStream.format("kafka").options(**spark_kafka_options(self.cfg, "stream"))
-        reader = (
-            reader.option("subscribe", topic)
-            .option("startingOffsets", s.starting_offsets)
-            .option("failOnDataLoss", "true")
-            .option("includeHeaders", "true")
-        )
-        if not realtime:  # a real-time query has no batch size to cap (Spark refuses the option)
-            reader = reader.option("maxOffsetsPerTrigger", str(s.max_offsets_per_trigger))
-        return reader.load()
+        options = kafka_source_options(self.cfg, topic, realtime=realtime)
+        return self.spark.readStream.format("kafka").options(**options).load()
 
     def registry(self) -> Any:
         """The device registry as the flows join it: one cached copy for both queries, re-read when

@@ -232,6 +232,12 @@ class SparkConfig(_Section):
     """Checkpoint location; default ``<run_dir>/checkpoints``."""
     starting_offsets: Literal["earliest", "latest"] = "earliest"
     max_offsets_per_trigger: int = Field(200_000, ge=1)
+    fetch_max_wait_ms: int | None = Field(None, ge=0, le=60_000)
+    """The real-time raw query's Kafka consumers: how long the broker may hold a fetch for
+    ``fetch_min_bytes`` to arrive, in milliseconds (``fetch.max.wait.ms``; None: Kafka's 500)."""
+    fetch_min_bytes: int | None = Field(None, ge=1)
+    """The real-time raw query's Kafka consumers: bytes a fetch waits for, up to
+    ``fetch_max_wait_ms`` (``fetch.min.bytes``; None: Kafka's 1, every record alone at low rates)."""
     shuffle_partitions: int = Field(4, ge=1)
     state_store: Literal["rocksdb", "memory"] = "rocksdb"
     """State store of the dedup and window operators: ``rocksdb`` keeps state off the JVM heap

@@ -105,3 +105,19 @@ def test_the_cluster_profile_keeps_micro_batches_when_its_workers_lack_slots() -
     assert "spark.raw_sink" not in profile_overrides(big)
     executor = _cfg("executor").with_overrides({"cluster.spark_workers": 2, "cluster.worker_cores": 1})
     assert "spark.raw_sink" not in profile_overrides(executor)
+
+
+def test_kafka_source_sets_the_fetch_settings_only_where_configured() -> None:
+    from fleetsim.cloud.streaming.job import kafka_source_options
+
+    base = load_config(None, environ={"FLEETSIM_KAFKA__STREAM_PASSWORD": "not-a-secret"})
+    unset = base.with_overrides({"spark.fetch_max_wait_ms": None, "spark.fetch_min_bytes": None})
+    plain = kafka_source_options(unset, "t", realtime=True)
+    assert plain["subscribe"] == "t" and "maxOffsetsPerTrigger" not in plain
+    assert not {"kafka.fetch.max.wait.ms", "kafka.fetch.min.bytes"} & set(plain)  # Kafka's defaults
+    tuned = base.with_overrides({"spark.fetch_max_wait_ms": 100, "spark.fetch_min_bytes": 16384})
+    opts = kafka_source_options(tuned, "t", realtime=True)
+    assert opts["kafka.fetch.max.wait.ms"] == "100" and opts["kafka.fetch.min.bytes"] == "16384"
+    batch = kafka_source_options(tuned, "t")  # a micro-batch reads a range already there
+    assert batch["maxOffsetsPerTrigger"] == str(base.spark.max_offsets_per_trigger)
+    assert not {"kafka.fetch.max.wait.ms", "kafka.fetch.min.bytes"} & set(batch)
