@@ -43,3 +43,25 @@ def kafka_df(spark: Any, values: Sequence[bytes | None], headers: Sequence[dict[
         h = (headers[i] if headers else {}) or {}
         rows.append((None, v, topic, 0, i, broker_ts, 0, [(k, hv.encode()) for k, hv in h.items()]))
     return spark.createDataFrame(rows, KAFKA_SCHEMA)
+
+
+# Per-reading rule cases with the fleet-wide defaults (AlertsConfig()): the reading's overrides, and
+# the (kind, measurement, value, threshold) of every alert it must fire.
+CASES: list[tuple[dict[str, Any], set[tuple[str, str, float | None, float | None]]]] = [
+    ({}, set()),
+    ({"temperature": 41.0}, {("extreme_high", "temperature", 41.0, 40.0)}),
+    ({"temperature": 40.0}, set()),  # the threshold itself is not beyond it
+    ({"temperature": -11.0}, {("extreme_low", "temperature", -11.0, -10.0)}),
+    ({"humidity": 90.0}, {("extreme_high", "humidity", 90.0, 85.0)}),
+    ({"humidity": 10.0}, {("extreme_low", "humidity", 10.0, 15.0)}),
+    ({"co2": 1600.0}, {("extreme_high", "co2", 1600.0, 1500.0)}),
+    ({"co2": 300.0}, set()),  # no co2_low threshold configured
+    ({"pressure": 950.0}, {("extreme_low", "pressure", 950.0, 960.0)}),
+    ({"status": "WARNING"}, {("status_warning", "", None, None)}),
+    ({"status": "FAILURE", "temperature": None}, {("status_failure", "", None, None)}),
+    ({"battery": 10.0}, {("low_battery", "battery", 10.0, 15.0)}),
+    (
+        {"temperature": 45.0, "battery": 5.0},
+        {("extreme_high", "temperature", 45.0, 40.0), ("low_battery", "battery", 5.0, 15.0)},
+    ),
+]

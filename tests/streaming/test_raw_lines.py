@@ -8,8 +8,7 @@ import io
 from typing import Any
 
 import pytest
-from stream_data import kafka_df, reading
-from test_stream_rules import CASES
+from stream_data import CASES, kafka_df, reading
 
 from fleetsim.cloud.streaming.executor_sink import KIND_ALERT, KIND_READING, KIND_REJECT
 from fleetsim.cloud.streaming.flows import raw_lines

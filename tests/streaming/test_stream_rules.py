@@ -5,32 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from stream_data import kafka_df, reading
+from stream_data import CASES, kafka_df, reading
 
 from fleetsim.cloud.streaming.parse import parse_telemetry, valid_readings
 from fleetsim.cloud.streaming.rules import ALERT_COLUMNS, row_alerts, with_alert_count
 from fleetsim.kernel.config import AlertsConfig
 
 pytestmark = pytest.mark.spark
-
-CASES: list[tuple[dict[str, Any], set[tuple[str, str, float | None, float | None]]]] = [
-    ({}, set()),
-    ({"temperature": 41.0}, {("extreme_high", "temperature", 41.0, 40.0)}),
-    ({"temperature": 40.0}, set()),  # the threshold itself is not beyond it
-    ({"temperature": -11.0}, {("extreme_low", "temperature", -11.0, -10.0)}),
-    ({"humidity": 90.0}, {("extreme_high", "humidity", 90.0, 85.0)}),
-    ({"humidity": 10.0}, {("extreme_low", "humidity", 10.0, 15.0)}),
-    ({"co2": 1600.0}, {("extreme_high", "co2", 1600.0, 1500.0)}),
-    ({"co2": 300.0}, set()),  # no co2_low threshold configured
-    ({"pressure": 950.0}, {("extreme_low", "pressure", 950.0, 960.0)}),
-    ({"status": "WARNING"}, {("status_warning", "", None, None)}),
-    ({"status": "FAILURE", "temperature": None}, {("status_failure", "", None, None)}),
-    ({"battery": 10.0}, {("low_battery", "battery", 10.0, 15.0)}),
-    (
-        {"temperature": 45.0, "battery": 5.0},
-        {("extreme_high", "temperature", 45.0, 40.0), ("low_battery", "battery", 5.0, 15.0)},
-    ),
-]
 
 
 def test_each_rule_fires_exactly_when_expected(spark: Any) -> None:
