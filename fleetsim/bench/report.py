@@ -36,7 +36,8 @@ def _fmt(value: Any) -> str:
             return f"{value:,.0f}"
         if abs(value) >= 10:
             return f"{value:.1f}"
-        return f"{value:.3g}"
+        # Below 1, a fourth digit: 0.2004 core must not read as the 0.2 it missed.
+        return f"{value:.3g}" if abs(value) >= 1 else f"{value:.4g}"
     if isinstance(value, int):
         return f"{value:,}"
     if value is None:

@@ -43,12 +43,14 @@ def _rest_step(spark_us: float, rate: float, lost: int = 0) -> dict[str, object]
 def test_settled_figure_turns_microseconds_a_message_into_cores_beside_the_ramps_first_step() -> None:
     ramp = {"steps": [_rest_step(2423.0, 100.0), {**_rest_step(400.0, 1000.0), "rate_target_msg_s": 1000}]}
     fig = settled_figure(_rest_step(1631.0, 100.0), ramp)
-    assert (fig["value"], fig["baseline"], fig["met"]) == (0.163, 0.242, True)
+    assert (fig["value"], fig["baseline"], fig["met"]) == (0.1631, 0.2423, True)
     assert fig["unit"] == "core"
 
 
 def test_settled_figure_misses_over_the_target_or_with_a_loss() -> None:
     assert settled_figure(_rest_step(2100.0, 100.0), {"steps": []})["met"] is False
+    just_over = settled_figure(_rest_step(2004.4, 100.0), {"steps": []})  # 0.2004 core
+    assert (just_over["value"], just_over["met"]) == (0.2004, False)
     lossy = settled_figure(_rest_step(1000.0, 100.0, lost=3), {"steps": []})
     assert lossy["met"] is False and "baseline" not in lossy
 
