@@ -79,6 +79,8 @@ DEVICES = 16
 WINDOW = 2000
 WARMUP_S = 2.0
 """Seconds of paced traffic before the latency window (not counted)."""
+PACED_RATE = 5000.0
+"""msg/s of the paced latency runs (and of their CPU per message, with and without coalescing)."""
 T0_MS = 1768471200000
 
 
@@ -553,8 +555,10 @@ def latency_run(cfg: FleetsimConfig, rate: float, seconds: float, tmp: Path) -> 
         zero = _scrape(port)["fleetsim_bridge_forwarded_total"]
         settle(zero, publish(WARMUP_S)["sent"])
         before = _scrape(port)
+        cpu0 = cpu_seconds([proc.pid])
         sent = publish(seconds)
         settle(before["fleetsim_bridge_forwarded_total"], sent["sent"])
+        cpu1 = cpu_seconds([proc.pid])
         after = _scrape(port)
     finally:
         _stop(proc)
@@ -565,11 +569,13 @@ def latency_run(cfg: FleetsimConfig, rate: float, seconds: float, tmp: Path) -> 
         for k in after
         if k.startswith(name)
     )
+    forwarded = after["fleetsim_bridge_forwarded_total"] - before["fleetsim_bridge_forwarded_total"]
     return {
         "p50_ms": _quantile(buckets, 0.50) * 1000,
         "p99_ms": _quantile(buckets, 0.99) * 1000,
+        "cpu_us_per_msg": (cpu1 - cpu0) / forwarded * 1e6 if forwarded else float("nan"),
         "publish_rate": sent["rate"],
-        "forwarded": after["fleetsim_bridge_forwarded_total"] - before["fleetsim_bridge_forwarded_total"],
+        "forwarded": forwarded,
         "sent": float(sent["sent"]),
     }
 
@@ -628,6 +634,8 @@ def run(cfg: FleetsimConfig, quick: bool) -> dict[str, Any]:
         "bridge": [], "bridge x2": [], "paho": [], "paho-fast": [], "naive": [],
     }  # fmt: skip
     lat: list[dict[str, float]] = []
+    lat_off: list[dict[str, float]] = []  # the same paced runs with read coalescing off
+    no_coalesce = cfg.with_overrides({"bridge.read_coalesce_ms": 0})
     prod: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory(prefix="bench-bridge-") as tmp_s:
         tmp = Path(tmp_s)
@@ -637,11 +645,15 @@ def run(cfg: FleetsimConfig, quick: bool) -> dict[str, Any]:
             for variant in ("paho", "paho-fast"):
                 drains[variant].append(drain_child(cfg, variant, n, tmp, 300.0))
             drains["naive"].append(drain_child(cfg, "naive", 20_000, tmp, naive_s))
-            lat.append(latency_run(cfg, 5000.0, lat_s, tmp))
+            pair = [(lat, cfg), (lat_off, no_coalesce)]
+            for into, c in pair if len(lat) % 2 == 0 else pair[::-1]:  # alternate which goes first
+                into.append(latency_run(c, PACED_RATE, lat_s, tmp))
             prod.append(producer_rates(cfg, 10_000 if quick else 30_000))
     rate = {k: _median([r["rate"] for r in v]) for k, v in drains.items()}
     cpu = {k: _median([r["cpu_us_per_msg"] for r in v]) for k, v in drains.items()}
     p99 = _median([r["p99_ms"] for r in lat])
+    paced_cpu = _median([r["cpu_us_per_msg"] for r in lat])
+    paced_cpu_off = _median([r["cpu_us_per_msg"] for r in lat_off])
     kp = _median([p["kafka-python"] for p in prod])
     ck = _median([p["confluent-kafka"] for p in prod])
     old_us = codec["python (old: decode_python)"]["median_us"]
@@ -674,6 +686,18 @@ def run(cfg: FleetsimConfig, quick: bool) -> dict[str, Any]:
             "target": "<= 50 ms",
             "met": p99 <= 50.0,
             "runs": [round(r["p99_ms"], 1) for r in lat],
+        },
+        {
+            "name": f"bridge CPU per message, paced {PACED_RATE:,.0f} msg/s (read coalescing "
+            f"{cfg.bridge.read_coalesce_ms:g} ms)",
+            "value": round(paced_cpu, 1),
+            "unit": "µs",
+            "baseline_name": "same paced runs, read coalescing off",
+            "baseline": round(paced_cpu_off, 1),
+            "ratio": round(paced_cpu / paced_cpu_off, 2) if paced_cpu_off else None,
+            "target": "report",
+            "met": True,
+            "runs": [round(r["cpu_us_per_msg"], 1) for r in lat],
         },
         {
             "name": "contract decode+validate per message, same payloads",
@@ -741,7 +765,9 @@ def run(cfg: FleetsimConfig, quick: bool) -> dict[str, Any]:
             f"stock paho + confluent-kafka produce+flush per message (acks=all), {naive_s:.0f} s bounded. "
             f"Latency: {lat_s:.0f} s at 5k msg/s from a paced paho publisher process (QoS 1) after a "
             f"{WARMUP_S:.0f} s warm-up at the same rate, p99 from the "
-            f"bridge's added-latency histogram (receive -> Kafka confirmed), interpolated in buckets. "
+            f"bridge's added-latency histogram (receive -> Kafka confirmed), interpolated in buckets; "
+            f"the bridge process's CPU over the same window, and the same run with "
+            f"bridge.read_coalesce_ms = 0 (alternating order). "
             f"Contract: {contract_n:,} simulator-shaped readings through each decode+validate path in one "
             f"process, CPU time, {contract_runs} alternating runs. Producer: records with the bridge's "
             f"headers, acks=all, idempotent, linger 5 ms. {runs} alternating runs, medians; everything on "
@@ -751,6 +777,10 @@ def run(cfg: FleetsimConfig, quick: bool) -> dict[str, Any]:
         "cpu_us_per_msg": {k: round(v, 1) for k, v in cpu.items()},
         "contract_us_per_msg": {k: round(v["median_us"], 2) for k, v in codec.items()},
         "latency_p50_ms": round(_median([r["p50_ms"] for r in lat]), 1),
+        "paced_no_coalescing": {
+            "cpu_us_per_msg": [round(r["cpu_us_per_msg"], 1) for r in lat_off],
+            "p99_ms": [round(r["p99_ms"], 1) for r in lat_off],
+        },
         "latency_publish_rate": round(_median([r["publish_rate"] for r in lat])),
         "latency_forwarded_vs_sent": [f"{r['forwarded']:.0f}/{r['sent']:.0f}" for r in lat],
         "bridge_extra_kafka_records": [r["kafka_records"] - n for r in drains["bridge"]],

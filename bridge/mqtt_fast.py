@@ -12,7 +12,11 @@ pair plus one ``send``. At 15k+ messages per second those syscalls dominate the 
   loop (fixed header, length, body: plain slicing, no per-packet ``recv`` calls or ``_in_packet``
   dict traffic); a partial packet at the buffer's end or any other packet type goes through
   paho's own reader, which then refills the buffer;
-- :meth:`ack_many` queues the PUBACKs of a whole confirmed batch as ONE write.
+- :meth:`ack_many` queues the PUBACKs of a whole confirmed batch as ONE write;
+- with :attr:`FastClient.coalesce_s` set, a read that brought only a trickle is followed by a short
+  pause, so the next wake-up finds many messages instead of one or two (paced traffic at 8k msg/s
+  otherwise wakes the loop thread for nearly every message, and each wake-up costs a ``select``,
+  a ``recv`` and paho's loop bookkeeping: docs/bridge.md, "Read coalescing").
 
 Packet parsing, callbacks, keep-alive, reconnects and the session stay paho's. The overrides
 touch private paho members, so they are enabled only on the paho version they were written and
@@ -34,6 +38,8 @@ SUPPORTED_PAHO = ("2.2.0",)
 READ_CHUNK = 65536
 REFILLS_PER_READ = 4
 """Socket reads per ``loop_read`` call (4 x 64 KiB, ~1,100 telemetry messages)."""
+SMALL_READ = READ_CHUNK // 4
+"""A ``loop_read`` that brought less than this is a trickle: worth waiting for more (coalescing)."""
 _PUBACK = 0x40
 
 
@@ -117,6 +123,10 @@ class FastClient(mqtt.Client):
     def _rbuf_state(self) -> tuple[Any, bytes, int]:
         return getattr(self, "_fs_sock", None), getattr(self, "_fs_buf", b""), getattr(self, "_fs_pos", 0)
 
+    coalesce_s = 0.0
+    """Pause after a small read (seconds; 0: none). Set by the bridge from
+    ``bridge.read_coalesce_ms``."""
+
     def _sock_recv(self, bufsize: int) -> bytes:
         if not self._fast:
             return super()._sock_recv(bufsize)
@@ -131,6 +141,7 @@ class FastClient(mqtt.Client):
                 raise BlockingIOError
             self._fs_refills -= 1
             buf = super()._sock_recv(READ_CHUNK)  # BlockingIOError propagates: paho expects it
+            self._fs_got += len(buf)
             pos = 0
             if not buf:
                 self._fs_buf, self._fs_pos = b"", 0
@@ -146,6 +157,7 @@ class FastClient(mqtt.Client):
         return len(buf) - pos if sock is self._sock else 0
 
     _fs_refills = REFILLS_PER_READ
+    _fs_got = 0
 
     def loop_read(self, max_packets: int = 1) -> mqtt.MQTTErrorCode:
         # Bounded work per call: under a continuous inbound flood an unbounded loop never
@@ -153,9 +165,14 @@ class FastClient(mqtt.Client):
         # connection for keep-alive timeout. Parsing stops only with an empty buffer, so no
         # bytes are ever left where select() cannot see them.
         self._fs_refills = REFILLS_PER_READ
+        self._fs_got = 0
         rc = super().loop_read(max_packets)
         while self._fast and rc == mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS and self.buffered() > 0:
             rc = super().loop_read(max_packets)
+        if self.coalesce_s and rc == mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS and 0 < self._fs_got < SMALL_READ:
+            # Everything read is parsed (the buffer is empty), so nothing waits unseen: the pause
+            # only lets the kernel gather the next messages. A backlog's full reads never pause.
+            time.sleep(self.coalesce_s)
         return rc
 
     def _packet_read(self) -> mqtt.MQTTErrorCode:

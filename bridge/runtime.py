@@ -144,6 +144,7 @@ class Bridge:
             reconnect=self.hooks.reconnect,
         )
         self.hooks.configure(c)
+        c.coalesce_s = self.cfg.bridge.read_coalesce_ms / 1000
         c.manual_ack_set(True)
         self._v5 = c.protocol == 5
         c.reconnect_delay_set(min_delay=1, max_delay=10)

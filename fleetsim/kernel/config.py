@@ -507,6 +507,10 @@ class BridgeConfig(_Section):
     max_inflight: int = Field(2000, ge=1)
     """Messages received but not yet confirmed by Kafka before the bridge stops reading."""
     linger_ms: int = Field(5, ge=0)
+    read_coalesce_ms: float = Field(5.0, ge=0, le=50)
+    """Milliseconds the MQTT loop pauses after a read that brought only a few messages, so the
+    next read takes many at once: fewer wake-ups per message under paced traffic, for at most this
+    much added latency. 0 reads as soon as anything arrives."""
     unknown_device: Literal["deadletter", "accept"] = "accept"
     """What to do with readings from ids not in the registry (``accept`` auto-registers them as
     unplaced)."""

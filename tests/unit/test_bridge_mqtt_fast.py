@@ -12,7 +12,14 @@ from paho.mqtt._packet import decode_publish
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from fleetsim.bridge.mqtt_fast import FastClient, fast_path_supported, parse_publish, puback_packet
+from fleetsim.bridge import mqtt_fast
+from fleetsim.bridge.mqtt_fast import (
+    SMALL_READ,
+    FastClient,
+    fast_path_supported,
+    parse_publish,
+    puback_packet,
+)
 
 
 def _varint(n: int) -> bytes:
@@ -179,3 +186,30 @@ def test_batched_parse_refuses_a_malformed_publish_like_paho() -> None:
     rc = c.loop_read()
     assert [m.payload for m in got] == [b"x"]
     assert rc != mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+
+
+@pytest.mark.skipif(not fast_path_supported(), reason="coalescing is part of the fast path")
+def test_a_trickle_read_pauses_after_delivering_and_a_backlog_or_nothing_does_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    c, peer, got = _wired_client(FastClient, True)
+    assert isinstance(c, FastClient)
+    pauses: list[tuple[float, int]] = []  # (seconds, messages delivered when the pause began)
+    monkeypatch.setattr(mqtt_fast.time, "sleep", lambda s: pauses.append((s, len(got))))
+    packet = publish_packet("sensors/d/telemetry", b"x" * 200, 1, 1, True)
+
+    c.loop_read()  # nothing to read: no pause (the loop is idle in select, not here)
+    peer.sendall(packet * 3)
+    c.loop_read()  # a trickle with coalescing off: no pause
+    assert pauses == [] and len(got) == 3
+
+    c.coalesce_s = 0.002
+    peer.sendall(packet * 3)
+    c.loop_read()  # a trickle: pause once, after the three messages went to on_message
+    assert pauses == [(0.002, 6)]
+
+    peer.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+    backlog = packet * (SMALL_READ // len(packet) + 10)
+    peer.sendall(backlog)
+    c.loop_read()  # a backlog fills the reads: never paused
+    assert pauses == [(0.002, 6)] and len(got) == 6 + SMALL_READ // len(packet) + 10
