@@ -119,13 +119,12 @@ class FastClient(mqtt.Client):
     """paho ``Client`` with buffered reads and batched acks (see the module docstring)."""
 
     _fast = fast_path_supported()
-
-    def _rbuf_state(self) -> tuple[Any, bytes, int]:
-        return getattr(self, "_fs_sock", None), getattr(self, "_fs_buf", b""), getattr(self, "_fs_pos", 0)
-
     coalesce_s = 0.0
     """Pause after a small read (seconds; 0: none). Set by the bridge from
     ``bridge.read_coalesce_ms``."""
+
+    def _rbuf_state(self) -> tuple[Any, bytes, int]:
+        return getattr(self, "_fs_sock", None), getattr(self, "_fs_buf", b""), getattr(self, "_fs_pos", 0)
 
     def _sock_recv(self, bufsize: int) -> bytes:
         if not self._fast:
