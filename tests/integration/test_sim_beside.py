@@ -209,8 +209,14 @@ def test_a_long_run_shows_its_progress_in_the_log_and_in_fleetsim_status(
         )
         assert line
         sim = AppComponent("sim", cfg.with_overrides({"simulation.metrics_port": port}))
+        # The ETA needs a speed, i.e. two of the runner's once-a-second ticks: a status read
+        # after the first (120 simulated s at --speed 120) has no ETA yet (seen in CI).
         figure, metrics = wait_until(
-            lambda: (live := sim.live())[1].get("simulated_s", 0) > 60 and live,
+            lambda: (
+                (live := sim.live())[1].get("simulated_s", 0) > 60
+                and live[1].get("eta_s") is not None
+                and live
+            ),
             30,
             what="fleetsim status's figure for the simulator",
             ignoring=(OSError, StackError),
