@@ -43,9 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # `make test` runs lint, types and the engine-free tests beside the integration tests' first
     # two or three minutes: the chaos campaign, the hungriest and most timing-bound of them, last.
-    chaos = [i for i in items if i.nodeid.startswith("tests/chaos/")]
-    if chaos:
-        items[:] = [i for i in items if not i.nodeid.startswith("tests/chaos/")] + chaos
+    items.sort(key=lambda i: i.nodeid.startswith("tests/chaos/"))  # stable: the rest keep their order
 
 
 @pytest.fixture(scope="session")
