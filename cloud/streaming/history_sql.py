@@ -222,11 +222,14 @@ WITH dev AS (
 ), refs AS (
   -- Per partition of the batch, a range of device_latest_unjudged_part_idx (V015). OFFSET 0
   -- keeps each a lookup: flattened into a join, the planner (a third of the table estimated for
-  -- ts < <computed>) hashed a scan of all of device_latest's heap.
+  -- ts < <computed>) hashed a scan of all of device_latest's heap. The lower bound is always
+  -- true and there for the planner: a pair of bounds it cannot price is a narrow range (0.5 %%
+  -- of the rows, not a third), so a bloated heap after a soak no longer prices the index out
+  -- (a scan of the whole table per partition: 7,700 buffer hits a merge, bench/ANALYSIS.md).
   SELECT c.* FROM part p CROSS JOIN LATERAL (
     SELECT l.device_id, l.ts, l.seq, l.site, l.fault, l.kafka_partition, p.ref_ts FROM device_latest l
     WHERE l.kafka_partition = p.kafka_partition AND l.offline_for IS DISTINCT FROM l.ts
-      AND l.ts < p.ref_ts - make_interval(secs => %(offline_s)s)
+      AND l.ts > '-infinity' AND l.ts < p.ref_ts - make_interval(secs => %(offline_s)s)
     OFFSET 0
   ) c
   UNION ALL
