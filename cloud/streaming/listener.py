@@ -92,6 +92,19 @@ def progress_figures(progress: Any) -> dict[str, Any]:
     }
 
 
+def state_figures(progress: Any) -> dict[str, int] | None:
+    """Rows and memory of a query's state stores (summed over its stateful operators), or None for
+    a stateless query. RocksDB's memory (memtables, block cache, index and filter blocks) lives
+    outside the JVM's heap: this is the figure to hold beside the job's resident size."""
+    ops = progress.stateOperators or []
+    if not ops:
+        return None
+    return {
+        "rows": sum(int(op.numRowsTotal or 0) for op in ops),
+        "memory_bytes": sum(int(op.memoryUsedBytes or 0) for op in ops),
+    }
+
+
 def sink_figures(progress: Any) -> dict[str, Any] | None:
     """The executor-side raw sink's figures of a batch (observed metrics ``raw_sink``: sums over
     its tasks), or None when the query has none (the other queries, the driver-side sink)."""
@@ -147,6 +160,9 @@ class MetricsListener(ProgressListener):
                 m.input_rate.labels(name).set(fig["input_rate"])
             if fig["watermark"] is not None:
                 m.watermark_s.labels(name).set(fig["watermark"].timestamp())
+            if (state := state_figures(p)) is not None:
+                m.state_rows.labels(name).set(state["rows"])
+                m.state_memory_bytes.labels(name).set(state["memory_bytes"])
             sink = sink_figures(p)
             if sink is not None and sink["rows"]:
                 self._record_sink(sink)

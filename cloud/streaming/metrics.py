@@ -72,6 +72,15 @@ class StreamMetrics:
             ["state"],
             registry=r,
         )
+        self.state_rows = Gauge(
+            "fleetsim_stream_state_rows", "Rows held in the query's state stores", ["query"], registry=r
+        )
+        self.state_memory_bytes = Gauge(
+            "fleetsim_stream_state_memory_bytes",
+            "Memory of the query's state stores (RocksDB's is native, outside the JVM heap)",
+            ["query"],
+            registry=r,
+        )
         self.input_rate = Gauge(
             "fleetsim_stream_input_rows_per_second", "Input rate of the last batch", ["query"], registry=r
         )

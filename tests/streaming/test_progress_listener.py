@@ -13,7 +13,7 @@ import pytest
 from waiting import wait_until
 
 from fleetsim.cloud.streaming.executor_sink import OBSERVED_NAME
-from fleetsim.cloud.streaming.listener import ProgressListener, progress_figures, sink_figures
+from fleetsim.cloud.streaming.listener import ProgressListener, progress_figures, sink_figures, state_figures
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark]
 
@@ -71,3 +71,31 @@ def test_progress_and_observed_metrics_arrive_whole(spark: Any, tmp_path: Path) 
     assert sink is not None
     assert (sink["rows"], sink["inserted"]) == (7, sum(range(7)))
     assert sink["tasks"] is None  # not observed here: absent, not an error
+    assert state_figures(p) is None  # a stateless query
+
+
+def test_a_stateful_query_reports_its_state(spark: Any, tmp_path: Path) -> None:
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    (inbox / "1.json").write_text("".join(json.dumps({"n": i % 5}) + "\n" for i in range(12)))
+    counts = spark.readStream.schema("n int").json(str(inbox)).groupBy("n").count()
+    recorder = Recorder()
+    spark.streams.addListener(recorder)
+    query = (
+        counts.writeStream.format("noop")
+        .outputMode("update")
+        .queryName("listener-state")
+        .trigger(processingTime="0.2 seconds")
+        .option("checkpointLocation", str(tmp_path / "ckpt"))
+        .start()
+    )
+    try:
+        wait_until(lambda: any(p.numInputRows for p in list(recorder.progress)), 60, what="a batch with rows")
+    finally:
+        query.stop()
+        spark.streams.removeListener(recorder)
+    p = next(p for p in list(recorder.progress) if p.numInputRows)
+    state = state_figures(p)
+    assert state is not None
+    assert state["rows"] == 5  # one per distinct key
+    assert state["memory_bytes"] > 0
