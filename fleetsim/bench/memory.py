@@ -13,10 +13,12 @@ whichever is larger: a small process's allocator noise is not a leak).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
-from collections.abc import Mapping, Sequence
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -80,9 +82,18 @@ class MemSampler:
     thread, from ``start()`` to ``stop()``. The stages in ``split`` are also sampled by process
     name (``spark/java``, ``spark/python3``): a stage of several runtimes says which one grows."""
 
-    def __init__(self, roots: Roots, every_s: float = 10.0, split: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self,
+        roots: Roots,
+        every_s: float = 10.0,
+        split: frozenset[str] = frozenset(),
+        gauges: Callable[[], Mapping[str, int]] | None = None,
+    ) -> None:
         self._roots = roots
         self._split = split
+        # Figures a stage reports of itself, sampled beside its PSS (``spark/state stores``: what
+        # its RocksDB stores say they hold); a failed read leaves that sample without them.
+        self._gauges = gauges
         self.every_s = every_s
         self.samples: list[tuple[float, dict[str, int]]] = []
         self._stop = threading.Event()
@@ -99,6 +110,10 @@ class MemSampler:
                 for p, size in by_pid.items():
                     part = f"{stage}{PART_SEP}{comm(p)}"
                     out[part] = out.get(part, 0) + size
+        if self._gauges is not None:
+            # A figure missing from one sample, not a failed run (the endpoint restarting, say).
+            with contextlib.suppress(Exception):
+                out.update(self._gauges())
         return out
 
     def _loop(self) -> None:
@@ -118,6 +133,20 @@ class MemSampler:
         if self._thread is not None:
             self._thread.join()
         return self.samples
+
+
+def metric_sum(url: str, name: str, timeout_s: float = 2.0) -> float:
+    """The sum over all labels of ``name`` in the Prometheus text served at ``url``."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(url, timeout=timeout_s) as resp:  # noqa: S310 (our own endpoint)
+        text = resp.read().decode()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    )
 
 
 def _slope(points: list[tuple[float, float]]) -> float:

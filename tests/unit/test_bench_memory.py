@@ -3,12 +3,15 @@ the sampler's PSS of a real process tree."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 
-from fleetsim.bench.memory import MIB, MemSampler, growing_label, growth
+from prometheus_client import CollectorRegistry, Gauge, start_http_server
+
+from fleetsim.bench.memory import MIB, MemSampler, growing_label, growth, metric_sum
 
 
 def _series(
@@ -82,3 +85,36 @@ def test_a_growing_stage_is_named_with_its_parts_slopes() -> None:
     }
     assert growing_label("spark", mem) == "spark (java +15.0, python3 -0.3 MiB/min)"
     assert growing_label("kafka", mem) == "kafka"
+
+
+def test_a_stage_reports_figures_of_its_own_beside_its_pss() -> None:
+    calls = iter(
+        [{"me/state stores": 5 * MIB}, RuntimeError("endpoint restarting"), {"me/state stores": 7 * MIB}]
+    )
+
+    def gauges() -> dict[str, int]:
+        got = next(calls)
+        if isinstance(got, Exception):
+            raise got
+        return got
+
+    sampler = MemSampler({"me": os.getpid()}, every_s=10, gauges=gauges)
+    samples = [sampler.sample() for _ in range(3)]
+    assert [s.get("me/state stores") for s in samples] == [5 * MIB, None, 7 * MIB]
+    assert all(s["me"] > 0 for s in samples)  # a failed gauge costs only its own figure
+
+
+def test_metric_sum_adds_a_metric_over_its_labels_from_a_live_endpoint() -> None:
+    registry = CollectorRegistry()
+    g = Gauge("fleetsim_stream_state_memory_bytes", "state", ["query"], registry=registry)
+    g.labels("agg").set(3 * MIB)
+    g.labels("deadletter").set(1 * MIB)
+    Gauge("fleetsim_other_bytes", "other", registry=registry).set(99)
+    server, thread = start_http_server(0, addr="127.0.0.1", registry=registry)
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/metrics"
+        assert metric_sum(url, "fleetsim_stream_state_memory_bytes") == 4 * MIB
+        assert metric_sum(url, "fleetsim_absent") == 0
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)
