@@ -37,7 +37,9 @@ class Recorder(ProgressListener):
         pass
 
 
-def test_progress_and_observed_metrics_arrive_whole(spark: Any, tmp_path: Path) -> None:
+def test_progress_observed_metrics_and_state_arrive_whole(spark: Any, tmp_path: Path) -> None:
+    """Two queries side by side (one batch of Spark's fixed cost, not two): a stateless one with
+    observed metrics, and a stateful one whose state stores report their rows and memory."""
     from pyspark.sql import functions as F
 
     inbox = tmp_path / "in"
@@ -47,22 +49,29 @@ def test_progress_and_observed_metrics_arrive_whole(spark: Any, tmp_path: Path) 
     observed = stream.observe(
         OBSERVED_NAME, F.count(F.lit(1)).alias("rows"), F.coalesce(F.sum("n"), F.lit(0)).alias("inserted")
     )
+    counts = stream.groupBy((F.col("n") % 5).alias("k")).count()
     recorder = Recorder()
     spark.streams.addListener(recorder)
-    query = (
-        observed.writeStream.format("noop")
-        .queryName("listener-bridge")
+    queries = [
+        df.writeStream.format("noop")
+        .outputMode(mode)
+        .queryName(name)
         .trigger(processingTime="0.2 seconds")
-        .option("checkpointLocation", str(tmp_path / "ckpt"))
+        .option("checkpointLocation", str(tmp_path / name))
         .start()
-    )
+        for df, name, mode in ((observed, "listener-bridge", "append"), (counts, "listener-state", "update"))
+    ]
+
+    def first(name: str) -> Any:
+        return next((p for p in list(recorder.progress) if p.name == name and p.numInputRows), None)
+
     try:
-        wait_until(lambda: any(p.numInputRows for p in list(recorder.progress)), 60, what="a batch with rows")
+        wait_until(lambda: first("listener-bridge") and first("listener-state"), 60, what="a batch of each")
     finally:
-        query.stop()
+        for q in queries:
+            q.stop()
         spark.streams.removeListener(recorder)
-    p = next(p for p in list(recorder.progress) if p.numInputRows)
-    assert p.name == "listener-bridge"
+    p = first("listener-bridge")
     fig = progress_figures(p)
     assert fig["input_rows"] == 7
     assert fig["batch_duration_ms"] is not None and fig["batch_duration_ms"] >= 0
@@ -72,30 +81,7 @@ def test_progress_and_observed_metrics_arrive_whole(spark: Any, tmp_path: Path) 
     assert (sink["rows"], sink["inserted"]) == (7, sum(range(7)))
     assert sink["tasks"] is None  # not observed here: absent, not an error
     assert state_figures(p) is None  # a stateless query
-
-
-def test_a_stateful_query_reports_its_state(spark: Any, tmp_path: Path) -> None:
-    inbox = tmp_path / "in"
-    inbox.mkdir()
-    (inbox / "1.json").write_text("".join(json.dumps({"n": i % 5}) + "\n" for i in range(12)))
-    counts = spark.readStream.schema("n int").json(str(inbox)).groupBy("n").count()
-    recorder = Recorder()
-    spark.streams.addListener(recorder)
-    query = (
-        counts.writeStream.format("noop")
-        .outputMode("update")
-        .queryName("listener-state")
-        .trigger(processingTime="0.2 seconds")
-        .option("checkpointLocation", str(tmp_path / "ckpt"))
-        .start()
-    )
-    try:
-        wait_until(lambda: any(p.numInputRows for p in list(recorder.progress)), 60, what="a batch with rows")
-    finally:
-        query.stop()
-        spark.streams.removeListener(recorder)
-    p = next(p for p in list(recorder.progress) if p.numInputRows)
-    state = state_figures(p)
+    state = state_figures(first("listener-state"))
     assert state is not None
     assert state["rows"] == 5  # one per distinct key
     assert state["memory_bytes"] > 0
