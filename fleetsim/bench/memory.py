@@ -22,6 +22,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from fleetsim.stack import process
 
 GROWTH_LIMIT_FRACTION: Final = 0.05
@@ -137,8 +139,6 @@ class MemSampler:
 
 def metric_sum(url: str, name: str, timeout_s: float = 2.0) -> float:
     """The sum over all labels of ``name`` in the Prometheus text served at ``url``."""
-    from prometheus_client.parser import text_string_to_metric_families
-
     with urllib.request.urlopen(url, timeout=timeout_s) as resp:  # noqa: S310 (our own endpoint)
         text = resp.read().decode()
     return sum(
