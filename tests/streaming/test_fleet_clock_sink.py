@@ -207,6 +207,17 @@ def _vacuum(cfg: FleetsimConfig, table: str) -> None:
         conn.close()
 
 
+def _fleet(cfg: FleetsimConfig, prefix: str, n: int, ts: datetime, partitions: int, judged: bool) -> None:
+    """``n`` devices ``<prefix>1..n`` whose latest reading is at ``ts``, spread over ``partitions``
+    Kafka partitions; ``judged``: already marked silent (``offline_for`` = ``ts``)."""
+    _admin(
+        cfg,
+        "INSERT INTO device_latest (device_id, seq, ts, status, kafka_partition, offline_for, ingest_ts) "
+        "SELECT %s || i, 1, %s, 'OK', i %% %s, %s, %s FROM generate_series(1, %s) i",
+        (prefix, ts, partitions, ts if judged else None, ts, n),
+    )
+
+
 def test_a_judged_silent_fleet_costs_the_silence_rule_a_few_pages(sink_cfg: FleetsimConfig) -> None:
     """20,000 devices silent and already judged (a replaced fleet) beside 1,000 live ones whose
     rows were updated many times (one non-HOT update per reading): per partition of the batch, the
@@ -215,12 +226,7 @@ def test_a_judged_silent_fleet_costs_the_silence_rule_a_few_pages(sink_cfg: Flee
     step before)."""
     now = datetime.now(UTC)
     at = lambda s: now - timedelta(seconds=s)  # noqa: E731
-    _admin(
-        sink_cfg,
-        "INSERT INTO device_latest (device_id, seq, ts, status, kafka_partition, offline_for, ingest_ts) "
-        "SELECT 'old-' || i, 1, %s, 'OK', i %% 3, %s, %s FROM generate_series(1, 20000) i",
-        (at(7200), at(7200), at(7200)),
-    )
+    _fleet(sink_cfg, "old-", 20000, at(7200), partitions=3, judged=True)
     live = [(f"lv-{i}", i % 3, 1, at(30)) for i in range(1000)]
     quiet = [("lq-0", 0, 1, at(80)), ("lq-1", 1, 1, at(80)), ("lq-2", 2, 1, at(80))]
     _write(sink_cfg, _partitioned(live + quiet))
@@ -250,12 +256,7 @@ def test_a_live_fleet_costs_the_silence_rule_a_few_pages(sink_cfg: FleetsimConfi
     at-rest step after the soak)."""
     now = datetime.now(UTC)
     at = lambda s: now - timedelta(seconds=s)  # noqa: E731
-    _admin(
-        sink_cfg,
-        "INSERT INTO device_latest (device_id, seq, ts, status, kafka_partition, ingest_ts) "
-        "SELECT 'lf-' || i, 1, %s, 'OK', i %% 4, %s FROM generate_series(1, 20000) i",
-        (at(60), at(60)),
-    )
+    _fleet(sink_cfg, "lf-", 20000, at(60), partitions=4, judged=False)
     _write(sink_cfg, _partitioned([("lf-quiet", 1, 1, at(400))]))
     # Every reading is a non-HOT update of its device's row: a soak leaves the heap and the index
     # many times the size of their live rows, which is what priced the index out.
