@@ -40,6 +40,7 @@ from fleetsim.bench.budget import (
     LOADGEN,
     SETTLED_RATE,
     SETTLED_S,
+    after_soak_figure,
     cpu_table,
     holder,
     settled_figure,
@@ -301,6 +302,7 @@ def step(
     # The load's processes exit before the meter's last read; their CPU comes from the kernel's
     # account of reaped children instead (the bench's only children that end within a step).
     reaped0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    rows0 = _state_rows(cfg) if profile else None
     procs, truth = start_load(mode, env, prefix, rate, seconds, tmp)
     meter.start()
     if prof is not None:
@@ -340,6 +342,7 @@ def step(
         time.sleep(0.5)
     cpu = meter.used() | {load: load_cpu}
     where = prof.cores() if prof is not None else None
+    rows = [rows0, _state_rows(cfg)] if profile else None
     lat = latency(cfg, prefix, started + timedelta(seconds=WARMUP_S))
     p95 = lat["event_to_row_s"]["p95"]
     lost = max(published - stored, 0)
@@ -355,6 +358,7 @@ def step(
         **memory_summary(samples, full=full_memory),
         **({"cpu_profile_cores": where} if where is not None else {}),
         **({"pg_statements": prof.statements} if prof is not None else {}),
+        **({"state_rows": rows} if rows is not None else {}),
         "passed": bool(p95 is not None and p95 <= P95_LIMIT_S and lost == 0 and published > 0),
     }
 
@@ -484,6 +488,15 @@ an incident and its notification per reading) instead of the pipeline."""
 STATE_PART = f"spark{PART_SEP}state stores"
 """The memory table's row of what the state stores report (a part of ``spark``, not a process)."""
 STATE_METRIC = "fleetsim_stream_state_memory_bytes"
+STATE_ROWS_METRIC = "fleetsim_stream_state_rows"
+
+
+def _state_rows(cfg: FleetsimConfig) -> int | None:
+    """The rows Spark's state stores hold (all queries), or None if the job's endpoint did not answer."""
+    try:
+        return int(metric_sum(_metrics_url(cfg), STATE_ROWS_METRIC))
+    except OSError:
+        return None
 
 
 def _metrics_url(cfg: FleetsimConfig) -> str:
@@ -520,6 +533,7 @@ def run(cfg: FleetsimConfig, quick: bool) -> dict[str, Any]:
     ramps: list[dict[str, Any]] = []
     soak: dict[str, Any] | None = None
     settled: dict[str, Any] | None = None
+    after_soak: dict[str, Any] | None = None
     # The JVMs keep JIT-compiling the data path for minutes under load (C2 took ~0.5 core for
     # the first minute of a 100 msg/s run; bench_batch_cost.py), so the warm-up runs under load.
     warm_s = 45.0 if quick else 120.0
@@ -544,14 +558,19 @@ def run(cfg: FleetsimConfig, quick: bool) -> dict[str, Any]:
             for mode in modes:
                 ramps.append(ramp(mode, rates, step_s, env, cfg, stages, tmp))
             sim_big = ramps[-1]
+            ext_big = ramps[2]
+            if settled_s:
+                # Before the soak: its rate x 600 s of deduplication keys would still be expiring
+                # for ten minutes after it, and each windowed batch scans them all (after_soak).
+                settled = step(Mode("external", 10_000), env, cfg, stages, ext_big["prefix"],
+                               SETTLED_RATE, settled_s, tmp, profile=True)  # fmt: skip
             if soak_s and sim_big["best"]:
                 soak = step(Mode("sim", 10_000), env, cfg, stages, sim_big["prefix"],
                             sim_big["best"]["rate_target_msg_s"], soak_s, tmp,
                             mem_every_s=10.0, full_memory=True)  # fmt: skip
-            if settled_s:
-                ext_big = ramps[2]
-                settled = step(Mode("external", 10_000), env, cfg, stages, ext_big["prefix"],
-                               SETTLED_RATE, settled_s, tmp, profile=True)  # fmt: skip
+                if settled_s:
+                    after_soak = step(Mode("external", 10_000), env, cfg, stages, ext_big["prefix"],
+                                      SETTLED_RATE, settled_s, tmp, profile=True)  # fmt: skip
         finally:
             for app in apps.values():
                 app.stop()
@@ -570,6 +589,8 @@ def run(cfg: FleetsimConfig, quick: bool) -> dict[str, Any]:
         )
     if settled:
         figures.append(settled_figure(settled, ramps[2]))
+    if after_soak and soak:
+        figures.append(after_soak_figure(after_soak, soak["rate_target_msg_s"]))
     tables = []
     if soak:
         stages_mem = {k: v for k, v in soak["memory"].items() if PART_SEP not in k}
@@ -596,9 +617,10 @@ def run(cfg: FleetsimConfig, quick: bool) -> dict[str, Any]:
             f"Four ramps in one run: external load generator (bare MQTT sockets, QoS 1) and the simulator "
             f"(real time, QoS 1), each with 100 and 10,000 devices; rates {rates} msg/s for {step_s:.0f} s "
             f"each, a ramp stopping at its first step with p95 event->row > {P95_LIMIT_S} s or any loss; "
-            f"then a {soak_s / 60:.0f}-minute soak of the simulator with 10,000 devices at its highest "
-            f"passing rate; last, {settled_s:.0f} s of the external load with 10,000 devices at "
-            f"{SETTLED_RATE} msg/s for Spark's CPU at rest. "
+            f"then {settled_s:.0f} s of the external load with 10,000 devices at {SETTLED_RATE} msg/s "
+            "for Spark's CPU at rest; then a "
+            f"{soak_s / 60:.0f}-minute soak of the simulator with 10,000 devices at its highest "
+            f"passing rate; last, the same {SETTLED_RATE} msg/s again, right after the soak. "
             f"Warm-up: {warm_s:.0f} s at 500 msg/s before the first ramp, not reported. "
             f"Latencies come from each row (ts, bridge_ts, kafka_ts, ingest_ts), skipping the first "
             f"{WARMUP_S:.0f} s of a step (the rest of a full step is one windowed trigger period, so "
@@ -617,6 +639,7 @@ def run(cfg: FleetsimConfig, quick: bool) -> dict[str, Any]:
         "ramps": ramps,
         "soak": soak,
         "settled": settled,
+        "after_soak": after_soak,
         "notes": [
             "All stages share the machine's 2 cores, so a stage's CPU per message is also a share of "
             "the ceiling of every other stage.",

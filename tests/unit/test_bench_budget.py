@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fleetsim.bench import report
-from fleetsim.bench.budget import BUDGET_US, LOADGEN, cpu_table, holder, settled_figure
+from fleetsim.bench.budget import BUDGET_US, LOADGEN, after_soak_figure, cpu_table, holder, settled_figure
 
 
 def _ramp(mode: str, cpu: dict[str, float], passed: bool = True) -> dict[str, object]:
@@ -66,6 +66,23 @@ def test_settled_figure_names_the_busiest_spark_threads_when_profiled() -> None:
         "busiest threads: Executor task l 0.060, python 0.050, C2 CompilerThreN 0.040, GC Thread#N 0.010)"
     )
     assert "busiest" not in settled_figure(_rest_step(2290.0, 100.0), {"steps": []})["name"]
+
+
+def test_rest_figures_say_how_much_windowed_state_the_step_carried() -> None:
+    # The state's gauge is read as the step starts and once it has drained; a step whose endpoint
+    # did not answer shows no state rather than a wrong one.
+    step = {**_rest_step(1500.0, 100.0), "state_rows": [612_345, 431_000]}
+    assert "windowed state 612,345 -> 431,000 rows" in settled_figure(step, {"steps": []})["name"]
+    unknown = {**_rest_step(1500.0, 100.0), "state_rows": [None, 431_000]}
+    assert "windowed state" not in settled_figure(unknown, {"steps": []})["name"]
+
+
+def test_after_soak_figure_is_reported_beside_the_judged_one_not_judged_against_the_target() -> None:
+    step = {**_rest_step(2403.0, 100.0), "state_rows": [3_100_000, 2_200_000]}
+    fig = after_soak_figure(step, 5000)
+    assert (fig["value"], fig["target"], fig["met"]) == (0.2403, "report", True)
+    assert "after the soak at 5,000 msg/s" in fig["name"] and "3,100,000 -> 2,200,000" in fig["name"]
+    assert after_soak_figure({**step, "lost": 2}, 5000)["met"] is False
 
 
 def test_a_failing_step_names_the_hop_and_the_stages_that_hold_it() -> None:
