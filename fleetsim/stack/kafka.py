@@ -186,9 +186,10 @@ class Kafka(Service):
         return [
             require_binary("java", "openjdk-17-jre-headless"),
             f"-Xmx{heap_mb}m",
-            f"-Xms{min(heap_mb, 256)}m",
-            # Resident from the start: first touches of the heap otherwise read as growth in
-            # the soak's memory verdict (the same reason as the Spark driver's, session.py).
+            # The whole heap, resident from the start: with -Xms256m G1 committed the rest of a
+            # 512 MiB heap under load, +160 MiB through a soak that the memory verdict read as
+            # growth (run R, bench/ANALYSIS.md); the Spark driver's heap is set up the same way.
+            f"-Xms{heap_mb}m",
             "-XX:+AlwaysPreTouch",
             "-XX:+UseG1GC",
             "-XX:MaxGCPauseMillis=20",
