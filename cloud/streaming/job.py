@@ -78,6 +78,16 @@ def kafka_source_options(cfg: FleetsimConfig, topic: str, *, realtime: bool = Fa
     return opts
 
 
+def lines_sink_options(cfg: FleetsimConfig) -> dict[str, str]:
+    """Options of the real-time raw query's Kafka sink (the lines topic). A producer that sends
+    each record as soon as it can costs the broker a produce request for every one or two
+    records; ``spark.lines_linger_ms`` lets it batch them."""
+    return spark_kafka_options(cfg, "stream") | {
+        "topic": cfg.kafka.lines_topic,
+        "kafka.linger.ms": str(cfg.spark.lines_linger_ms),
+    }
+
+
 class StreamJob:
     """The streaming job: ``start()``, then ``run_until(stop_event)`` or ``stop()``."""
 
@@ -210,8 +220,7 @@ class StreamJob:
         a task slot) stream records to the lines topic; a checkpoint every ``realtime_batch_s``."""
         writer = (
             writer.format("kafka")
-            .options(**spark_kafka_options(self.cfg, "stream"))
-            .option("topic", self.cfg.kafka.lines_topic)
+            .options(**lines_sink_options(self.cfg))
             # Its own checkpoint: a micro-batch sink's checkpoint does not carry over.
             .option("checkpointLocation", self.checkpoint(f"{name}-realtime"))
         )

@@ -205,6 +205,12 @@ class SparkConfig(_Section):
     """``realtime`` raw sink: seconds between the real-time query's checkpoints (Spark's minimum is
     5). Rows flow continuously; this bounds what a crashed job re-reads (and the loaders absorb by
     the natural keys) against a short pause of the flow at every checkpoint."""
+    lines_linger_ms: int = Field(10, ge=0, le=1000)
+    """``realtime`` raw sink: how long the real-time query's producer (Spark's Kafka sink, writing
+    the lines topic) waits to fill a batch before sending it, in milliseconds (``linger.ms``). With
+    Kafka 3.9's 0 a record left as soon as the previous request was answered: at 5,000 msg/s, 10
+    took the broker from 0.27 to 0.21 core and the job from 0.64 to 0.58, p95 unchanged within
+    the noise (docs/streaming.md)."""
     loader_interval_s: float = Field(0.2, ge=0, le=10)
     """``realtime`` raw sink: a loader starts a merge at most this often, in seconds (at once when
     the previous merge took longer). A merge costs PostgreSQL 7-10 ms of CPU with 10,000 devices

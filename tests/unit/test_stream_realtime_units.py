@@ -121,3 +121,14 @@ def test_kafka_source_sets_the_fetch_settings_only_where_configured() -> None:
     batch = kafka_source_options(tuned, "t")  # a micro-batch reads a range already there
     assert batch["maxOffsetsPerTrigger"] == str(base.spark.max_offsets_per_trigger)
     assert not {"kafka.fetch.max.wait.ms", "kafka.fetch.min.bytes"} & set(batch)
+
+
+def test_lines_sink_batches_its_records_for_the_configured_linger() -> None:
+    from fleetsim.cloud.streaming.job import lines_sink_options
+
+    base = load_config(None, environ={"FLEETSIM_KAFKA__STREAM_PASSWORD": "not-a-secret"})
+    opts = lines_sink_options(base)
+    assert opts["topic"] == base.kafka.lines_topic
+    assert opts["kafka.linger.ms"] == str(base.spark.lines_linger_ms) == "10"
+    assert opts["kafka.bootstrap.servers"] == base.kafka.bootstrap
+    assert lines_sink_options(base.with_overrides({"spark.lines_linger_ms": 0}))["kafka.linger.ms"] == "0"
