@@ -302,7 +302,7 @@ def step(
     # The load's processes exit before the meter's last read; their CPU comes from the kernel's
     # account of reaped children instead (the bench's only children that end within a step).
     reaped0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    rows0 = _state_rows(cfg) if profile else None
+    rows0 = _state_gauge(cfg, "rows", STATE_ROWS_METRIC).get("rows") if profile else None
     procs, truth = start_load(mode, env, prefix, rate, seconds, tmp)
     meter.start()
     if prof is not None:
@@ -310,7 +310,7 @@ def step(
     load = "simulator" if mode.load == "sim" else LOADGEN
     # The soak also samples what Spark's state stores say they hold: RocksDB's memory, outside
     # the JVM's own accounts, fills toward spark.state_memory_mb as the state grows.
-    gauges = (lambda: {STATE_PART: int(metric_sum(_metrics_url(cfg), STATE_METRIC))}) if full_memory else None
+    gauges = (lambda: _state_gauge(cfg, STATE_PART, STATE_METRIC)) if full_memory else None
     mem = MemSampler(
         {**stages, load: [p.pid for p in procs]},
         every_s=mem_every_s,
@@ -342,7 +342,7 @@ def step(
         time.sleep(0.5)
     cpu = meter.used() | {load: load_cpu}
     where = prof.cores() if prof is not None else None
-    rows = [rows0, _state_rows(cfg)] if profile else None
+    rows = [rows0, _state_gauge(cfg, "rows", STATE_ROWS_METRIC).get("rows")] if profile else None
     lat = latency(cfg, prefix, started + timedelta(seconds=WARMUP_S))
     p95 = lat["event_to_row_s"]["p95"]
     lost = max(published - stored, 0)
@@ -491,12 +491,13 @@ STATE_METRIC = "fleetsim_stream_state_memory_bytes"
 STATE_ROWS_METRIC = "fleetsim_stream_state_rows"
 
 
-def _state_rows(cfg: FleetsimConfig) -> int | None:
-    """The rows Spark's state stores hold (all queries), or None if the job's endpoint did not answer."""
+def _state_gauge(cfg: FleetsimConfig, key: str, metric: str) -> dict[str, int]:
+    """``{key: what Spark's state stores report of themselves}`` (``metric`` summed over the
+    queries), or ``{}`` if the job's endpoint did not answer: a missing figure, not a failed run."""
     try:
-        return int(metric_sum(_metrics_url(cfg), STATE_ROWS_METRIC))
+        return {key: int(metric_sum(_metrics_url(cfg), metric))}
     except OSError:
-        return None
+        return {}
 
 
 def _metrics_url(cfg: FleetsimConfig) -> str:
@@ -522,8 +523,8 @@ def run(cfg: FleetsimConfig, quick: bool) -> dict[str, Any]:
     # and two back-to-back runs disagreed by a whole step where p95 sat near 2 s (ANALYSIS.md).
     step_s = 15.0 if quick else WARMUP_S + cfg.spark.agg_trigger_interval_s
     soak_s = 0.0 if quick else soak_seconds(cfg)
-    # Spark's CPU at rest, measured last: the ramps' first steps still pay the JVM's JIT (C2
-    # compiled ~0.1 core of a 100 msg/s run one minute in, ~0.04 five minutes in;
+    # Spark's CPU at rest, measured after the ramps: their first steps still pay the JVM's JIT
+    # (C2 compiled ~0.1 core of a 100 msg/s run one minute in, ~0.04 five minutes in;
     # bench_batch_cost.py), a cost of the first minutes, not of a job that runs for days.
     settled_s = 0.0 if quick else SETTLED_S
     modes = [Mode("external", 100), Mode("sim", 100), Mode("external", 10_000), Mode("sim", 10_000)]
