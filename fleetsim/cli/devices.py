@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from fleetsim.kernel.config import FleetsimConfig
@@ -63,6 +64,13 @@ def register(subparsers: Any) -> None:
     pl.set_defaults(func=run_place)
 
     sd = sub.add_parser("seed", help="upsert the fleet file's simulated devices (also done by `fleetsim up`)")
+    sd.add_argument(
+        "--file",
+        type=Path,
+        default=None,
+        help="another fleet file to register (default: simulation.devices_file); do it before "
+        "`fleetsim sim --devices` publishes from it, or its devices get the fleet-wide alert rules",
+    )
     sd.set_defaults(func=run_seed)
 
 
@@ -172,7 +180,7 @@ def run_place(args: argparse.Namespace, cfg: FleetsimConfig) -> int:
 
 
 def run_seed(args: argparse.Namespace, cfg: FleetsimConfig) -> int:
-    result = seed_from_csv(cfg)
+    result = seed_from_csv(cfg, args.file)
     if result.path is None:
         print(f"No fleet file at {cfg.simulation.devices_file}: nothing seeded.")
     else:

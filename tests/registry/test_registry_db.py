@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import uuid
+from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 from waiting import wait_until
@@ -11,7 +14,7 @@ from waiting import wait_until
 from fleetsim.bridge.directory import DeviceStatus
 from fleetsim.bridge.registry_directory import RegistryDirectory, register_unplaced
 from fleetsim.kernel.clients import pg_connect
-from fleetsim.kernel.config import FleetsimConfig
+from fleetsim.kernel.config import FleetsimConfig, config_to_env
 from fleetsim.kernel.errors import RegistryError
 from fleetsim.registry import seed, service, store
 from fleetsim.registry.model import validate_new_device
@@ -73,6 +76,35 @@ def test_seed_with_the_repository_fleet(postgres: FleetsimConfig) -> None:
     assert result.path is not None
     assert result.devices == len(seed.simulated_devices(postgres))
     assert seed.seed_from_csv(postgres).changed == 0
+
+
+def test_cli_seeds_another_fleet_file_with_its_device_class(
+    postgres: FleetsimConfig, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``fleetsim device seed --file F``: the devices of a fleet file other than devices.csv get
+    their class (``indoor``) before a simulator publishes them."""
+    from fleetsim.cli import main
+
+    out, inn = _uid("seed-out"), _uid("seed-in")
+    fleet = tmp_path / "other.csv"
+    fleet.write_text(
+        "device_id,type,site,indoor,lat,lon,interval_s\n"
+        f"{out},fixed,site-o,false,45.0,4.0,60\n"
+        f"{inn},fixed,site-i,true,45.1,4.1,30\n"
+    )
+    with mock.patch.dict(os.environ, config_to_env(postgres)):
+        assert main(["device", "seed", "--file", str(fleet)]) == 0
+    assert f"2 simulated device(s) from {fleet}; 2 row(s) changed" in capsys.readouterr().out
+    conn = pg_connect(postgres, "reader")
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT device_id, indoor FROM devices WHERE device_id IN (%s, %s)", (out, inn))
+            assert dict(cur.fetchall()) == {out: False, inn: True}
+    finally:
+        conn.close()
+    with mock.patch.dict(os.environ, config_to_env(postgres)):
+        assert main(["device", "seed", "--file", str(tmp_path / "missing.csv")]) != 0
+    assert "missing.csv does not exist" in capsys.readouterr().err
 
 
 def test_add_twice_fails_clearly_and_changes_nothing(postgres: FleetsimConfig) -> None:
