@@ -147,6 +147,20 @@ ON CONFLICT (scope, key, window_start, window_end) DO UPDATE SET
 """  # noqa: S608 (identifiers are module constants, values are bound parameters)
 """Update mode re-emits a window with its full, current aggregate: overwrite, never add."""
 
+SMALL_MERGE_CLASS: Final = 0
+"""Merges of this :func:`~.prepared.size_class` or smaller (up to 64 readings: a loader's merges at
+a few hundred msg/s) are planned with :data:`SMALL_MERGE_SETTINGS`."""
+SMALL_MERGE_SETTINGS: Final = "SET LOCAL random_page_cost = 1.1"
+"""For a small merge's transaction only: its plans are made, and cached per size class, under it.
+With the default 4 the planner priced a key probe into ``devices`` (10,000 rows, every page in
+shared buffers) above a scan of the whole table, and joined a 20-reading stage by hashing all of
+``devices``: ~1,000 buffer hits and ~6 ms a statement for the insert into ``sensor_data`` and the
+``device_latest`` upsert alike (the e2e benchmark's at-rest step). A throw-away harness (10,000
+registered devices, the loader's sink, alternating, three rounds): 20-reading merges cost their
+backend 8.8–13.7 ms of CPU instead of 18.2–21.8; 500-reading ones under it were unchanged within
+the noise (68–90 ms against 66–103), and with it server-wide a 5,000-reading one was slower (679 ms
+against 586: there the hash joins are the right plan). So small merges only."""
+
 LATENCY_SQL: Final = """
 SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms),
        percentile_cont(0.95) WITHIN GROUP (ORDER BY ms), max(ms)
@@ -358,6 +372,8 @@ class PgSink:
             if memory is not None and batch.readings:
                 plan = memory.plan(read_readings(batch.readings, RAW_COPY_COLUMNS))
             with conn.cursor() as cur:
+                if size <= SMALL_MERGE_CLASS and SMALL_MERGE_SETTINGS:
+                    cur.execute(SMALL_MERGE_SETTINGS)
                 self._copy(cur, "stage_raw", RAW_COPY_COLUMNS, batch.readings)
                 self._copy(cur, "stage_alerts", STAGE_ALERT_COLUMNS, batch.alerts)
                 self._copy(cur, "stage_rejects", REJECT_COPY_COLUMNS, batch.rejects)

@@ -3,6 +3,7 @@ with the sink's constant values, and the merge's results unchanged."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -99,3 +100,56 @@ def test_merges_through_prepared_statements_keep_their_results(postgres: Fleetsi
     assert rows == [(5 + 2000 + 5 + 3, 5 + 2000 + 5 + 3)]
     latest = _admin(postgres, "SELECT seq, count(*) FROM device_latest GROUP BY seq ORDER BY seq")
     assert latest == [(1, 1995), (2, 2), (3, 3)]
+
+
+def _devices_scans(cfg: FleetsimConfig) -> tuple[int, int]:
+    """(seq_scan, idx_scan) of ``devices`` as the statistics system has them now."""
+    conn = pg_connect(cfg, "admin")
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_stat_clear_snapshot()")
+            cur.execute(
+                "SELECT seq_scan, coalesce(idx_scan, 0) FROM pg_stat_user_tables WHERE relname = 'devices'"
+            )
+            seq, idx = cur.fetchone()
+            return int(seq), int(idx)
+    finally:
+        conn.close()
+
+
+def test_a_small_merge_probes_the_registry_instead_of_reading_it_whole(postgres: FleetsimConfig) -> None:
+    """With 10,000 registered devices, a 20-reading merge looks its devices up by key: planned with
+    the default page costs it hashed the whole registry for each of two statements (~6 ms each)."""
+    from fleetsim.registry.model import DeviceRecord
+    from fleetsim.registry.seed import seed_devices
+
+    seed_devices(
+        postgres,
+        [
+            DeviceRecord(device_id=f"pk-{d:05d}", kind="simulated", type="fixed", site=f"s{d % 50}", lat=45.0,
+                         lon=4.0, payload_format="native", interval_s=10.0, indoor=bool(d % 2), placed=True)
+            for d in range(10_000)
+        ],
+    )  # fmt: skip
+    try:
+        _admin(postgres, "ANALYZE devices")  # what autovacuum does once 10,000 rows arrive
+        now = datetime.now(UTC).replace(microsecond=0)
+        ts, arrived = (now - timedelta(seconds=30)).isoformat(), now.isoformat()
+        lines = "".join(
+            f"pk-{d:05d},1,{ts},21.0,50.0,,,,,,OK,,{d % 4},1,{arrived},{arrived}\n"
+            for d in range(0, 10_000, 500)
+        )
+        seq0, idx0 = _devices_scans(postgres)
+        sink = PgSink(postgres, "raw", state_in_memory=True)
+        try:
+            assert sink.write_raw(RawBatch(lines.encode(), b"", b"", (now.date(),)), 1).inserted == 20
+        finally:
+            sink.close()  # the backend's statistics are flushed as it exits
+        deadline = time.monotonic() + 10
+        while _devices_scans(postgres) == (seq0, idx0) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        seq1, idx1 = _devices_scans(postgres)
+        assert seq1 == seq0, f"a 20-reading merge read the whole registry {seq1 - seq0} time(s)"
+        assert idx1 > idx0, "the merge's lookups into devices never reached the statistics"
+    finally:
+        _admin(postgres, "DELETE FROM devices WHERE device_id LIKE 'pk-%'")
