@@ -579,6 +579,8 @@ def run(cfg: FleetsimConfig, quick: bool) -> dict[str, Any]:
     # The JVMs keep JIT-compiling the data path for minutes under load (C2 took ~0.5 core for
     # the first minute of a 100 msg/s run; bench_batch_cost.py), so the warm-up runs under load.
     warm_s = 45.0 if quick else 120.0
+    # ... and it outlasts the registry change of the simulated fleets reaching the alert rules.
+    warm_s = max(warm_s, cfg.spark.registry_refresh_s + cfg.spark.realtime_batch_s + 5.0)
     if settled_s:
         # The at-rest step's PostgreSQL CPU by statement: preloaded now, before any client connects.
         pg_statements.enable(Postgres(cfg), cfg.postgres.database)
@@ -589,7 +591,7 @@ def run(cfg: FleetsimConfig, quick: bool) -> dict[str, Any]:
                 app.start(env)
             stages = _stage_pids(cfg, apps)
             prefixes = {mode: ramp_prefix(mode, time.time()) for mode in modes}
-            register_sim_fleets(cfg, modes, prefixes, tmp)  # the warm-up outlasts the refresh
+            register_sim_fleets(cfg, modes, prefixes, tmp)
             # Explicit warm-up, not measured: the JVMs (Kafka, Spark) compile their hot paths and
             # Spark plans its first batches; a 10 s warm-up left the first step measuring that.
             warm = step(
@@ -665,7 +667,9 @@ def run(cfg: FleetsimConfig, quick: bool) -> dict[str, Any]:
             "for Spark's CPU at rest; then a "
             f"{soak_s / 60:.0f}-minute soak of the simulator with 10,000 devices at its highest "
             f"passing rate; last, the same {SETTLED_RATE} msg/s again, right after the soak. "
-            f"Warm-up: {warm_s:.0f} s at 500 msg/s before the first ramp, not reported. "
+            f"Warm-up: {warm_s:.0f} s at 500 msg/s before the first ramp, not reported; the simulated "
+            "fleets are registered with their device class before it (as `fleetsim up` registers a "
+            "user's fleet), and each step counts its alerts per reading. "
             f"Latencies come from each row (ts, bridge_ts, kafka_ts, ingest_ts), skipping the first "
             f"{WARMUP_S:.0f} s of a step (the rest of a full step is one windowed trigger period, so "
             "each holds one windowed batch). Loss = readings the broker acknowledged (simulator ledger or "
