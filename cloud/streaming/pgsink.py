@@ -372,7 +372,7 @@ class PgSink:
             if memory is not None and batch.readings:
                 plan = memory.plan(read_readings(batch.readings, RAW_COPY_COLUMNS))
             with conn.cursor() as cur:
-                if size <= SMALL_MERGE_CLASS and SMALL_MERGE_SETTINGS:
+                if size <= SMALL_MERGE_CLASS:
                     cur.execute(SMALL_MERGE_SETTINGS)
                 self._copy(cur, "stage_raw", RAW_COPY_COLUMNS, batch.readings)
                 self._copy(cur, "stage_alerts", STAGE_ALERT_COLUMNS, batch.alerts)
