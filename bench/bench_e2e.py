@@ -270,7 +270,7 @@ def run_sim(
 
 
 def start_load(
-    mode: Mode, env: dict[str, str], cfg: FleetsimConfig, prefix: str, rate: int, seconds: float, tmp: Path
+    mode: Mode, env: dict[str, str], prefix: str, rate: int, seconds: float, tmp: Path
 ) -> tuple[list[subprocess.Popen[bytes]], Callable[[], int]]:
     """Start the step's load; returns its processes and how to read the ground truth afterwards
     (readings acknowledged by the broker)."""
@@ -278,12 +278,6 @@ def start_load(
     if mode.load == "sim":
         fleet, ledger = tmp / f"{tag}.csv", tmp / f"{tag}.ledger"
         write_fleet(fleet, prefix, mode.devices, interval_s=mode.devices / rate)
-        # Registered with their class, as `fleetsim up` registers a user's fleet (the interval
-        # changes from step to step; the class was registered before the ramps). Unregistered,
-        # the stream knew no device class and applied the fleet-wide rules: the outdoor sensors'
-        # humidity near saturation (weather, per their class rule) raised a warning on 29 % of
-        # all readings, and the step measured an alert storm (ANALYSIS.md, nineteenth round).
-        seed_from_csv(cfg, fleet)
         # One simulator process keeps ~25k msg/s; shard above 8k so the load is not the limit.
         shards = 1 if rate <= 8000 else 2
         procs = run_sim(env, fleet, ledger, seconds, shards)
@@ -321,7 +315,7 @@ def step(
     # account of reaped children instead (the bench's only children that end within a step).
     reaped0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     rows0 = _state_gauge(cfg, "rows", STATE_ROWS_METRIC).get("rows") if profile else None
-    procs, truth = start_load(mode, env, cfg, prefix, rate, seconds, tmp)
+    procs, truth = start_load(mode, env, prefix, rate, seconds, tmp)
     meter.start()
     if prof is not None:
         prof.start()
@@ -388,15 +382,22 @@ def ramp_prefix(mode: Mode, started: float) -> str:
     return f"e2e-{mode.load[:3]}{mode.devices}-{int(started)}"
 
 
-def register_sim_fleets(cfg: FleetsimConfig, modes: list[Mode], prefixes: dict[Mode, str], tmp: Path) -> None:
-    """Registers the simulated ramps' fleets with their device class before any of them runs.
-    The raw flow's alert rules see a registry change within ``spark.registry_refresh_s`` plus one
-    real-time batch (``spark.realtime_batch_s``, 60 s): seeded at a ramp's start, its first
-    minute was still judged by the fleet-wide rules (a humidity warning on 17 % of its readings)."""
+def register_sim_fleets(
+    cfg: FleetsimConfig, modes: list[Mode], prefixes: dict[Mode, str], first_rate: int, tmp: Path
+) -> None:
+    """Registers the simulated ramps' fleets with their device class before any of them runs, as
+    `fleetsim up` registers a user's fleet. Unregistered, the stream knew no device class and
+    applied the fleet-wide rules: the outdoor sensors' humidity near saturation (weather, per
+    their class rule) raised a warning on 29 % of all readings, and the steps measured an alert
+    storm (ANALYSIS.md, nineteenth round). Once, here: the alert rules see a registry change within
+    ``spark.registry_refresh_s`` plus one real-time batch (``spark.realtime_batch_s``, 60 s), and
+    seeded at a ramp's start its first minute was still judged by the fleet-wide rules. The
+    registered interval is the ramp's slowest (its first step's); the offline rule then waits
+    ``alerts.offline_after_s`` at every step, as it would with each step's own interval."""
     for mode in modes:
         if mode.load == "sim":
             fleet = tmp / f"{prefixes[mode]}-registry.csv"
-            write_fleet(fleet, prefixes[mode], mode.devices)
+            write_fleet(fleet, prefixes[mode], mode.devices, interval_s=mode.devices / first_rate)
             seed_from_csv(cfg, fleet)
 
 
@@ -591,7 +592,7 @@ def run(cfg: FleetsimConfig, quick: bool) -> dict[str, Any]:
                 app.start(env)
             stages = _stage_pids(cfg, apps)
             prefixes = {mode: ramp_prefix(mode, time.time()) for mode in modes}
-            register_sim_fleets(cfg, modes, prefixes, tmp)
+            register_sim_fleets(cfg, modes, prefixes, rates[0], tmp)
             # Explicit warm-up, not measured: the JVMs (Kafka, Spark) compile their hot paths and
             # Spark plans its first batches; a 10 s warm-up left the first step measuring that.
             warm = step(
