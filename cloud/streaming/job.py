@@ -59,10 +59,13 @@ def data_loss_detail(error_text: str) -> str | None:
     return " ".join(detail.split())[:500].rstrip(".")
 
 
-def kafka_source_options(cfg: FleetsimConfig, topic: str, *, realtime: bool = False) -> dict[str, str]:
+def kafka_source_options(
+    cfg: FleetsimConfig, topic: str, *, realtime: bool = False, windowed: bool = False
+) -> dict[str, str]:
     """Options of Spark's Kafka source for ``topic``. The real-time raw query's consumers, which
     poll without end, take the configured fetch settings; a micro-batch reads an offset range
-    already there, and a broker holding its last fetch for more bytes would only delay it."""
+    already there, and a broker holding its last fetch for more bytes would only delay it. The
+    windowed and dead-letter queries (``windowed``, long triggers) have their own batch cap."""
     s = cfg.spark
     opts = spark_kafka_options(cfg, "stream") | {
         "subscribe": topic,
@@ -71,7 +74,8 @@ def kafka_source_options(cfg: FleetsimConfig, topic: str, *, realtime: bool = Fa
         "includeHeaders": "true",
     }
     if not realtime:  # a real-time query has no batch size to cap (Spark refuses the option)
-        return opts | {"maxOffsetsPerTrigger": str(s.max_offsets_per_trigger)}
+        cap = s.agg_max_offsets_per_trigger if windowed else s.max_offsets_per_trigger
+        return opts | {"maxOffsetsPerTrigger": str(cap)}
     for key, value in (("fetch.max.wait.ms", s.fetch_max_wait_ms), ("fetch.min.bytes", s.fetch_min_bytes)):
         if value is not None:
             opts[f"kafka.{key}"] = str(value)
@@ -115,8 +119,8 @@ class StreamJob:
         return self.cfg.spark.raw_sink == "realtime"
 
     # ------------------------------------------------------------------ sources
-    def kafka_stream(self, topic: str, *, realtime: bool = False) -> Any:
-        options = kafka_source_options(self.cfg, topic, realtime=realtime)
+    def kafka_stream(self, topic: str, *, realtime: bool = False, windowed: bool = False) -> Any:
+        options = kafka_source_options(self.cfg, topic, realtime=realtime, windowed=windowed)
         return self.spark.readStream.format("kafka").options(**options).load()
 
     def registry(self) -> Any:
@@ -185,10 +189,10 @@ class StreamJob:
             # No shuffle before the writer: a task is one Kafka partition, i.e. whole devices.
             return observed(raw.mapInArrow(RawPartitionWriter(self.cfg), STATS_DDL)), None, "append"
         if name == "agg":
-            stream = self.kafka_stream(k.telemetry_topic)
+            stream = self.kafka_stream(k.telemetry_topic, windowed=True)
             windows = flows.windowed(stream, self.registry(), self.cfg.spark, self.cfg.alerts)
             return flows.agg_lines(windows), self.handle_agg, "update"
-        dead = flows.deadletter_lines(self.kafka_stream(k.deadletter_topic))
+        dead = flows.deadletter_lines(self.kafka_stream(k.deadletter_topic, windowed=True))
         return dead, self.handle_deadletter, "append"
 
     def trigger_s(self, name: str) -> float:

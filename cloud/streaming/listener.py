@@ -10,6 +10,7 @@ dropped by the watermark).
 
 from __future__ import annotations
 
+import ast
 import json
 import logging
 import math
@@ -105,6 +106,36 @@ def state_figures(progress: Any) -> dict[str, int] | None:
     }
 
 
+def backlog_records(progress: Any) -> int | None:
+    """Records the query's Kafka sources held that this batch left for the next ones: the newest
+    offsets Spark saw when it planned the batch minus where the batch ended, summed over topics
+    and partitions. 0 when the batch took everything there was; above 0 when its batch cap
+    (``maxOffsetsPerTrigger``) held it back, which, batch after batch, is a query falling behind.
+    None when no source reports both offsets (a first batch, a real-time query)."""
+    total, seen = 0, False
+    for src in progress.sources or []:
+        end, latest = _offsets(src.endOffset), _offsets(src.latestOffset)
+        if end is None or latest is None:
+            continue
+        seen = True
+        for topic, parts in latest.items():
+            done = end.get(topic, {})
+            total += sum(max(int(off) - int(done.get(part, off)), 0) for part, off in parts.items())
+    return total if seen else None
+
+
+def _offsets(text: Any) -> dict[str, dict[str, Any]] | None:
+    """A Kafka source's offsets, ``{topic: {partition: offset}}``. PySpark hands them over as the
+    ``str()`` of the decoded JSON (a Python literal), or ``"None"``."""
+    try:
+        value = ast.literal_eval(text) if isinstance(text, str) else text
+    except (ValueError, SyntaxError):
+        return None
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        return None
+    return value
+
+
 def sink_figures(progress: Any) -> dict[str, Any] | None:
     """The executor-side raw sink's figures of a batch (observed metrics ``raw_sink``: sums over
     its tasks), or None when the query has none (the other queries, the driver-side sink)."""
@@ -160,6 +191,8 @@ class MetricsListener(ProgressListener):
                 m.input_rate.labels(name).set(fig["input_rate"])
             if fig["watermark"] is not None:
                 m.watermark_s.labels(name).set(fig["watermark"].timestamp())
+            if (backlog := backlog_records(p)) is not None:
+                m.backlog_records.labels(name).set(backlog)
             if (state := state_figures(p)) is not None:
                 m.state_rows.labels(name).set(state["rows"])
                 m.state_memory_bytes.labels(name).set(state["memory_bytes"])

@@ -60,6 +60,12 @@ class StreamMetrics:
         self.watermark_s = Gauge(
             "fleetsim_stream_watermark_seconds", "Event-time watermark (epoch seconds)", ["query"], registry=r
         )
+        self.backlog_records = Gauge(
+            "fleetsim_stream_backlog_records",
+            "Kafka records the last batch left unread (its cap held it back); growing: falling behind",
+            ["query"],
+            registry=r,
+        )
         self.notifications = Counter(
             "fleetsim_stream_notifications",
             "Incident notification deliveries by channel (mqtt, webhook) and outcome (sent, error, failed)",

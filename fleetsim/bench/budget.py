@@ -75,6 +75,12 @@ def holder(step: dict[str, Any]) -> str:
     lat = step["latency"]
     hops = [(lat[h]["p95"], h) for h in HOPS if lat.get(h, {}).get("p95") is not None]
     parts = []
+    win = step.get("windows") or {}
+    if win.get("kept_up") is False:
+        parts.append(
+            f"the windows fell behind (lag {win['lag_s_max']:g} s, limit {win['lag_limit_s']:g}; "
+            f"{win['backlog_records_max'] or 0:,} records left by capped batches)"
+        )
     if hops:
         p95, hop = max(hops)
         parts.append(f"held by {HOPS[hop]} (p95 {p95:.2f} s)")

@@ -238,6 +238,13 @@ class SparkConfig(_Section):
     """Checkpoint location; default ``<run_dir>/checkpoints``."""
     starting_offsets: Literal["earliest", "latest"] = "earliest"
     max_offsets_per_trigger: int = Field(200_000, ge=1)
+    """Records a micro-batch of the raw flow reads at most (``maxOffsetsPerTrigger``; a real-time
+    raw query has no batches to cap). Bounds a batch after an outage."""
+    agg_max_offsets_per_trigger: int = Field(1_000_000, ge=1)
+    """Records a micro-batch of the windowed and dead-letter queries reads at most. Their sustained
+    ceiling is this divided by ``agg_trigger_interval_s``: a batch capped at 200,000 every 30 s held
+    the windows to 6,667 msg/s, and at 8,000 they fell further behind every batch (ANALYSIS.md,
+    twentieth round). 1,000,000 at 30 s is 33k msg/s, room to drain a backlog at 10k."""
     fetch_max_wait_ms: int | None = Field(None, ge=0, le=60_000)
     """The real-time raw query's Kafka consumers: how long the broker may hold a fetch for
     ``fetch_min_bytes`` to arrive, in milliseconds (``fetch.max.wait.ms``; None: Kafka's 500)."""

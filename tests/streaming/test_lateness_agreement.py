@@ -117,6 +117,7 @@ def late_cfg(postgres: FleetsimConfig, kafka_topics: Callable[..., FleetsimConfi
             "spark.trigger_interval_s": 0.5,
             "spark.agg_trigger_interval_s": 0.5,
             "spark.max_offsets_per_trigger": 60,  # many small batches: cuts must not matter
+            "spark.agg_max_offsets_per_trigger": 60,
             "spark.window": "2 minutes",
             "spark.slide": "1 minute",
             "spark.watermark": "2 minutes",

@@ -13,7 +13,13 @@ import pytest
 from waiting import wait_until
 
 from fleetsim.cloud.streaming.executor_sink import OBSERVED_NAME
-from fleetsim.cloud.streaming.listener import ProgressListener, progress_figures, sink_figures, state_figures
+from fleetsim.cloud.streaming.listener import (
+    ProgressListener,
+    backlog_records,
+    progress_figures,
+    sink_figures,
+    state_figures,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark]
 
@@ -85,3 +91,48 @@ def test_progress_observed_metrics_and_state_arrive_whole(spark: Any, tmp_path: 
     assert state is not None
     assert state["rows"] == 5  # one per distinct key
     assert state["memory_bytes"] > 0
+
+
+def test_a_capped_kafka_batch_reports_what_it_left_unread(
+    spark: Any, kafka_topics: Any, tmp_path: Path
+) -> None:
+    """The windowed query's backlog gauge on real Kafka: a batch cap of 4 over 10 records leaves
+    the rest for later batches (what a query falling behind looks like), and the batch that
+    catches up leaves nothing."""
+    from kafka import KafkaProducer
+
+    from fleetsim.cloud.streaming.job import kafka_source_options
+    from fleetsim.kernel.clients import kafka_python_kwargs
+
+    cfg = kafka_topics("backlog").with_overrides({"spark.agg_max_offsets_per_trigger": 4})
+    topic = cfg.kafka.telemetry_topic
+    producer = KafkaProducer(**kafka_python_kwargs(cfg, "bridge"), acks="all")
+    for i in range(10):
+        producer.send(topic, key=f"dev-{i % 3}".encode(), value=b"{}")
+    producer.flush()
+    producer.close()
+    options = kafka_source_options(cfg, topic, windowed=True)
+    stream = spark.readStream.format("kafka").options(**options).load()
+    recorder = Recorder()
+    spark.streams.addListener(recorder)
+    query = (
+        stream.writeStream.format("noop")
+        .queryName("listener-backlog")
+        .trigger(processingTime="0.2 seconds")
+        .option("checkpointLocation", str(tmp_path / "backlog"))
+        .start()
+    )
+
+    def batches() -> list[Any]:
+        return [p for p in list(recorder.progress) if p.name == "listener-backlog" and p.numInputRows]
+
+    try:
+        wait_until(lambda: sum(p.numInputRows for p in batches()) >= 10, 90, what="all 10 records read")
+    finally:
+        query.stop()
+        spark.streams.removeListener(recorder)
+    done = batches()
+    first, last = done[0], done[-1]
+    assert first.numInputRows <= 4
+    assert backlog_records(first) == 10 - first.numInputRows  # what the cap left, not a guess
+    assert backlog_records(last) == 0

@@ -193,6 +193,7 @@ def stream_cfg(postgres: FleetsimConfig, kafka_topics: Callable[..., FleetsimCon
             # so the restart resumes from one (and re-reads up to 5 s that the loader merged).
             "spark.realtime_batch_s": 5,
             "spark.max_offsets_per_trigger": 1000,
+            "spark.agg_max_offsets_per_trigger": 1000,
             "spark.window": "2 minutes",
             "spark.slide": "1 minute",
             "spark.watermark": "2 minutes",
