@@ -65,7 +65,6 @@ from fleetsim.bench.memory import (
     tree,
 )
 from fleetsim.bench.windows import WindowsSampler
-from fleetsim.cloud.streaming.lateness import state_delay_s
 from fleetsim.kernel.clients import pg_connect
 from fleetsim.kernel.config import FleetsimConfig, config_to_env
 from fleetsim.registry.seed import seed_from_csv
@@ -320,7 +319,7 @@ def step(
     reaped0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     rows0 = _state_gauge(cfg, "rows", STATE_ROWS_METRIC).get("rows") if profile else None
     agg_s = cfg.spark.agg_trigger_interval_s
-    windows = WindowsSampler(_metrics_url(cfg), state_delay_s(cfg.spark.lateness, cfg.spark.max_clock_skew))
+    windows = WindowsSampler(_metrics_url(cfg), cfg.spark.state_delay_s)
     windows.start()
     procs, truth = start_load(mode, env, prefix, rate, seconds, tmp)
     meter.start()
@@ -571,7 +570,7 @@ def soak_seconds(cfg: FleetsimConfig) -> float:
     watermark trails the newest reading by another), so the state, and RocksDB's memory with it,
     grows for that long at any steady rate (3.1 million keys after 620 s at 5,000 msg/s). The
     soak's judged second half then starts once it is full: a 10-minute soak was judging the fill."""
-    fill_s = 2 * state_delay_s(cfg.spark.lateness, cfg.spark.max_clock_skew)
+    fill_s = 2 * cfg.spark.state_delay_s
     return max(600.0, 2 * fill_s)
 
 

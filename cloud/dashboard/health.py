@@ -37,8 +37,9 @@ class ComponentHealth:
     """Component name as in ``fleetsim status``."""
     state: str
     """``up``, ``down`` (nothing answers where it should serve), ``degraded``/``unhealthy`` (the
-    bridge's own state gauge), ``stale`` (the database shows writes in the past, none now) or
-    ``unknown`` (cannot be measured)."""
+    bridge's own state gauge), ``stale`` (the database shows writes in the past, none now),
+    ``behind`` (the windows trail the raw rows: :func:`windows_health`) or ``unknown`` (cannot be
+    measured)."""
     detail: str
     """The live figure or why the state is what it is."""
     source: str
@@ -87,6 +88,13 @@ def probe_app(cfg: FleetsimConfig, name: str, timeout_s: float = APP_TIMEOUT_S) 
     except MetricMissing as exc:
         return ComponentHealth(name, "unhealthy", f"answers, but {exc}", url)
     state = "up"
+    if name == "stream":
+        # What the windowed query's last batch left unread because its cap held it back: a
+        # query reading slower than its topic fills (0 when it keeps up).
+        backlog = metrics.value("fleetsim_stream_backlog_records", query="agg")
+        if backlog:
+            state = "degraded"
+            figure += f"; windows {backlog:,.0f} records behind (their batch cap held them back)"
     if name == "bridge":
         gauge = metrics.value("fleetsim_bridge_state")
         state = BRIDGE_STATES.get(gauge, "unknown") if gauge is not None else "unknown"
@@ -115,6 +123,25 @@ def _age(ts: Any, now: datetime) -> float | None:
         return (now - ts).total_seconds()
     except TypeError:
         return None
+
+
+def windows_health(fresh: dict[str, Any], state_delay_s: float, behind_after_s: float) -> ComponentHealth:
+    """Whether the windows (``sensor_data_agg``) keep up with the raw rows: how much older their
+    newest reading is (the windowed query's watermark + ``state_delay_s``) than the newest row
+    written. Measured against the raw rows, not the clock, so a fleet that stopped reporting is
+    not "behind". Keeping up, the gap is at most two windowed triggers and a batch."""
+    wm, newest_row = fresh.get("agg_watermark"), fresh.get("newest_row_written")
+    if wm is None or newest_row is None:
+        return ComponentHealth("windows", "unknown", "no windowed batch with a watermark yet", "database")
+    gap = _age(wm, newest_row)
+    if gap is None:
+        return ComponentHealth("windows", "unknown", "unreadable watermark", "database")
+    gap -= state_delay_s
+    state = "behind" if gap > behind_after_s else "up"
+    detail = f"newest reading in the windows {max(gap, 0.0):.0f} s older than the newest row"
+    if state == "behind":
+        detail += f" (over {behind_after_s:.0f} s: the windowed query reads slower than the data arrive)"
+    return ComponentHealth("windows", state, detail, "database")
 
 
 def database_health(fresh: dict[str, Any], now: datetime, stale_after_s: float) -> list[ComponentHealth]:

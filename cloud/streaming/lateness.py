@@ -14,7 +14,7 @@ different batches), and a replay decides the same way:
   windowed flow leaves it out; every other reading is in every window its ``wts`` falls in.
 
 Spark's own watermark then only evicts state: it runs on ``wts`` with a delay of
-:func:`state_delay_s` (watermark + skew bound + a margin of one watermark delay for Kafka timestamps
+``SparkConfig.state_delay_s`` (watermark + skew bound + a margin of one watermark delay for Kafka timestamps
 out of order), long enough that it never drops a reading the rule keeps (proof in
 docs/streaming.md). A row it drops anyway shows as ``pipeline_metrics.late_rows_dropped > 0``.
 """
@@ -43,14 +43,6 @@ def window_ts(ts: Column, kafka_ts: Column, max_clock_skew: timedelta) -> Column
 def is_late(ts: Column, kafka_ts: Column, watermark: timedelta) -> Column:
     """The reading arrived more than ``watermark`` after its own timestamp (never NULL)."""
     return F.coalesce(ts < kafka_ts - _interval(watermark.total_seconds()), F.lit(False))
-
-
-def state_delay_s(watermark: timedelta, max_clock_skew: timedelta) -> float:
-    """Delay of Spark's watermark on ``wts``: a kept reading has ``wts >= kafka_ts - watermark`` and
-    no ``wts`` exceeds its arrival + skew bound, so Spark's watermark (newest ``wts`` - this delay)
-    stays below every kept reading as long as Kafka timestamps are out of order by less than one
-    watermark delay."""
-    return (2 * watermark + max_clock_skew).total_seconds()
 
 
 LATE_SQL: Final = "coalesce({ts} < {kafka_ts} - %(watermark)s::interval, false)"

@@ -11,7 +11,7 @@ from typing import Final
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from fleetsim.cloud.streaming.lateness import WINDOW_TS, state_delay_s
+from fleetsim.cloud.streaming.lateness import WINDOW_TS
 from fleetsim.cloud.streaming.parse import deduplicate, on_time_readings, parse_telemetry
 from fleetsim.cloud.streaming.rules import with_alert_count, with_device_class
 from fleetsim.cloud.streaming.schema import MEASUREMENT_NAMES
@@ -33,9 +33,9 @@ def fleet_windows(
     """Kafka stream -> :data:`AGG_COLUMNS` per device, site and fleet: the on-time readings (the
     same per-record rule as the raw flow's ``late``, :mod:`.lateness`), deduplicated on
     (device_id, seq), in sliding windows of their window time. Spark's watermark runs on that time
-    with :func:`.lateness.state_delay_s`: it only evicts state, it never drops a kept reading."""
+    with ``SparkConfig.state_delay_s``: it only evicts state, it never drops a kept reading."""
     on_time = on_time_readings(parse_telemetry(kafka_stream), spark_cfg.lateness, spark_cfg.max_clock_skew)
-    delay = f"{state_delay_s(spark_cfg.lateness, spark_cfg.max_clock_skew):g} seconds"
+    delay = f"{spark_cfg.state_delay_s:g} seconds"
     readings = deduplicate(on_time, delay, WINDOW_TS)
     # One registry join gives the windows their site and the alert count its device class.
     enriched = with_alert_count(with_device_class(readings, registry), alerts)

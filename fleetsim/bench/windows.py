@@ -35,7 +35,7 @@ def query_gauges(url: str, query: str = QUERY, timeout_s: float = 2.0) -> dict[s
 
 def windows_lag_s(watermark_s: float, state_delay_s: float, now_s: float) -> float:
     """Age of the newest reading the windows had seen: Spark's watermark trails the newest window
-    time by the state delay (``lateness.state_delay_s``)."""
+    time by the state delay (``SparkConfig.state_delay_s``)."""
     return now_s - (watermark_s + state_delay_s)
 
 

@@ -295,6 +295,15 @@ class SparkConfig(_Section):
     def max_clock_skew(self) -> timedelta:
         return timedelta(seconds=self.max_clock_skew_s)
 
+    @property
+    def state_delay_s(self) -> float:
+        """Delay of Spark's watermark on the windows' event time, in seconds: a kept reading has a
+        window time >= its Kafka timestamp - :attr:`lateness`, and none exceeds its arrival +
+        :attr:`max_clock_skew`, so the watermark (newest window time - this delay) stays below
+        every kept reading as long as Kafka timestamps are out of order by less than one
+        lateness bound. The windows' newest reading is therefore watermark + this delay old."""
+        return (2 * self.lateness + self.max_clock_skew).total_seconds()
+
 
 RuleMeasurement = Literal["temperature", "humidity", "co2", "pressure"]
 """Measurements a class rule may set thresholds for (battery has ``low_battery_pct``)."""

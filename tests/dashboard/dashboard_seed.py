@@ -212,12 +212,15 @@ def _seed_pipeline(cur: object) -> None:
         """
     )
     # The windowed query's batches, both outside any page period: the newest with input two days
-    # ago, a later one that aggregated nothing. The aggregate's freshness is the former's.
+    # ago, a later one that aggregated nothing. The aggregate's freshness is the former's. Their
+    # watermark is two days old while readings are written now: the windows are behind.
     cur.execute(  # type: ignore[attr-defined]
         """
-        INSERT INTO pipeline_metrics (query_name, batch_id, recorded_at, input_rows, write_duration_ms)
-        VALUES ('agg', 1, now() - interval '2 days', 30, 40),
-               ('agg', 2, now() - interval '2 days' + interval '4 hours', 0, 3)
+        INSERT INTO pipeline_metrics (query_name, batch_id, recorded_at, input_rows, write_duration_ms,
+                                      watermark)
+        VALUES ('agg', 1, now() - interval '2 days', 30, 40, now() - interval '2 days 10 minutes'),
+               ('agg', 2, now() - interval '2 days' + interval '4 hours', 0, 3,
+                now() - interval '2 days 10 minutes')
         """
     )
     cur.execute(  # type: ignore[attr-defined]

@@ -193,6 +193,8 @@ def test_pipeline_figures_and_truthful_health(seeded: SeedFacts, app_cfg: Fleets
     # Database evidence is added apart: batch metrics were written seconds ago.
     assert health.loc["stream (db)", "state"] == "up"
     assert health.loc["postgres (db)", "state"] == "up"
+    # The windowed query's watermark is two days older than the newest reading written.
+    assert health.loc["windows", "state"] == "behind", health.loc["windows", "detail"]
 
 
 def _free_ports(n: int) -> list[int]:

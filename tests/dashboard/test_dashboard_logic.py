@@ -190,6 +190,18 @@ def test_database_health_and_merge_never_invent_running() -> None:
     assert {r.name: r.state for r in merged2}["kafka"] == "unknown"
 
 
+def test_windows_health_compares_the_windows_with_the_raw_rows_not_the_clock() -> None:
+    delay, limit = 300.0, 120.0
+    newest = NOW - timedelta(hours=2)  # the fleet stopped two hours ago: quiet, not behind
+    keeping_up = {"newest_row_written": newest, "agg_watermark": newest - timedelta(seconds=delay + 45)}
+    w = health.windows_health(keeping_up, delay, limit)
+    assert (w.name, w.state) == ("windows", "up") and "45 s" in w.detail
+    behind = {"newest_row_written": NOW, "agg_watermark": NOW - timedelta(seconds=delay + 600)}
+    w = health.windows_health(behind, delay, limit)
+    assert w.state == "behind" and "600 s" in w.detail
+    assert health.windows_health({"newest_row_written": NOW}, delay, limit).state == "unknown"
+
+
 # ----------------------------------------------------------------------------- pages and launch
 def test_navigation_lists_every_page_and_a_missing_script_is_an_error(tmp_path: Path) -> None:
     titles = [p.title for p in navigation.page_specs()]
@@ -226,3 +238,26 @@ def test_app_args_rebuild_the_same_config(tmp_path: Path) -> None:
         assert settings.app_config(argv).dashboard.port == 8800
     finally:
         settings.inject(None)
+
+
+def test_a_stream_whose_windows_were_held_back_is_degraded() -> None:
+    import socket
+
+    from prometheus_client import CollectorRegistry, Counter, Gauge
+
+    from fleetsim.kernel.config import load_config
+    from fleetsim.kernel.service import serve_metrics
+
+    registry = CollectorRegistry()
+    Counter("fleetsim_stream_rows_written", "w", ["table"], registry=registry).labels("sensor_data").inc(7)
+    backlog = Gauge("fleetsim_stream_backlog_records", "b", ["query"], registry=registry)
+    backlog.labels("raw").set(0)
+    backlog.labels("agg").set(0)
+    with socket.create_server(("127.0.0.1", 0)) as s:
+        port = int(s.getsockname()[1])
+    cfg = load_config(None, environ={}).with_overrides({"spark.metrics_port": port})
+    with serve_metrics(registry, port):
+        assert health.probe_app(cfg, "stream").state == "up"
+        backlog.labels("agg").set(40_000)
+        row = health.probe_app(cfg, "stream")
+    assert row.state == "degraded" and "40,000 records behind" in row.detail

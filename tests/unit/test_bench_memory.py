@@ -4,14 +4,16 @@ the sampler's PSS of a real process tree."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
-from fleetsim.bench.memory import MIB, MemSampler, growing_label, growth, metric_sum
+from fleetsim.bench.memory import MIB, MemSampler, children_map, growing_label, growth, metric_sum, tree
 
 
 def _series(
@@ -57,14 +59,26 @@ def test_sampler_sees_a_child_process_grow() -> None:
     assert max(values) - values[0] >= 50, values
 
 
-def test_a_split_stage_says_which_of_its_processes_grows() -> None:
-    code = "import time; time.sleep(0.4); b = bytearray(64 << 20); time.sleep(1.2)"
+def test_a_split_stage_says_which_of_its_processes_grows(tmp_path: Path) -> None:
+    # The child says when it has allocated: fixed sleeps missed the allocation on a loaded
+    # machine (CI), where the interpreter alone took longer to start than the sampling lasted.
+    grown = tmp_path / "grown"
+    code = (
+        "import pathlib, time; time.sleep(0.6); b = bytearray(64 << 20); "
+        f"pathlib.Path('{grown}').touch(); time.sleep(30)"
+    )
     proc = subprocess.Popen(["/bin/sh", "-c", f'"{sys.executable}" -c "{code}"; true'])
     try:
         sampler = MemSampler({"load": proc.pid}, every_s=0.2, split=frozenset({"load"})).start()
-        time.sleep(1.3)
+        deadline = time.monotonic() + 30
+        while not grown.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert grown.exists(), "the child never allocated"
+        time.sleep(0.6)  # a few samples of the grown process
         samples = sampler.stop()
     finally:
+        for pid in tree(proc.pid, children_map())[1:]:  # the interpreter; sh then ends
+            os.kill(pid, signal.SIGTERM)
         proc.wait(timeout=10)
     for _, by in samples:  # the parts add up to the stage
         assert sum(v for k, v in by.items() if k.startswith("load/")) == by["load"], by

@@ -101,6 +101,8 @@ SELECT (SELECT max(ingest_ts) FROM device_latest) AS newest_row_written,
        (SELECT max(detected_at) FROM sensor_alerts) AS newest_alert,
        (SELECT recorded_at FROM pipeline_metrics WHERE query_name = 'agg' AND input_rows > 0
          ORDER BY recorded_at DESC LIMIT 1) AS newest_aggregate,
+       (SELECT watermark FROM pipeline_metrics WHERE query_name = 'agg' AND watermark IS NOT NULL
+         ORDER BY recorded_at DESC LIMIT 1) AS agg_watermark,
        (SELECT max(ingest_ts) FROM deadletter_records) AS newest_deadletter,
        now() AS db_now
 """
