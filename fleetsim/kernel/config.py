@@ -304,6 +304,14 @@ class SparkConfig(_Section):
         lateness bound. The windows' newest reading is therefore watermark + this delay old."""
         return (2 * self.lateness + self.max_clock_skew).total_seconds()
 
+    @property
+    def windows_behind_after_s(self) -> float:
+        """How far the windows' newest reading may trail before they count as behind: four
+        windowed triggers (120 s at 30 s). Keeping up, they trail by at most two triggers and a
+        batch. The e2e benchmark fails a step past it; the dashboard's ``windows`` row turns
+        ``behind``."""
+        return 4 * self.agg_trigger_interval_s
+
 
 RuleMeasurement = Literal["temperature", "humidity", "co2", "pressure"]
 """Measurements a class rule may set thresholds for (battery has ``low_battery_pct``)."""

@@ -26,7 +26,7 @@ def _health(ctx: Context) -> None:
     stale_after = max(30.0, 10 * ctx.cfg.spark.trigger_interval_s)
     s = ctx.cfg.spark
     db_rows = health.database_health(fresh, now, stale_after)
-    db_rows.append(health.windows_health(fresh, s.state_delay_s, behind_after_s=4 * s.agg_trigger_interval_s))
+    db_rows.append(health.windows_health(fresh, s.state_delay_s, s.windows_behind_after_s))
     rows = health.merge(_measured_health(ctx.cfg, ctx.pool.key), db_rows)
     st.dataframe(
         [{"component": r.name, "state": r.state, "detail": r.detail, "source": r.source} for r in rows],
