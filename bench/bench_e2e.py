@@ -315,7 +315,7 @@ def step(
     # account of reaped children instead (the bench's only children that end within a step).
     reaped0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     rows0 = _state_gauge(cfg, "rows", STATE_ROWS_METRIC).get("rows") if profile else None
-    windows = WindowsSampler(_metrics_url(cfg), cfg.spark.state_delay_s)
+    windows = WindowsSampler(cfg.spark.metrics_port, cfg.spark.state_delay_s)
     windows.start()
     procs, truth = start_load(mode, env, prefix, rate, seconds, tmp)
     meter.start()

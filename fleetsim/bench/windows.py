@@ -11,26 +11,13 @@ from __future__ import annotations
 
 import threading
 import time
-import urllib.request
 from typing import Any, Final
 
-from prometheus_client.parser import text_string_to_metric_families
+from fleetsim.kernel.scrape import scrape
 
 WATERMARK_METRIC: Final = "fleetsim_stream_watermark_seconds"
 BACKLOG_METRIC: Final = "fleetsim_stream_backlog_records"
 QUERY: Final = "agg"
-
-
-def query_gauges(url: str, query: str = QUERY, timeout_s: float = 2.0) -> dict[str, float]:
-    """``{metric name: value}`` of the job's gauges labelled ``query``."""
-    with urllib.request.urlopen(url, timeout=timeout_s) as resp:  # noqa: S310 (our own endpoint)
-        text = resp.read().decode()
-    return {
-        s.name: s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-        if s.labels.get("query") == query
-    }
 
 
 def windows_lag_s(watermark_s: float, state_delay_s: float, now_s: float) -> float:
@@ -61,10 +48,11 @@ def verdict(samples: list[tuple[float, float | None, float | None]], skip_s: flo
 
 
 class WindowsSampler:
-    """Samples the windowed query's watermark and backlog every ``every_s`` on a thread."""
+    """Samples the windowed query's watermark and backlog (the job's metrics on ``port``) every
+    ``every_s`` on a thread."""
 
-    def __init__(self, url: str, state_delay_s: float, every_s: float = 5.0) -> None:
-        self.url = url
+    def __init__(self, port: int, state_delay_s: float, every_s: float = 5.0) -> None:
+        self.port = port
         self.state_delay_s = state_delay_s
         self.every_s = every_s
         self.samples: list[tuple[float, float | None, float | None]] = []
@@ -79,12 +67,12 @@ class WindowsSampler:
 
     def sample(self) -> None:
         try:
-            g = query_gauges(self.url)
-        except OSError:  # the job's endpoint did not answer: a missing sample, not a verdict
+            got = scrape(self.port)
+        except (OSError, ValueError):  # the job's endpoint did not answer: a missing sample, not a verdict
             return
-        wm = g.get(WATERMARK_METRIC)
+        wm = got.value(WATERMARK_METRIC, query=QUERY)
         lag = windows_lag_s(wm, self.state_delay_s, time.time()) if wm else None
-        self.samples.append((time.monotonic() - self._t0, lag, g.get(BACKLOG_METRIC)))
+        self.samples.append((time.monotonic() - self._t0, lag, got.value(BACKLOG_METRIC, query=QUERY)))
 
     def _run(self) -> None:
         while not self._stop.wait(self.every_s):
