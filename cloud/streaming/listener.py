@@ -106,6 +106,24 @@ def state_figures(progress: Any) -> dict[str, int] | None:
     }
 
 
+STATE_PHASES = {"updates": "allUpdatesTimeMs", "removals": "allRemovalsTimeMs", "commit": "commitTimeMs"}
+"""Phase label -> the StateOperatorProgress field holding its time in the batch, in milliseconds."""
+
+
+def state_timings(progress: Any) -> dict[str, dict[str, int]]:
+    """``{operator: {phase: ms}}`` of a batch's stateful operators (:data:`STATE_PHASES`; an
+    operator that appears twice, e.g. two aggregations, is summed). Where a slow windowed batch
+    spent its time: ``removals`` grows with the rows in the store (Spark scans it whole to evict),
+    ``updates`` with the batch's rows, ``commit`` with what the checkpoint writes. ``{}`` for a
+    stateless query."""
+    out: dict[str, dict[str, int]] = {}
+    for op in progress.stateOperators or []:
+        phases = out.setdefault(str(op.operatorName or "unknown"), dict.fromkeys(STATE_PHASES, 0))
+        for phase, field in STATE_PHASES.items():
+            phases[phase] += int(getattr(op, field, 0) or 0)
+    return out
+
+
 def backlog_records(progress: Any) -> int | None:
     """Records the query's Kafka sources held that this batch left for the next ones: the newest
     offsets Spark saw when it planned the batch minus where the batch ended, summed over topics
@@ -196,6 +214,17 @@ class MetricsListener(ProgressListener):
             if (state := state_figures(p)) is not None:
                 m.state_rows.labels(name).set(state["rows"])
                 m.state_memory_bytes.labels(name).set(state["memory_bytes"])
+                timings = state_timings(p)
+                for op, phases in timings.items():
+                    for phase, ms in phases.items():
+                        m.state_op_ms.labels(name, op, phase).set(ms)
+                if log.isEnabledFor(logging.DEBUG):
+                    # RocksDB's own counters too (load, flush, compaction, block cache, bytes
+                    # read by the eviction's iterator): what a slow restore is made of.
+                    custom = {op.operatorName: dict(op.customMetrics or {}) for op in p.stateOperators}
+                    log.debug(
+                        "%s batch %s state: %s rows, %s, %s", name, p.batchId, state["rows"], timings, custom
+                    )
             sink = sink_figures(p)
             if sink is not None and sink["rows"]:
                 self._record_sink(sink)

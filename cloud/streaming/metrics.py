@@ -87,6 +87,14 @@ class StreamMetrics:
             ["query"],
             registry=r,
         )
+        self.state_op_ms = Gauge(
+            "fleetsim_stream_state_op_ms",
+            "Last batch's time in a stateful operator's stores, by phase: updates (reading and "
+            "writing keys), removals (evicting what the watermark passed: a full scan of the "
+            "store), commit (changelog and checkpoint)",
+            ["query", "operator", "phase"],
+            registry=r,
+        )
         self.input_rate = Gauge(
             "fleetsim_stream_input_rows_per_second", "Input rate of the last batch", ["query"], registry=r
         )

@@ -19,6 +19,7 @@ from fleetsim.cloud.streaming.listener import (
     progress_figures,
     sink_figures,
     state_figures,
+    state_timings,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark]
@@ -91,6 +92,12 @@ def test_progress_observed_metrics_and_state_arrive_whole(spark: Any, tmp_path: 
     assert state is not None
     assert state["rows"] == 5  # one per distinct key
     assert state["memory_bytes"] > 0
+    assert state_timings(p) == {}  # stateless: no operator to time
+    timings = state_timings(first("listener-state"))
+    # A groupBy's state is one operator, timed in its three phases (each may round to 0 ms).
+    assert list(timings) == ["stateStoreSave"], timings
+    assert set(timings["stateStoreSave"]) == {"updates", "removals", "commit"}
+    assert all(isinstance(ms, int) and ms >= 0 for ms in timings["stateStoreSave"].values())
 
 
 def test_a_capped_kafka_batch_reports_what_it_left_unread(
