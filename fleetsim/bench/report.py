@@ -45,12 +45,24 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _is_point(value: Any) -> bool:
+    """A short list of numbers (None for an unknown one), e.g. ``[t, p95]``."""
+    return (
+        isinstance(value, list)
+        and 0 < len(value) <= 3
+        and all(v is None or (isinstance(v, int | float) and not isinstance(v, bool)) for v in value)
+    )
+
+
 def _flatten(prefix: str, value: Any, out: list[tuple[str, Any]]) -> None:
     if isinstance(value, dict):
         for k, v in value.items():
             _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
     elif isinstance(value, list) and value and all(isinstance(v, int | float) for v in value):
         out.append((prefix, ", ".join(_fmt(v) for v in value)))
+    elif isinstance(value, list) and value and all(_is_point(v) for v in value):
+        # A series of (time, figure) points: one row, not one per number.
+        out.append((prefix, ", ".join(" / ".join(_fmt(x) for x in v) for v in value)))
     elif isinstance(value, list):
         for i, v in enumerate(value):
             _flatten(f"{prefix}[{i}]", v, out)

@@ -204,3 +204,16 @@ def test_interrupted_run_ends_the_benchmark_child_group(tmp_path: Path) -> None:
     else:
         os.kill(grandchild, signal.SIGKILL)
         pytest.fail("the benchmark's grandchild outlived the interrupted harness")
+
+
+def test_a_series_of_points_is_one_row_and_other_lists_are_unfolded() -> None:
+    flat: list[tuple[str, object]] = []
+    report._flatten("", {"raw": {"series": [[-10, 0.29], [0, None], [10, 77.6]]}, "xs": [1, 2]}, flat)
+    report._flatten("", {"runs": [{"a": 1}, {"a": 2}], "wide": [[1, 2, 3, 4]]}, flat)
+    assert flat == [
+        ("raw.series", "-10 / 0.29, 0 / –, 10 / 77.6"),
+        ("xs", "1, 2"),
+        ("runs[0].a", 1),
+        ("runs[1].a", 2),
+        ("wide[0]", "1, 2, 3, 4"),  # four numbers are no point: the list is unfolded as before
+    ]
