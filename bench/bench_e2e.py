@@ -449,7 +449,7 @@ def ramp(
 
 
 # ------------------------------------------------------------------------------------- report
-def _stage_pids(cfg: FleetsimConfig, apps: dict[str, AppComponent]) -> dict[str, int]:
+def stage_pids(cfg: FleetsimConfig, apps: dict[str, AppComponent]) -> dict[str, int]:
     pids = {}
     for name in ("mosquitto", "kafka", "postgres"):
         pid = service(name, cfg).status().pid
@@ -604,7 +604,7 @@ def run(cfg: FleetsimConfig, quick: bool) -> dict[str, Any]:
         try:
             for app in apps.values():
                 app.start(env)
-            stages = _stage_pids(cfg, apps)
+            stages = stage_pids(cfg, apps)
             prefixes = {mode: ramp_prefix(mode, time.time()) for mode in modes}
             register_sim_fleets(cfg, modes, prefixes, rates[0], tmp)
             # Explicit warm-up, not measured: the JVMs (Kafka, Spark) compile their hot paths and

@@ -105,10 +105,9 @@ def restarted_step(
 ) -> dict[str, Any]:  # fmt: skip
     """One rate for ``RESTART_AT_S + after_s``, the stream job restarted ``RESTART_AT_S`` in."""
     # Spark's tree is not metered: its pid changes halfway through the step.
-    stages = {k: v for k, v in e2e._stage_pids(cfg, apps).items() if k != "spark"}
+    stages = {k: v for k, v in e2e.stage_pids(cfg, apps).items() if k != "spark"}
     since = datetime.now(UTC)
     sampler = WindowsSampler(cfg.spark.metrics_port, cfg.spark.state_delay_s).start()
-    t0 = time.monotonic()
     restart = Restarter(apps["stream"], env, RESTART_AT_S).start()
     try:
         step = e2e.step(e2e.Mode("external", DEVICES), env, cfg, stages, prefix, rate,
@@ -118,7 +117,7 @@ def restarted_step(
         limit_s = cfg.spark.windows_behind_after_s
         sampler.stop(skip_s=0.0, limit_s=limit_s)
     assert restart.mono is not None and restart.wall is not None  # set before join() returns
-    at = restart.mono - t0
+    at = restart.mono - sampler.t0
     # The windows' gauges until the old job has exited are its last words, not a recovery.
     gone = at + (restart.stop_s or 0.0)
     lags = [(t, lag) for t, lag, _ in sampler.samples]
@@ -181,7 +180,7 @@ def run(cfg: FleetsimConfig, quick: bool) -> dict[str, Any]:
         try:
             for app in apps.values():
                 app.start(env)
-            stages = e2e._stage_pids(cfg, apps)
+            stages = e2e.stage_pids(cfg, apps)
             # Not measured: the JVMs compile their hot paths (as in the e2e bench's warm-up).
             warm = e2e.step(mode, env, cfg, stages, prefix, 500, 45.0 if quick else 120.0, tmp, drain_s=300.0)
             if warm["stored"] == 0:

@@ -58,10 +58,11 @@ class WindowsSampler:
         self.samples: list[tuple[float, float | None, float | None]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="windows-sampler", daemon=True)
-        self._t0 = time.monotonic()
+        self.t0 = time.monotonic()
+        """``time.monotonic()`` at :meth:`start`: the origin of the samples' times."""
 
     def start(self) -> WindowsSampler:
-        self._t0 = time.monotonic()
+        self.t0 = time.monotonic()
         self._thread.start()
         return self
 
@@ -72,7 +73,7 @@ class WindowsSampler:
             return
         wm = got.value(WATERMARK_METRIC, query=QUERY)
         lag = windows_lag_s(wm, self.state_delay_s, time.time()) if wm else None
-        self.samples.append((time.monotonic() - self._t0, lag, got.value(BACKLOG_METRIC, query=QUERY)))
+        self.samples.append((time.monotonic() - self.t0, lag, got.value(BACKLOG_METRIC, query=QUERY)))
 
     def _run(self) -> None:
         while not self._stop.wait(self.every_s):
