@@ -42,16 +42,27 @@ def test_a_run_too_short_is_not_judged() -> None:
     assert growth([]) == {}
 
 
-def test_sampler_sees_a_child_process_grow() -> None:
+def test_sampler_sees_a_child_process_grow(tmp_path: Path) -> None:
     # The root is a shell; the Python that allocates is its child, so only the tree walk sees it.
-    # bytearray(n) zero-fills, so its pages are touched (resident) at once.
-    code = "import time; time.sleep(0.4); b = bytearray(64 << 20); time.sleep(1.2)"
+    # bytearray(n) zero-fills, so its pages are touched (resident) at once. The child says when
+    # it has allocated: on a loaded CI machine the zero-fill outlasted a fixed sleep (46 of 64 MiB).
+    grown = tmp_path / "grown"
+    code = (
+        "import pathlib, time; time.sleep(0.4); b = bytearray(64 << 20); "
+        f"pathlib.Path('{grown}').touch(); time.sleep(30)"
+    )
     proc = subprocess.Popen(["/bin/sh", "-c", f'"{sys.executable}" -c "{code}"; true'])
     try:
         sampler = MemSampler({"load": proc.pid}, every_s=0.2).start()
-        time.sleep(1.3)
+        deadline = time.monotonic() + 30
+        while not grown.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert grown.exists(), "the child never allocated"
+        time.sleep(0.6)  # a few samples of the grown process
         samples = sampler.stop()
     finally:
+        for pid in tree(proc.pid, children_map())[1:]:  # the interpreter; sh then ends
+            os.kill(pid, signal.SIGTERM)
         proc.wait(timeout=10)
     values = [by["load"] / MIB for _, by in samples]
     assert len(values) >= 5
