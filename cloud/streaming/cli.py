@@ -46,7 +46,7 @@ def run(args: argparse.Namespace, cfg: FleetsimConfig) -> int:
         svc.serve_metrics(job.metrics.registry, cfg.spark.metrics_port)
         # Stop steps run in reverse: each query finishes its running batch, then Spark stops.
         svc.on_stop(_stop_spark, job)
-        svc.on_stop(job.stop, timeout_s=cfg.stack.stop_timeout_s / 2)
+        svc.on_stop(job.stop, timeout_s=job_stop_budget_s(cfg.stack.stop_timeout_s))
         job.start()
         log.info(
             "streaming from %s to postgres %s:%d; Spark UI %s; metrics 127.0.0.1:%d",
@@ -55,6 +55,13 @@ def run(args: argparse.Namespace, cfg: FleetsimConfig) -> int:
         )  # fmt: skip
         job.run_until(svc.stop)
     return 0
+
+
+def job_stop_budget_s(stop_timeout_s: float) -> float:
+    """The queries' share of a graceful stop: the stack kills the job after ``stop_timeout_s``,
+    and after the queries come the loader's last merge (5 s at least) and Spark's own stop.
+    Most of it, because the real-time raw query waits for its checkpoint (up to a minute away)."""
+    return max(stop_timeout_s / 2, stop_timeout_s - 15.0)
 
 
 def _stop_spark(job: Any) -> None:

@@ -16,6 +16,7 @@ import logging
 import re
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,26 @@ MAX_BACKOFF_S = 60.0
 def restart_delay_s(recent_failures: int) -> float:
     """Seconds before restarting a query that failed ``recent_failures`` times recently."""
     return min(MAX_BACKOFF_S, 2.0 ** max(recent_failures - 1, 0))
+
+
+def realtime_checkpoint_due_s(
+    last_progress: dict[str, Any] | None, now: datetime, batch_s: float
+) -> float | None:
+    """Seconds from ``now`` (UTC) until the running real-time batch checkpoints, from the last
+    finished batch's progress: its trigger started at ``timestamp``, took ``triggerExecution``
+    ms, and the next one lasts ``batch_s``. None before the first batch has finished (its start
+    is not reported), or when the progress lacks those fields."""
+    if not last_progress:
+        return None
+    try:
+        started = datetime.fromisoformat(str(last_progress["timestamp"]).replace("Z", "+00:00"))
+        took_ms = float(last_progress["durationMs"]["triggerExecution"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if started.tzinfo is None:
+        started = started.replace(tzinfo=UTC)
+    due = started + timedelta(milliseconds=took_ms) + timedelta(seconds=batch_s)
+    return max((due - now).total_seconds(), 0.0)
 
 
 _DATA_LOSS_REASON = re.compile(r"Reason:\s*(.+?)\s*(?:SQLSTATE|JVM stacktrace|\n\s*at |$)", re.DOTALL)
@@ -321,17 +342,48 @@ class StreamJob:
                 # reported, seen while PostgreSQL restarted) is restarted like a failed one.
                 schedule(q.name, str(exc).splitlines()[0] if exc else "stopped without an error", now)
 
+    def _stop_after_checkpoint(self, q: Any, deadline: float) -> None:
+        """Stop the real-time query ``q`` right after its running batch's checkpoint, if that
+        comes before ``deadline`` (monotonic); its records are in Kafka as they are made, so
+        stopping mid-batch loses nothing either way, it only costs the restart a re-read."""
+        last = q.lastProgress if q.isActive else None
+        due_s = realtime_checkpoint_due_s(last, datetime.now(UTC), self.cfg.spark.realtime_batch_s)
+        left_s = deadline - time.monotonic()
+        if last is None or due_s is None or due_s > left_s:
+            log.info(
+                "stopping the real-time raw query mid-batch (its checkpoint is due in %s, the stop "
+                "budget has %.0f s left): the restart reads again what it read since the last one",
+                "an unknown time" if due_s is None else f"{due_s:.0f} s", left_s,
+            )  # fmt: skip
+        else:
+            log.info("stopping the real-time raw query at its next checkpoint, due in %.0f s", due_s)
+            batch = last["batchId"]
+            while q.isActive and time.monotonic() < deadline:
+                now = q.lastProgress
+                if now is not None and now["batchId"] != batch:
+                    break
+                time.sleep(0.05)
+            else:
+                log.warning("the real-time raw query's checkpoint did not come within the stop budget")
+        q.stop()
+
     def stop(self, timeout_s: float = 30.0) -> None:
-        """Let each query finish its running micro-batch (up to ``timeout_s``), then stop it."""
+        """Let each query finish its running micro-batch (up to ``timeout_s``), then stop it.
+
+        The real-time raw query goes last: its batch lasts ``realtime_batch_s`` and a stop
+        interrupts it, after which the restart reads again everything since its last checkpoint
+        (up to a minute of readings, queued ahead of new ones). So it is stopped just after its
+        next checkpoint when that is due within the budget, and at once otherwise."""
         deadline = time.monotonic() + timeout_s
         self.notifier.stop()
-        for q in self.queries:
-            # A real-time query's batch lasts realtime_batch_s: its records are in Kafka as they
-            # are made, so stopping it mid-batch loses nothing (the restart re-reads, keys absorb).
-            busy = not (self.realtime and q.name == "raw")
-            while busy and q.isActive and q.status.get("isTriggerActive") and time.monotonic() < deadline:
+        realtime = [q for q in self.queries if self.realtime and q.name == "raw"]
+        for q in [q for q in self.queries if q not in realtime]:
+            while q.isActive and q.status.get("isTriggerActive") and time.monotonic() < deadline:
                 time.sleep(0.05)
             q.stop()
+        for q in realtime:
+            self._stop_after_checkpoint(q, deadline)
+        self.queries.clear()
         self.queries.clear()
         if self.loader is not None:  # after the queries: it merges what they wrote last
             self.loader.stop(timeout_s=max(deadline - time.monotonic(), 5.0))
