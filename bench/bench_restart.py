@@ -156,7 +156,8 @@ def _figure(point: dict[str, Any], flow: str, what: str) -> dict[str, Any]:
     shown = f"{back:.0f} s" if back is not None else f"not within {point['observed_after_restart_s']:.0f} s"
     return {
         "name": f"{flow} flow back after a restart at {point['rate_target_msg_s']:,} msg/s ({what}): "
-        f"{shown}; worst {worst} s, lost {point['lost']}",
+        f"{shown} (the graceful stop {point['stop_s']} s of it; the flows run on meanwhile); "
+        f"worst {worst} s, lost {point['lost']}",
         "value": back,
         "unit": "s",
         "target": f"<= {TARGET_S:.0f} s (ours: no issue sets one), 0 lost",

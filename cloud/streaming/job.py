@@ -40,6 +40,9 @@ QUERY_NAMES = ("raw", "agg", "deadletter")
 RESTART_WINDOW_S = 600.0
 """Failures of a query older than this no longer lengthen its restart back-off."""
 MAX_BACKOFF_S = 60.0
+STOP_RESERVE_S = 5.0
+"""Of a graceful stop's budget, what the real-time raw query's wait leaves for the micro-batch
+queries to finish their running batch (a windowed batch takes 1-10 s; one cut short is re-run)."""
 
 
 def restart_delay_s(recent_failures: int) -> float:
@@ -370,19 +373,20 @@ class StreamJob:
     def stop(self, timeout_s: float = 30.0) -> None:
         """Let each query finish its running micro-batch (up to ``timeout_s``), then stop it.
 
-        The real-time raw query goes last: its batch lasts ``realtime_batch_s`` and a stop
+        The real-time raw query goes first: its batch lasts ``realtime_batch_s`` and a stop
         interrupts it, after which the restart reads again everything since its last checkpoint
         (up to a minute of readings, queued ahead of new ones). So it is stopped just after its
-        next checkpoint when that is due within the budget, and at once otherwise."""
+        next checkpoint when that is due within the budget (less ``STOP_RESERVE_S`` for the other
+        queries' running batches), and at once otherwise. Every query keeps running meanwhile."""
         deadline = time.monotonic() + timeout_s
         self.notifier.stop()
         realtime = [q for q in self.queries if self.realtime and q.name == "raw"]
+        for q in realtime:
+            self._stop_after_checkpoint(q, deadline - STOP_RESERVE_S)
         for q in [q for q in self.queries if q not in realtime]:
             while q.isActive and q.status.get("isTriggerActive") and time.monotonic() < deadline:
                 time.sleep(0.05)
             q.stop()
-        for q in realtime:
-            self._stop_after_checkpoint(q, deadline)
         self.queries.clear()
         self.queries.clear()
         if self.loader is not None:  # after the queries: it merges what they wrote last
