@@ -58,14 +58,14 @@ def test_sampler_sees_a_child_process_grow(tmp_path: Path) -> None:
         while not grown.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert grown.exists(), "the child never allocated"
-        time.sleep(0.6)  # a few samples of the grown process
+        time.sleep(1.0)  # a few samples of the grown process, even on a loaded machine
         samples = sampler.stop()
     finally:
         for pid in tree(proc.pid, children_map())[1:]:  # the interpreter; sh then ends
             os.kill(pid, signal.SIGTERM)
         proc.wait(timeout=10)
     values = [by["load"] / MIB for _, by in samples]
-    assert len(values) >= 5
+    assert len(values) >= 3, values  # before, and grown
     assert values[0] < 40, values
     assert max(values) - values[0] >= 50, values
 
