@@ -379,7 +379,6 @@ class StreamJob:
         next checkpoint when that is due within the budget (less ``STOP_RESERVE_S`` for the other
         queries' running batches), and at once otherwise. Every query keeps running meanwhile."""
         deadline = time.monotonic() + timeout_s
-        self.notifier.stop()
         realtime = [q for q in self.queries if self.realtime and q.name == "raw"]
         for q in realtime:
             self._stop_after_checkpoint(q, deadline - STOP_RESERVE_S)
@@ -388,10 +387,12 @@ class StreamJob:
                 time.sleep(0.05)
             q.stop()
         self.queries.clear()
-        self.queries.clear()
         if self.loader is not None:  # after the queries: it merges what they wrote last
             self.loader.stop(timeout_s=max(deadline - time.monotonic(), 5.0))
             self.loader = None
+        # Last: incidents the raw flow opened while it ran on (up to the checkpoint wait) are
+        # announced now rather than after the restart (the outbox would keep them until then).
+        self.notifier.stop(timeout_s=min(max(deadline - time.monotonic(), 2.0), 10.0))
         if self.listener is not None and self.spark is not None:
             self.spark.streams.removeListener(self.listener)
             self.listener.sink.close()
