@@ -367,7 +367,8 @@ class StreamJob:
                     break
                 time.sleep(0.05)
             else:
-                log.warning("the real-time raw query's checkpoint did not come within the stop budget")
+                if q.isActive:  # not when it ended by itself (run_until restarts those)
+                    log.warning("the real-time raw query's checkpoint did not come within the stop budget")
         q.stop()
 
     def stop(self, timeout_s: float = 30.0) -> None:
