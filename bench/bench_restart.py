@@ -12,9 +12,10 @@ on its checkpoint, at two rates:
 
 Per restart, in seconds from the restart command (the graceful stop, during which the flows run
 on, included): when the raw flow was back (every 10-s bucket of event time from there on with p95
-event->row <= 2 s, from the rows themselves; the bucket the restart falls in counts), when the windows were back (their lag, sampled from the job's gauges every 5 s
-once the old job has exited, within ``SparkConfig.windows_behind_after_s`` from there on), how far
-each fell behind, and what was lost (load generator PUBACKs against rows stored).
+event->row <= 2 s, from the rows themselves; the bucket the restart falls in counts), when the
+windows were back (their lag, sampled from the job's gauges every 5 s once the old job has exited,
+within ``SparkConfig.windows_behind_after_s`` from there on), how far each fell behind, and what was
+lost (load generator PUBACKs against rows stored).
 
 Run: ``fleetsim bench restart`` (``--quick``: 1,000 msg/s, a 60-s fill, ~8 minutes).
 """
