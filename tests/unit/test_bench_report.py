@@ -173,10 +173,12 @@ def test_interrupted_run_ends_the_benchmark_child_group(tmp_path: Path) -> None:
     pidfile = tmp_path / "grandchild.pid"
     bench = tmp_path / "bench_sleepy.py"
     bench.write_text(
-        "import subprocess, time\n"
+        "import os, pathlib, subprocess, time\n"
         "def run(cfg, quick):\n"
         "    p = subprocess.Popen(['sleep', '300'])\n"
-        f"    open({str(pidfile)!r}, 'w').write(str(p.pid))\n"
+        # Written whole, then renamed: the watcher below must never see the file empty (CI did).
+        f"    pathlib.Path({str(pidfile)!r} + '.tmp').write_text(str(p.pid))\n"
+        f"    os.rename({str(pidfile)!r} + '.tmp', {str(pidfile)!r})\n"
         "    time.sleep(300)\n"
         "    return {}\n"
     )
