@@ -17,6 +17,19 @@ RUN mvn -B -q -s settings.xml -f pom.xml -P spark-kafka dependency:copy-dependen
  && ls /jvm/spark-kafka/spark-sql-kafka-0-10_2.13-*.jar
 
 # ---------------------------------------------------------------------------------------------
+# Stage 1b: Fleetsim's Spark extension (fleetsim/jvm/src: the windowed flow's deduplication),
+# compiled by the same script as `make setup`, against Spark's API jars of the pinned version.
+FROM maven:3.9.11-eclipse-temurin-17 AS ext
+WORKDIR /build
+COPY fleetsim/jvm/pom.xml pom.xml
+COPY scripts/maven-settings.xml settings.xml
+RUN mvn -B -q -s settings.xml -f pom.xml -P spark-api dependency:copy-dependencies \
+      -DexcludeTransitive=true -DoutputDirectory=/build/spark-api
+COPY fleetsim/jvm/src fleetsim/jvm/src
+COPY scripts/build-spark-ext.sh scripts/build-spark-ext.sh
+RUN bash scripts/build-spark-ext.sh /build/spark-api /jvm/spark-ext
+
+# ---------------------------------------------------------------------------------------------
 # Stage 2: Python 3.11 + a Java 17 runtime (pyspark's driver JVM) + the project.
 # bookworm, not trixie: Debian 13 has no openjdk-17 package.
 FROM python:3.11.14-slim-bookworm
@@ -49,6 +62,7 @@ RUN pip install --no-compile . \
  && fleetsim --help >/dev/null
 
 COPY --from=jvm /jvm /opt/fleetsim/jvm
+COPY --from=ext /jvm/spark-ext /opt/fleetsim/jvm/spark-ext
 COPY fleetsim.toml devices.csv ./
 COPY docker/entrypoint.sh /usr/local/bin/fleetsim-entrypoint
 COPY docker/healthcheck.py /usr/local/bin/fleetsim-healthcheck

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # `make setup`: install what is missing, nothing else. Idempotent; safe to run again and again.
-#   1. Debian packages (mosquitto, PostgreSQL 15, Java 17, Maven, chromium): installed when missing
+#   1. Debian packages (mosquitto, PostgreSQL 15, a Java 17 JDK, Maven, chromium): installed when missing
 #      if we are root, otherwise the exact apt command is printed and setup stops.
 #   2. .venv with the project installed (pip install -e '.[dev]'), redone only when pyproject.toml
 #      changed (its hash is stamped in .venv/.fleetsim-pyproject.sha256).
 #   3. JVM jars from Maven Central into .cache/jvm (Kafka broker; Spark's Kafka connector matching
 #      the pinned pyspark), resolved only when missing or when fleetsim/jvm/pom.xml changed.
+#   4. Fleetsim's Spark extension (fleetsim/jvm/src) compiled into .cache/jvm/spark-ext against
+#      pyspark's jars, rebuilt only when its sources or pyspark changed.
 # Nothing is fetched at run time: after this, the stack and the tests run offline.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,12 +27,12 @@ declare -A PROVIDES=(
   [mosquitto]=/usr/sbin/mosquitto
   [mosquitto-clients]=/usr/bin/mosquitto_sub
   [postgresql-15]=/usr/lib/postgresql/15/bin/postgres
-  [openjdk-17-jre-headless]=/usr/lib/jvm/java-17-openjdk-amd64/bin/java
+  [openjdk-17-jdk-headless]=/usr/lib/jvm/java-17-openjdk-amd64/bin/javac
   [maven]=/usr/bin/mvn
   [chromium]=/usr/bin/chromium
 )
 missing=()
-for pkg in mosquitto mosquitto-clients postgresql-15 openjdk-17-jre-headless maven chromium; do
+for pkg in mosquitto mosquitto-clients postgresql-15 openjdk-17-jdk-headless maven chromium; do
   [[ -e ${PROVIDES[$pkg]} ]] || missing+=("$pkg")
 done
 if ! command -v "$PY" >/dev/null 2>&1; then
@@ -114,5 +116,19 @@ command -v mvn >/dev/null || die "mvn not found after the package step"
 mkdir -p "$JVM_DIR"
 resolve kafka "$JVM_DIR/kafka" 'kafka_2.13-*.jar' "Kafka broker jars (1/2)"
 resolve spark-kafka "$JVM_DIR/spark-kafka" 'spark-sql-kafka-0-10_2.13-*.jar' "Spark Kafka connector jars (2/2)"
+
+# ------------------------------------------------------------------ 4. Spark extension
+EXT_DIR=$JVM_DIR/spark-ext
+ext_hash=$( (cd "$ROOT" && find fleetsim/jvm/src -name '*.java' | sort | xargs sha256sum; \
+  "$VENV/bin/python" -c 'import pyspark; print(pyspark.__version__)') | sha256sum | cut -d' ' -f1)
+if [[ -f $EXT_DIR/.src.sha256 && $(cat "$EXT_DIR/.src.sha256") == "$ext_hash" && -f $EXT_DIR/fleetsim-spark-ext.jar ]]; then
+  say "Spark extension: present in ${EXT_DIR#"$ROOT"/}"
+else
+  say "Spark extension: compiling fleetsim/jvm/src into ${EXT_DIR#"$ROOT"/} ..."
+  pyspark_jars=$("$VENV/bin/python" -c 'import os, pyspark; print(os.path.join(os.path.dirname(pyspark.__file__), "jars"))')
+  rm -rf "$EXT_DIR"
+  "$ROOT/scripts/build-spark-ext.sh" "$pyspark_jars" "$EXT_DIR" || die "compiling the Spark extension failed"
+  echo "$ext_hash" >"$EXT_DIR/.src.sha256"
+fi
 
 say "done. Next: \`make demo\` (start the stack) or \`make test\`."

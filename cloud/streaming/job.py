@@ -195,6 +195,13 @@ class StreamJob:
         path.mkdir(parents=True, exist_ok=True)
         return str(path.resolve())
 
+    def checkpoint_name(self, name: str) -> str:
+        """A query's checkpoint sub-directory. The windowed query's state differs with
+        ``spark.dedup`` (Spark refuses a checkpoint whose operators differ), so each way has its own."""
+        if name == "agg" and self.cfg.spark.dedup == "buckets":
+            return "agg-buckets"
+        return name
+
     def _plan(self, name: str) -> tuple[Any, Any, str]:
         """(streaming DataFrame, batch handler, output mode) of one query."""
         k = self.cfg.kafka
@@ -239,7 +246,7 @@ class StreamJob:
             writer = writer.foreachBatch(handler)
         return (
             writer.trigger(processingTime=f"{self.trigger_s(name)} seconds")
-            .option("checkpointLocation", self.checkpoint(name))
+            .option("checkpointLocation", self.checkpoint(self.checkpoint_name(name)))
             .start()
         )
 

@@ -30,6 +30,7 @@ from fleetsim.kernel.contract import (
     RejectReason,
     Status,
 )
+from fleetsim.kernel.errors import MissingDependencyError
 
 REJECT_PAYLOAD_CHARS: Final = 4096
 """Characters of a rejected payload kept in ``sensor_data_rejects`` (the contract's size cap)."""
@@ -244,12 +245,34 @@ def on_time_readings(parsed: DataFrame, lateness: timedelta, max_clock_skew: tim
     return _keep_if(parsed, keep, [*READING_COLUMNS, *KAFKA_COLUMNS, wts])
 
 
-def deduplicate(readings: DataFrame, watermark: str, time_col: str = "ts") -> DataFrame:
-    """Event time watermark on ``time_col``, then drop repeats of (device_id, seq) seen within the
-    watermark delay.
+def deduplicate(
+    readings: DataFrame, watermark: str, time_col: str = "ts", *, bucket_s: float | None = None
+) -> DataFrame:
+    """Event time watermark on ``time_col``, then drop repeats of (device_id, seq).
 
-    On a batch DataFrame (tests, backfills) it is a plain dropDuplicates on the same key.
+    ``bucket_s`` None: Spark's ``dropDuplicatesWithinWatermark`` (a key is kept until the watermark
+    passes its ``time_col`` plus the delay; the whole state is read in every batch to find those).
+    ``bucket_s`` set: Fleetsim's operator (``io.fleetsim.spark.ReadingDedup``, on the classpath from
+    ``make setup``): the state is grouped by device and ``bucket_s`` of the device's own ``ts``, and
+    a group is freed by a timer once the watermark passes its bucket's end; only the Kafka record's
+    reading columns and ``time_col`` go through it. On a batch DataFrame (tests, backfills) both are
+    a plain dropDuplicates on the same key.
     """
     if not readings.isStreaming:
         return readings.dropDuplicates(["device_id", "seq"])
-    return readings.withWatermark(time_col, watermark).dropDuplicatesWithinWatermark(["device_id", "seq"])
+    marked = readings.withWatermark(time_col, watermark)
+    if bucket_s is None:
+        return marked.dropDuplicatesWithinWatermark(["device_id", "seq"])
+    spark = readings.sparkSession
+    columns = [*READING_COLUMNS, *([time_col] if time_col not in READING_COLUMNS else [])]
+    jvm_class = spark._jvm.io.fleetsim.spark.ReadingDedup  # type: ignore[union-attr]
+    try:
+        jdf = jvm_class.apply(
+            marked.select(*columns)._jdf, "device_id", "seq", "ts", time_col, round(bucket_s * 1000)
+        )
+    except TypeError as exc:  # py4j: an unknown class is a JavaPackage, which cannot be called
+        raise MissingDependencyError(
+            'io.fleetsim.spark.ReadingDedup is not on Spark\'s classpath (spark.dedup = "buckets"): '
+            "run `make setup`, which builds .cache/jvm/spark-ext"
+        ) from exc
+    return DataFrame(jdf, spark)

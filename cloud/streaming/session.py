@@ -14,8 +14,13 @@ from fleetsim.kernel.errors import MissingDependencyError
 CONNECTOR_JAR_GLOB = "spark-sql-kafka-0-10_*.jar"
 
 
+EXTENSION_JAR = "spark-ext/fleetsim-spark-ext.jar"
+"""Fleetsim's own Spark operators (fleetsim/jvm/src), under ``stack.jvm_dir``, built by ``make setup``."""
+
+
 def connector_jars(cfg: FleetsimConfig) -> list[Path]:
-    """Every jar under ``<jvm_dir>/spark-kafka`` (connector + its runtime deps + JDBC driver)."""
+    """Every jar under ``<jvm_dir>/spark-kafka`` (connector + its runtime deps + JDBC driver), and
+    Fleetsim's extension when the windowed flow's deduplication needs it."""
     directory = cfg.stack.jvm_dir / "spark-kafka"
     jars = sorted(directory.glob("*.jar"))
     if not any(j.match(CONNECTOR_JAR_GLOB) for j in jars):
@@ -23,6 +28,14 @@ def connector_jars(cfg: FleetsimConfig) -> list[Path]:
             f"Spark Kafka connector jars not found in {directory}: run `make setup` (nothing is "
             "downloaded at run time)"
         )
+    if cfg.spark.dedup == "buckets":
+        ext = cfg.stack.jvm_dir / EXTENSION_JAR
+        if not ext.is_file():
+            raise MissingDependencyError(
+                f'Fleetsim\'s Spark extension {ext} not found (spark.dedup = "buckets" needs it): '
+                "run `make setup`"
+            )
+        jars.append(ext)
     return jars
 
 

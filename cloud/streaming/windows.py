@@ -32,11 +32,13 @@ def fleet_windows(
 ) -> DataFrame:
     """Kafka stream -> :data:`AGG_COLUMNS` per device, site and fleet: the on-time readings (the
     same per-record rule as the raw flow's ``late``, :mod:`.lateness`), deduplicated on
-    (device_id, seq), in sliding windows of their window time. Spark's watermark runs on that time
-    with ``SparkConfig.state_delay_s``: it only evicts state, it never drops a kept reading."""
+    (device_id, seq) as ``SparkConfig.dedup`` says, in sliding windows of their window time.
+    Spark's watermark runs on that time with ``SparkConfig.state_delay_s``: it only evicts state,
+    it never drops a kept reading."""
     on_time = on_time_readings(parse_telemetry(kafka_stream), spark_cfg.lateness, spark_cfg.max_clock_skew)
     delay = f"{spark_cfg.state_delay_s:g} seconds"
-    readings = deduplicate(on_time, delay, WINDOW_TS)
+    bucket_s = spark_cfg.dedup_bucket_s if spark_cfg.dedup == "buckets" else None
+    readings = deduplicate(on_time, delay, WINDOW_TS, bucket_s=bucket_s)
     # One registry join gives the windows their site and the alert count its device class.
     enriched = with_alert_count(with_device_class(readings, registry), alerts)
     return window_aggregates(enriched, spark_cfg.window, spark_cfg.slide, WINDOW_TS)

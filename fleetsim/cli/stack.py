@@ -17,6 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from fleetsim.cloud.streaming.session import EXTENSION_JAR
 from fleetsim.kernel.clients import pg_url
 from fleetsim.kernel.components import COMPONENT_NAMES, ENGINE_NAMES
 from fleetsim.kernel.config import ENV_DELIMITER, ENV_PREFIX, FleetsimConfig, secret
@@ -234,6 +235,9 @@ def run_setup_check(_args: argparse.Namespace, cfg: FleetsimConfig) -> int:
     spark_jars = cfg.stack.jvm_dir / "spark-kafka"
     if not any(spark_jars.glob("spark-sql-kafka-*.jar")):
         problems.append(f"stream: Spark Kafka connector jars missing in {spark_jars}: run `make setup`")
+    ext = cfg.stack.jvm_dir / EXTENSION_JAR
+    if cfg.spark.dedup == "buckets" and not ext.is_file():
+        problems.append(f"stream: Fleetsim's Spark extension missing ({ext}): run `make setup`")
     for line in problems:
         print(line)
     if problems:

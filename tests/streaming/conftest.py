@@ -22,7 +22,8 @@ def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
     from pyspark.sql import SparkSession
 
-    jars = sorted((REPO / ".cache" / "jvm" / "spark-kafka").glob("*.jar"))
+    jvm = REPO / ".cache" / "jvm"
+    jars = sorted((jvm / "spark-kafka").glob("*.jar")) + sorted((jvm / "spark-ext").glob("*.jar"))
     os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
     # Python workers (mapInArrow: the executor-side raw writer) need the venv's packages.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -37,6 +38,11 @@ def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         .config("spark.driver.host", "127.0.0.1")
         .config("spark.driver.bindAddress", "127.0.0.1")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        # As the job runs: the windowed flow's deduplication (transformWithState) needs RocksDB.
+        .config(
+            "spark.sql.streaming.stateStore.providerClass",
+            "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",
+        )
         .config("spark.sql.warehouse.dir", str(tmp_path_factory.mktemp("warehouse")))
     )
     if jars:
