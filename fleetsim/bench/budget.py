@@ -122,8 +122,8 @@ def _rest_detail(res: dict[str, Any]) -> str:
 def settled_figure(settled: dict[str, Any], ramp_10k: dict[str, Any]) -> dict[str, Any]:
     """Spark's cores at :data:`SETTLED_RATE` with 10,000 devices in state, after the ramps (JIT done)
     and before the soak, beside the same rate at the 10,000-device ramp's first step (JVM still
-    compiling). After the soak the windowed flow still evicts its deduplication keys for ten minutes
-    (:func:`after_soak_figure`): a cost of the soak's rate, not of 100 msg/s."""
+    compiling). After the soak the windowed flow still evicts the soak's state (:func:`after_soak_figure`):
+    a cost of the soak's rate, not of 100 msg/s."""
     first = next((r for r in ramp_10k["steps"] if r["rate_target_msg_s"] == SETTLED_RATE), None)
     value = _cores(settled)
     fig: dict[str, Any] = {
@@ -144,11 +144,12 @@ def settled_figure(settled: dict[str, Any], ramp_10k: dict[str, Any]) -> dict[st
 
 
 def after_soak_figure(res: dict[str, Any], soak_rate: int) -> dict[str, Any]:
-    """The same rate right after the soak, reported, not judged: the windowed query then scans its
-    whole deduplication state in every batch while the soak's keys expire (rate x 600 s of them)."""
+    """The same rate right after the soak, reported, not judged: the windowed query then evicts the
+    soak's state (with ``spark.dedup = "watermark"`` by reading all of its rate x 600 s
+    deduplication keys in every batch; with ``buckets`` only the groups whose timer expired)."""
     return {
         "name": f"Spark CPU at {SETTLED_RATE} msg/s right after the soak at {soak_rate:,} msg/s "
-        f"(its deduplication keys expiring; lost {res['lost']}{_rest_detail(res)})",
+        f"(its windowed state expiring; lost {res['lost']}{_rest_detail(res)})",
         "value": _cores(res),
         "unit": "core",
         "target": "report",
