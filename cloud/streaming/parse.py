@@ -254,9 +254,9 @@ def deduplicate(
     passes its ``time_col`` plus the delay; the whole state is read in every batch to find those).
     ``bucket_s`` set: Fleetsim's operator (``io.fleetsim.spark.ReadingDedup``, on the classpath from
     ``make setup``): the state is grouped by device and ``bucket_s`` of the device's own ``ts``, and
-    a group is freed by a timer once the watermark passes its bucket's end; only the Kafka record's
-    reading columns and ``time_col`` go through it. On a batch DataFrame (tests, backfills) both are
-    a plain dropDuplicates on the same key.
+    a group is freed by a timer once the watermark passes its bucket's end; only the reading
+    columns and ``time_col`` go through it (the Kafka columns are dropped). On a batch DataFrame
+    (tests, backfills) both are a plain dropDuplicates on the same key.
     """
     if not readings.isStreaming:
         return readings.dropDuplicates(["device_id", "seq"])

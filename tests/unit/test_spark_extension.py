@@ -45,3 +45,17 @@ def test_bucket_dedup_refuses_the_memory_state_store() -> None:
     with pytest.raises(ValidationError, match=r'needs state_store = "rocksdb" \(got \'memory\'\)'):
         SparkConfig(dedup="buckets", state_store="memory")
     assert SparkConfig(dedup="watermark", state_store="memory").state_store == "memory"
+
+
+def test_each_deduplication_has_its_own_windowed_checkpoint() -> None:
+    from types import SimpleNamespace
+
+    from fleetsim.cloud.streaming.job import StreamJob
+
+    def name(dedup: str, query: str) -> str:
+        job = SimpleNamespace(cfg=FleetsimConfig().with_overrides({"spark.dedup": dedup}))
+        return StreamJob.checkpoint_name(job, query)  # type: ignore[arg-type]
+
+    assert name("buckets", "agg") == "agg-buckets"
+    assert name("watermark", "agg") == "agg"  # the checkpoints written before 7 Dec
+    assert name("buckets", "raw") == name("watermark", "raw") == "raw"
