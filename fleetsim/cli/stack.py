@@ -17,7 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from fleetsim.cloud.streaming.session import EXTENSION_JAR
+from fleetsim.cloud.streaming.session import connector_jars
 from fleetsim.kernel.clients import pg_url
 from fleetsim.kernel.components import COMPONENT_NAMES, ENGINE_NAMES
 from fleetsim.kernel.config import ENV_DELIMITER, ENV_PREFIX, FleetsimConfig, secret
@@ -232,12 +232,10 @@ def run_setup_check(_args: argparse.Namespace, cfg: FleetsimConfig) -> int:
             lifecycle.component(name, cfg).check_dependencies()  # type: ignore[union-attr]
         except MissingDependencyError as exc:
             problems.append(f"{name}: {exc}")
-    spark_jars = cfg.stack.jvm_dir / "spark-kafka"
-    if not any(spark_jars.glob("spark-sql-kafka-*.jar")):
-        problems.append(f"stream: Spark Kafka connector jars missing in {spark_jars}: run `make setup`")
-    ext = cfg.stack.jvm_dir / EXTENSION_JAR
-    if cfg.spark.dedup == "buckets" and not ext.is_file():
-        problems.append(f"stream: Fleetsim's Spark extension missing ({ext}): run `make setup`")
+    try:
+        connector_jars(cfg)  # the job's own rule: the Kafka connector, and the extension if needed
+    except MissingDependencyError as exc:
+        problems.append(f"stream: {exc}")
     for line in problems:
         print(line)
     if problems:
