@@ -43,6 +43,9 @@ def _assert_passed(rep: dict[str, Any], out: Path) -> None:
     assert json.loads((out / "report.json").read_text())["run_id"] == rep["run_id"]
 
 
+# `beside`: make test runs it in its second stream (niced, after the engine-free tests), where it
+# costs the ten-minute budget nothing; in the integration stream it was its largest test (~95 s).
+@pytest.mark.beside
 def test_short_seeded_campaign_loses_nothing_and_is_listed(
     fleet_cfg: FleetsimConfig, postgres: FleetsimConfig, tmp_path: Path
 ) -> None:
