@@ -220,22 +220,26 @@ WITH dev AS (
   SELECT d.kafka_partition, least(percentile_disc(0.5) WITHIN GROUP (ORDER BY d.mx), g.ref_ts) AS ref_ts
   FROM dev d CROSS JOIN glob g GROUP BY d.kafka_partition, g.ref_ts
 ), refs AS (
-  -- Per partition of the batch, a range of device_latest_unjudged_part_idx (V015). OFFSET 0
+  -- Per partition of the batch, a range of device_latest_silent_idx (V015, V017). OFFSET 0
   -- keeps each a lookup: flattened into a join, the planner (a third of the table estimated for
   -- ts < <computed>) hashed a scan of all of device_latest's heap. The lower bound is always
   -- true and there for the planner: a pair of bounds it cannot price is a narrow range (0.5 %%
   -- of the rows, not a third), so a bloated heap after a soak no longer prices the index out
   -- (a scan of the whole table per partition: 7,700 buffer hits a merge, bench/ANALYSIS.md).
+  -- The range is on ts's 30 s bucket (V017: no index on ts itself, so a reading's upsert of
+  -- device_latest stays HOT); the exact bound on ts filters what the bucket lets through.
   SELECT c.* FROM part p CROSS JOIN LATERAL (
     SELECT l.device_id, l.ts, l.seq, l.site, l.fault, l.kafka_partition, p.ref_ts FROM device_latest l
-    WHERE l.kafka_partition = p.kafka_partition AND l.offline_for IS DISTINCT FROM l.ts
-      AND l.ts > '-infinity' AND l.ts < p.ref_ts - make_interval(secs => %(offline_s)s)
+    WHERE l.kafka_partition = p.kafka_partition AND l.unjudged
+      AND l.ts_bucket > '-infinity' AND l.ts_bucket < p.ref_ts - make_interval(secs => %(offline_s)s)
+      AND l.ts < p.ref_ts - make_interval(secs => %(offline_s)s)
     OFFSET 0
   ) c
   UNION ALL
   SELECT c.* FROM glob g CROSS JOIN LATERAL (
     SELECT l.device_id, l.ts, l.seq, l.site, l.fault, l.kafka_partition, g.ref_ts FROM device_latest l
-    WHERE l.kafka_partition IS NULL AND l.offline_for IS DISTINCT FROM l.ts
+    WHERE l.kafka_partition IS NULL AND l.unjudged
+      AND l.ts_bucket < g.ref_ts - make_interval(secs => %(offline_s)s)
       AND l.ts < g.ref_ts - make_interval(secs => %(offline_s)s)
     OFFSET 0
   ) c
@@ -287,8 +291,11 @@ SKEW_MIN_DEVICES: Final = 3
 REF_WINDOW_S: Final = 3.0
 """Newest readings of the last this many wall seconds make the fleet's reference lag."""
 REF_DEVICES: Final = 1000
-"""At most this many of them, the newest (index ``device_latest_ingest_idx``, V014): a median of
-1,000 devices is as robust as one of the whole fleet, and a merge's cost stays flat with its size."""
+"""At most this many of them, the newest merges' first (``fleet_clock_lag``, V017), and at most
+this many of the batch's own: a median of 1,000 devices is as robust as one of the whole fleet,
+and a merge's cost stays flat with its size."""
+LAG_KEEP_S: Final = 60.0
+"""A merge's lags are deleted (by whichever merge comes next) once this old."""
 
 
 def offline_params(alerts: AlertsConfig) -> dict[str, float]:
@@ -304,6 +311,7 @@ def fleet_clock_params(max_clock_skew_s: float, alerts: AlertsConfig) -> dict[st
         "skew_min_devices": SKEW_MIN_DEVICES,
         "ref_window_s": REF_WINDOW_S,
         "ref_devices": REF_DEVICES,
+        "lag_keep_s": LAG_KEEP_S,
         "span": LOOKBACK_SPAN,
     }
 
@@ -316,17 +324,37 @@ WITH lag AS (
   FROM stage_raw
 ), fresh AS (
   SELECT DISTINCT ON (device_id) * FROM lag ORDER BY device_id, lag_s, seq DESC
+), mine AS (
+  SELECT device_id, lag_s FROM fresh LIMIT %(ref_devices)s
+), stored AS (
+  -- What the other merges (this writer's earlier ones, every other writer's) of the last
+  -- ref_window_s seconds kept, newest merge first, at most ref_devices lags; a device once.
+  SELECT DISTINCT ON (u.device_id) u.device_id, u.lag_s FROM (
+    SELECT d.device_id, d.lag_s, w.written_at FROM (
+      SELECT written_at, devices, lags FROM fleet_clock_lag
+      WHERE written_at >= statement_timestamp() - make_interval(secs => %(ref_window_s)s)
+      ORDER BY written_at DESC
+    ) w CROSS JOIN LATERAL unnest(w.devices, w.lags) AS d(device_id, lag_s)
+    LIMIT %(ref_devices)s
+  ) u
+  ORDER BY u.device_id, u.written_at DESC
 ), ref AS (
   SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY r.lag_s) AS lag_s, count(*) AS n
   FROM (
-    -- The window's bound applied after the LIMIT (the same rows: the window is the index's newest
-    -- end), so the plan is a backward index scan of ref_devices entries. With it inside, the
-    -- planner estimated under ref_devices rows and sorted all 10,000 just written (5.5 ms).
-    SELECT extract(epoch FROM coalesce(kafka_ts, ingest_ts) - ts) AS lag_s FROM (
-      SELECT kafka_ts, ingest_ts, ts FROM device_latest ORDER BY ingest_ts DESC LIMIT %(ref_devices)s
-    ) n
-    WHERE ingest_ts >= statement_timestamp() - make_interval(secs => %(ref_window_s)s)
+    SELECT lag_s FROM mine
+    UNION ALL
+    SELECT lag_s FROM stored WHERE device_id NOT IN (SELECT device_id FROM mine)
   ) r
+), kept AS (
+  INSERT INTO fleet_clock_lag (written_at, devices, lags)
+  SELECT statement_timestamp(), array_agg(device_id), array_agg(lag_s) FROM mine HAVING count(*) > 0
+), pruned AS (
+  -- Any writer's old rows, skipping those another merge is deleting: no merge waits on another.
+  DELETE FROM fleet_clock_lag WHERE ctid = ANY (ARRAY(
+    SELECT ctid FROM fleet_clock_lag
+    WHERE written_at < statement_timestamp() - make_interval(secs => %(lag_keep_s)s)
+    ORDER BY written_at LIMIT 100 FOR UPDATE SKIP LOCKED
+  ))
 ), seqd AS (
   SELECT device_id, seq, ts, fault, lag(ts) OVER (PARTITION BY device_id ORDER BY ts, seq) AS prev_ts
   FROM stage_raw
@@ -382,9 +410,10 @@ ON CONFLICT DO NOTHING"""  # noqa: S608 (a module constant)
 """The fleet's own clock as the reference. A reading's lag is how long before it reached Kafka it
 was stamped (``kafka_ts - ts``: the device's clock and its path to the broker, not the pipeline's
 own backlog, which differs between partitions while a restarted job or the real-time loaders catch
-up); the fleet's lag is the median, over the devices whose newest reading reached
-``device_latest`` in the last ``ref_window_s`` seconds (this batch's included, and those of the
-other partition writers), of the same lag. So the reference is the fleet's
+up); the fleet's lag is the median, over the batch's devices and those the merges of the last
+``ref_window_s`` seconds stored (``fleet_clock_lag``: this writer's earlier merges and every other
+partition writer's; each device once, the batch's own lag first), of the same lag. So the
+reference is the fleet's
 own clock, in live and accelerated runs alike (a short window: an accelerated clock gains on the
 wall clock), and a few skewed devices do not move the median. A device's own lag is that of its
 freshest reading in the batch (the smallest: holding a reading back only adds lag). Two rules:

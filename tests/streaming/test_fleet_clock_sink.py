@@ -72,6 +72,56 @@ def test_a_clock_ahead_or_behind_the_fleets_is_named(sink_cfg: FleetsimConfig) -
     assert ts == readings[5][2]
 
 
+def test_the_fleets_clock_comes_from_other_writers_merges_and_each_device_counts_once(
+    sink_cfg: FleetsimConfig,
+) -> None:
+    """A merge of one device has no fleet of its own: its reference is the lags other merges (here
+    another writer's, as another loader's partitions) stored in the last few seconds. A device
+    seen in several of those merges counts once, so a chatty device cannot outvote the fleet."""
+    now = datetime.now(UTC)
+    fleet = [(f"fc-{i}", 1, now - timedelta(seconds=2)) for i in range(6)]
+    # A chatty device 5 minutes ahead, in three merges of its own, one more than the fleet has.
+    chatty = [_batch([("fc-chatty", k, now + timedelta(minutes=5, seconds=k))]) for k in range(7)]
+    _write(sink_cfg, _batch(fleet), *chatty)
+    stored = _admin(sink_cfg, "SELECT count(*), sum(cardinality(devices)) FROM fleet_clock_lag")[0]
+    assert stored == (8, 13), stored
+    got = [a for a in _write(sink_cfg, _batch([("fc-alone", 1, now + timedelta(minutes=10))]))]
+    skew = {d: v for d, k, v in got if k == "clock_skew"}
+    # The chatty device was named against the fleet in each of its merges, and fc-alone too.
+    assert set(skew) == {"fc-chatty", "fc-alone"}, got
+    assert 590 < skew["fc-alone"] < 610, skew
+    # Old lags go: a merge deletes what is older than LAG_KEEP_S, whoever stored it.
+    _admin(sink_cfg, "UPDATE fleet_clock_lag SET written_at = written_at - interval '2 minutes'")
+    _write(sink_cfg, _batch([("fc-0", 2, now - timedelta(seconds=1))]))
+    assert _admin(sink_cfg, "SELECT count(*) FROM fleet_clock_lag")[0][0] == 1
+
+
+def test_a_readings_update_of_device_latest_is_hot(sink_cfg: FleetsimConfig) -> None:
+    """No index of device_latest covers a column every reading changes (V017): the next reading
+    of a device rewrites its row in place (HOT), without an entry in every index."""
+    start = datetime.now(UTC) - timedelta(minutes=5)
+    # Both readings of a device in one 30 s bucket of ts (the silence rule's index column).
+    base = datetime.fromtimestamp(start.timestamp() // 30 * 30 + 5, UTC)
+    devices = [f"hot-{i}" for i in range(200)]
+    _write(sink_cfg, _batch([(d, 1, base) for d in devices]))
+
+    def counts() -> tuple[int, int]:
+        # A new connection: a fresh statistics snapshot, after the sink's backend flushed (closed).
+        row = _admin(
+            sink_cfg,
+            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'device_latest'",
+        )[0]
+        return int(row[0]), int(row[1])
+
+    upd0, hot0 = counts()
+    _write(sink_cfg, _batch([(d, 2, base + timedelta(seconds=10)) for d in devices]))
+    deadline = datetime.now(UTC) + timedelta(seconds=10)
+    while counts()[0] - upd0 < len(devices) and datetime.now(UTC) < deadline:
+        pass
+    upd, hot = counts()
+    assert (upd - upd0, hot - hot0) == (len(devices), len(devices)), (upd - upd0, hot - hot0)
+
+
 def test_a_straggler_and_a_catch_up_batch_are_not_offline(sink_cfg: FleetsimConfig) -> None:
     now = datetime.now(UTC)
     at = lambda s: now - timedelta(seconds=s)  # noqa: E731
@@ -221,8 +271,8 @@ def _fleet(cfg: FleetsimConfig, prefix: str, n: int, ts: datetime, partitions: i
 def test_a_judged_silent_fleet_costs_the_silence_rule_a_few_pages(sink_cfg: FleetsimConfig) -> None:
     """20,000 devices silent and already judged (a replaced fleet) beside 1,000 live ones whose
     rows were updated many times (one non-HOT update per reading): per partition of the batch, the
-    rule looks up the unjudged devices silent long enough (``device_latest_unjudged_part_idx``,
-    V015) and reads a few pages, not the table (4,300 buffer hits a merge in bench_e2e's at-rest
+    rule looks up the unjudged devices silent long enough (``device_latest_silent_idx``,
+    V015, V017) and reads a few pages, not the table (4,300 buffer hits a merge in bench_e2e's at-rest
     step before)."""
     now = datetime.now(UTC)
     at = lambda s: now - timedelta(seconds=s)  # noqa: E731
@@ -253,13 +303,14 @@ def test_a_live_fleet_costs_the_silence_rule_a_few_pages(sink_cfg: FleetsimConfi
     per partition stays a range lookup of the index, not a scan of the table. With the bound on
     ``ts`` computed from the batch, the planner took a third of each partition for a match and
     read the whole heap once per partition (7,700 buffer hits, 25 ms a merge, in bench_e2e's
-    at-rest step after the soak)."""
+    at-rest step after the soak). Reporting: their newest reading 25 s old, within the 30 s the
+    index's bucket of ``ts`` (V017) leaves below ``offline_after_s`` (60 s)."""
     now = datetime.now(UTC)
     at = lambda s: now - timedelta(seconds=s)  # noqa: E731
-    _fleet(sink_cfg, "lf-", 20000, at(60), partitions=4, judged=False)
+    _fleet(sink_cfg, "lf-", 20000, at(25), partitions=4, judged=False)
     _write(sink_cfg, _partitioned([("lf-quiet", 1, 1, at(400))]))
-    # Every reading is a non-HOT update of its device's row: a soak leaves the heap and the index
-    # many times the size of their live rows, which is what priced the index out.
+    # Updates that leave the heap and the index larger than their live rows (a soak's, before
+    # V017 made a reading's update HOT) are what priced the index out.
     for _ in range(8):
         _admin(sink_cfg, "UPDATE device_latest SET ts = ts + interval '1 ms' WHERE device_id LIKE 'lf-%%'")
     _vacuum(sink_cfg, "device_latest")
