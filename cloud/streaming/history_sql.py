@@ -291,9 +291,13 @@ SKEW_MIN_DEVICES: Final = 3
 REF_WINDOW_S: Final = 3.0
 """Newest readings of the last this many wall seconds make the fleet's reference lag."""
 REF_DEVICES: Final = 1000
-"""At most this many of them, the newest merges' first (``fleet_clock_lag``, V017), and at most
-this many of the batch's own: a median of 1,000 devices is as robust as one of the whole fleet,
+"""The reference's devices: up to this many of the batch's own, topped up from the newest merges'
+(``fleet_clock_lag``, V017): a median of 1,000 devices is as robust as one of the whole fleet,
 and a merge's cost stays flat with its size."""
+KEEP_DEVICES: Final = 100
+"""A merge stores about this many of its devices' lags (a sample by hash, all below it): enough for the
+next small merges' reference, and a row small enough to stay out of TOAST (storing all of a
+950-device merge's lags, and reading them back, cost the statement ~3 ms more than V014's index)."""
 LAG_KEEP_S: Final = 60.0
 """A merge's lags are deleted (by whichever merge comes next) once this old."""
 
@@ -311,6 +315,7 @@ def fleet_clock_params(max_clock_skew_s: float, alerts: AlertsConfig) -> dict[st
         "skew_min_devices": SKEW_MIN_DEVICES,
         "ref_window_s": REF_WINDOW_S,
         "ref_devices": REF_DEVICES,
+        "keep_devices": KEEP_DEVICES,
         "lag_keep_s": LAG_KEEP_S,
         "span": LOOKBACK_SPAN,
     }
@@ -325,17 +330,22 @@ WITH lag AS (
 ), fresh AS (
   SELECT DISTINCT ON (device_id) * FROM lag ORDER BY device_id, lag_s, seq DESC
 ), mine AS (
-  SELECT device_id, lag_s FROM fresh LIMIT %(ref_devices)s
+  -- Past ref_devices devices, a sample by a hash of the id, not by the id's order (no naming
+  -- scheme decides who is in it) and without a sort.
+  SELECT f.device_id, f.lag_s FROM fresh f, (SELECT count(*) AS n FROM fresh) c
+  WHERE (hashtext(f.device_id) & 65535) < 65536 * %(ref_devices)s / greatest(c.n, %(ref_devices)s)
+  LIMIT %(ref_devices)s
 ), stored AS (
   -- What the other merges (this writer's earlier ones, every other writer's) of the last
-  -- ref_window_s seconds kept, newest merge first, at most ref_devices lags; a device once.
+  -- ref_window_s seconds kept, newest merge first, as many lags as the batch lacks of
+  -- ref_devices (none for a batch of ref_devices devices); a device once.
   SELECT DISTINCT ON (u.device_id) u.device_id, u.lag_s FROM (
     SELECT d.device_id, d.lag_s, w.written_at FROM (
       SELECT written_at, devices, lags FROM fleet_clock_lag
       WHERE written_at >= statement_timestamp() - make_interval(secs => %(ref_window_s)s)
       ORDER BY written_at DESC
     ) w CROSS JOIN LATERAL unnest(w.devices, w.lags) AS d(device_id, lag_s)
-    LIMIT %(ref_devices)s
+    LIMIT greatest(%(ref_devices)s - (SELECT count(*) FROM mine), 0)
   ) u
   ORDER BY u.device_id, u.written_at DESC
 ), ref AS (
@@ -347,7 +357,11 @@ WITH lag AS (
   ) r
 ), kept AS (
   INSERT INTO fleet_clock_lag (written_at, devices, lags)
-  SELECT statement_timestamp(), array_agg(device_id), array_agg(lag_s) FROM mine HAVING count(*) > 0
+  SELECT statement_timestamp(), array_agg(m.device_id), array_agg(m.lag_s)
+  FROM mine m, (SELECT count(*) AS n FROM mine) c
+  -- ~keep_devices of them by other bits of the same hash (mine's are all alike past ref_devices).
+  WHERE (hashtext(m.device_id) >> 16 & 65535) < 65536 * %(keep_devices)s / greatest(c.n, %(keep_devices)s)
+  HAVING count(*) > 0
 ), pruned AS (
   -- Any writer's old rows, skipping those another merge is deleting: no merge waits on another.
   DELETE FROM fleet_clock_lag WHERE ctid = ANY (ARRAY(
