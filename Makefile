@@ -29,23 +29,20 @@ status: ## Show every component of the local stack
 test: setup ## Set up what is missing, then run lint, types and the test suite (all but `slow`)
 	@# All three run even if one fails, so one CI run shows every problem; any failure fails.
 	@# `slow` tests (shipped scenarios, bridge-level outage drills the reliability suite repeats
-	@# end to end, the drills whose fault make test's short chaos campaign also injects, the
+	@# end to end, the chaos campaigns and the drills of the faults only they combine, the
 	@# standalone cluster and the experiment rerun) run in `make test-slow`: make test keeps to
 	@# its ten-minute budget; each slow test says why where it is marked.
 	@# Lint, types and the engine-free tests (~2 min, mostly one core or waiting) run beside the
 	@# integration tests (which wait on engines much of the time), niced so that the engines'
 	@# timing-sensitive drills keep the CPU first; their output follows. 10m44s -> 9m45s unniced.
-	@# The short chaos campaign (`beside`: a dedicated pipeline of its own, ~95 s) runs last in
-	@# that stream, which finished in ~4.5 of the integration tests' ~10.5 minutes.
 	@rc=0; side=$$(mktemp); \
 	( renice -n 10 $$BASHPID >/dev/null 2>&1 || true; r=0; $(MAKE) --no-print-directory lint || r=1; \
 	  $(MAKE) --no-print-directory typecheck || r=1; \
 	  $(BIN)/pytest -q -p no:cacheprovider -m "not slow and not integration" tests || r=1; \
-	  $(BIN)/pytest -q -p no:cacheprovider -m "not slow and beside" tests || r=1; \
 	  exit $$r ) > $$side 2>&1 & pid=$$!; \
-	$(BIN)/pytest -q -m "not slow and integration and not beside" tests || rc=1; \
+	$(BIN)/pytest -q -m "not slow and integration" tests || rc=1; \
 	wait $$pid || rc=1; \
-	echo "---- lint, types, the engine-free tests and the chaos campaign (run beside the integration tests)"; \
+	echo "---- lint, types and the engine-free tests (run beside the integration tests)"; \
 	cat $$side; rm -f $$side; \
 	exit $$rc
 

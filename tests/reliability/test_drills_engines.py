@@ -92,9 +92,9 @@ def _assert_clean(v: Any) -> None:
 
 
 # ------------------------------------------------------------------------------------ drills
-# Slow (~100 s): make test's short chaos campaign (seed 8) kills Kafka with -9 among overlapping
-# faults, with the same ground-truth check, but does not pause it; this pause drill runs in
-# make test-slow.
+# Slow (~100 s, make test's ten-minute budget): the short chaos campaign (seed 8, make test-slow
+# too) kills Kafka with -9 among overlapping faults, with the same ground-truth check; make test
+# kills no broker but Mosquitto (and the streaming job, in the exact-tables test).
 @pytest.mark.slow
 def test_kafka_paused_30s_then_killed_loses_nothing(pipe: Pipeline) -> None:
     kafka = pipe.services["kafka"]
@@ -137,8 +137,8 @@ def test_kafka_paused_30s_then_killed_loses_nothing(pipe: Pipeline) -> None:
     assert v.acked > 30 * RATE, v.summary()  # it kept publishing through both faults
 
 
-# `make test-slow` (~2 min of Kafka restarts): `make test` keeps drill 2's kill -9 and the short
-# chaos campaign, whose schedule kills Kafka too.
+# `make test-slow` (~2 min of Kafka restarts), with drill 2's kill -9 and the chaos campaigns,
+# whose schedules kill Kafka too.
 @pytest.mark.slow
 def test_kafka_killed_five_times_in_a_row_loses_nothing(pipe: Pipeline) -> None:
     """kill -9 the broker, restart it on the same data directory as soon as it is up, five times,
@@ -178,8 +178,8 @@ def test_kafka_killed_five_times_in_a_row_loses_nothing(pipe: Pipeline) -> None:
     assert v.acked > 10 * RATE, v.summary()
 
 
-# `make test-slow` (make test's ten-minute budget): make test keeps Mosquitto's kill -9 drill and
-# the short chaos campaign; this is the gentler restart of the same broker.
+# `make test-slow` (make test's ten-minute budget): make test keeps Mosquitto's kill -9 drill;
+# this is the gentler restart of the same broker.
 @pytest.mark.slow
 def test_mosquitto_graceful_restart_loses_nothing(pipe: Pipeline) -> None:
     mosq = pipe.services["mosquitto"]
@@ -253,7 +253,7 @@ def test_mosquitto_killed_loses_at_most_its_unsaved_window(pipe: Pipeline) -> No
         assert oldest_lost >= seq_at_kill - window_seqs, v.summary()
 
 
-# `make test-slow`: make test's short chaos campaign slows a link among its overlapping faults.
+# `make test-slow`, with the chaos campaigns, which slow a link among their overlapping faults.
 @pytest.mark.slow
 def test_slow_then_cut_kafka_link_loses_nothing(pipe: Pipeline, proxy: LinkProxy) -> None:
     restarts_before = _query_restarts(pipe)
