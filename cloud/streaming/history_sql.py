@@ -291,9 +291,13 @@ SKEW_MIN_DEVICES: Final = 3
 REF_WINDOW_S: Final = 3.0
 """Newest readings of the last this many wall seconds make the fleet's reference lag."""
 REF_DEVICES: Final = 1000
-"""The reference's devices: up to this many of the batch's own, topped up from the newest merges'
-(``fleet_clock_lag``, V017): a median of 1,000 devices is as robust as one of the whole fleet,
-and a merge's cost stays flat with its size."""
+"""The reference's devices: up to this many of the batch's own (a median of 1,000 devices is as
+robust as one of the whole fleet, and a merge's cost stays flat with its size)."""
+REF_MIN_DEVICES: Final = 300
+"""A batch of fewer devices is topped up to this many from the newest merges' (``fleet_clock_lag``,
+V017). Topping up to :data:`REF_DEVICES` cost a merge of ~200 devices ~0.9 ms more than V014's
+index (10,000 devices at 1,000 msg/s, bench/ANALYSIS.md): the stored lags are read before they
+can be told apart from the batch's own devices."""
 KEEP_DEVICES: Final = 100
 """A merge stores about this many of its devices' lags (a sample by hash, all below it): enough for the
 next small merges' reference, and a row small enough to stay out of TOAST (storing all of a
@@ -315,6 +319,7 @@ def fleet_clock_params(max_clock_skew_s: float, alerts: AlertsConfig) -> dict[st
         "skew_min_devices": SKEW_MIN_DEVICES,
         "ref_window_s": REF_WINDOW_S,
         "ref_devices": REF_DEVICES,
+        "ref_min_devices": REF_MIN_DEVICES,
         "keep_devices": KEEP_DEVICES,
         "lag_keep_s": LAG_KEEP_S,
         "span": LOOKBACK_SPAN,
@@ -338,14 +343,14 @@ WITH lag AS (
 ), stored AS (
   -- What the other merges (this writer's earlier ones, every other writer's) of the last
   -- ref_window_s seconds kept, newest merge first, as many lags as the batch lacks of
-  -- ref_devices (none for a batch of ref_devices devices); a device once.
+  -- ref_min_devices (none for a batch of that many devices); a device once.
   SELECT DISTINCT ON (u.device_id) u.device_id, u.lag_s FROM (
     SELECT d.device_id, d.lag_s, w.written_at FROM (
       SELECT written_at, devices, lags FROM fleet_clock_lag
       WHERE written_at >= statement_timestamp() - make_interval(secs => %(ref_window_s)s)
       ORDER BY written_at DESC
     ) w CROSS JOIN LATERAL unnest(w.devices, w.lags) AS d(device_id, lag_s)
-    LIMIT greatest(%(ref_devices)s - (SELECT count(*) FROM mine), 0)
+    LIMIT greatest(%(ref_min_devices)s - (SELECT count(*) FROM mine), 0)
   ) u
   ORDER BY u.device_id, u.written_at DESC
 ), ref AS (
