@@ -132,6 +132,8 @@ class Plan:
     """(device, newest stored ``ts`` in microseconds) for each device of :attr:`fast` and
     :attr:`known` whose newest stored reading is within the look-back span of the batch's first:
     the predecessor of the device's first reading in the batch (all of them are newer)."""
+    devices: int = 0
+    """Distinct devices of the batch."""
     generation: int | None = None
     """The memory's :attr:`MemoryState.generation` when planned (None: a plan of rebuilt devices
     only)."""
@@ -139,6 +141,12 @@ class Plan:
     """Memory slots of the :attr:`fast` and :attr:`known` devices."""
     after: Slab | None = None
     """Their rows once the merge commits (:meth:`MemoryState.apply`)."""
+
+    @property
+    def all_fast(self) -> bool:
+        """Every device of the batch judged here: the ``sensor_data`` path has nothing to judge or
+        re-read, so the merge skips it (and the device lists it would read)."""
+        return len(self.fast) == self.devices
 
     def fast_csv(self) -> bytes:
         return _csv(((d,) for d in self.fast), quote_text=True)
@@ -211,7 +219,7 @@ class MemoryState:
         eligible = first > newest
         fast = eligible & (m.count[safe] >= big_l) & (m.ts[safe, 0] >= first - SPAN_US)
         e = np.flatnonzero(eligible)
-        plan = Plan(generation=self.generation, slots=slots[e])
+        plan = Plan(devices=len(group_dev), generation=self.generation, slots=slots[e])
         names = batch.devices
         plan.fast = [names[d] for d in group_dev[e[fast[e]]]]
         plan.known = [names[d] for d in group_dev[e[~fast[e]]]]

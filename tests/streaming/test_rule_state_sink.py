@@ -112,14 +112,15 @@ def _run(
     """Every batch through the raw sink, ``path(batch index)`` choosing how stuck/drift is judged:
     ``table`` (running state in ``device_rule_state``), ``memory`` (in the sink, as a loader
     keeps it) or ``off`` (from ``sensor_data``); the stuck/drift alerts stored, and how many
-    device-batches each path's running state judged."""
+    device-batches each path's running state judged (``memory_only``: merges the memory judged
+    whole, skipping the sensor_data path)."""
     sinks = {
         "table": PgSink(cfg, "raw", running_state=True),
         "memory": PgSink(cfg, "raw", running_state=True, state_in_memory=True),
         "off": PgSink(cfg, "raw", running_state=False),
     }
     days = (T0.date(), (T0 + timedelta(days=2)).date())
-    judged = dict.fromkeys(sinks, 0)
+    judged = dict.fromkeys((*sinks, "memory_only"), 0)
     last = ""
     try:
         for b, lines in enumerate(batches):
@@ -132,6 +133,7 @@ def _run(
                     last = now
                 res = sinks[now].write_raw(RawBatch("".join(lines).encode(), b"", b"", days), b)
                 judged[now] += res.state_devices
+                judged["memory_only"] += not res.sensor_path
     finally:
         for sink in sinks.values():
             sink.close()
@@ -198,6 +200,8 @@ def test_running_state_in_memory_gives_the_same_alerts(sink_cfg: FleetsimConfig)
     )
     readings = sum(len(b) for b in batches)
     assert judged["memory"] > readings // 6, (judged, readings)
+    # Some merges had every device judged in memory and skipped the sensor_data path.
+    assert judged["memory_only"] >= 3, judged
     # Held-back readings leave gaps in event time: the gap rule's predecessor comes from memory.
     assert sum(a[1] == "offline" for a in baseline) >= 5, baseline
     assert memory == baseline, (sorted(memory - baseline)[:5], sorted(baseline - memory)[:5])

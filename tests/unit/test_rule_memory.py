@@ -73,6 +73,11 @@ def test_memory_judges_only_devices_whose_history_it_holds_whole() -> None:
     assert plan.fast == ["full"]
     # Too short to judge here, but remembered whole: extended with the new reading, not re-read.
     assert plan.known == ["short"]
+    # Two of the three devices go the sensor_data path: the merge runs it.
+    assert plan.devices == 3 and not plan.all_fast
+    # Every device judged here (two readings of it): the merge skips that path.
+    only_full = _plan(state, [_line("full", RULES.lookback, 20.5), _line("full", RULES.lookback + 1, 20.5)])
+    assert only_full.devices == 1 and only_full.all_fast
     # Both give the gap rule their newest stored reading; the unknown device is probed for.
     newest = rm.micros(T0 + timedelta(minutes=RULES.lookback - 1))
     assert plan.prev == [("full", newest), ("short", newest - 60_000_000)]
