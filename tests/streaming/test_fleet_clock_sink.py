@@ -97,6 +97,26 @@ def test_the_fleets_clock_comes_from_other_writers_merges_and_each_device_counts
     assert _admin(sink_cfg, "SELECT count(*) FROM fleet_clock_lag")[0][0] == 1
 
 
+def test_a_small_merge_is_topped_up_from_the_newest_merges_only_to_ref_min_devices(
+    sink_cfg: FleetsimConfig,
+) -> None:
+    """A merge of one device reads stored lags, newest merge first, only until its reference holds
+    ``REF_MIN_DEVICES`` devices: reading on to ``REF_DEVICES`` cost small merges more than the
+    upsert V017 made cheaper saved (bench/ANALYSIS.md, twenty-fifth round)."""
+    n_new, n_old = history_sql.REF_MIN_DEVICES, history_sql.REF_DEVICES - history_sql.REF_MIN_DEVICES
+    assert n_old > n_new  # read whole, the older merges would outvote the newest ones
+    insert = "INSERT INTO fleet_clock_lag (written_at, devices, lags) VALUES (now() - %s::interval, %s, %s)"
+    # An older merge of devices stamped 600 s before arrival, then a newer one of devices on time.
+    _admin(sink_cfg, insert, ("2 seconds", [f"old-{i}" for i in range(n_old)], [600.0] * n_old))
+    _admin(sink_cfg, insert, ("1 second", [f"new-{i}" for i in range(n_new)], [0.0] * n_new))
+    now = datetime.now(UTC)
+    # On time (lag ~0): the newest merges' clock, so no skew; against all 1,000 it would be 600 s ahead.
+    assert _write(sink_cfg, _batch([("tu-on-time", 1, now)])) == []
+    # Stamped 600 s before arrival: 600 s behind the newest merges' clock.
+    got = _write(sink_cfg, _batch([("tu-behind", 1, now - timedelta(seconds=600))]))
+    assert [(d, k) for d, k, _ in got] == [("tu-behind", "clock_skew")], got
+
+
 def test_a_readings_update_of_device_latest_is_hot(sink_cfg: FleetsimConfig) -> None:
     """No index of device_latest covers a column every reading changes (V017): the next reading
     of a device rewrites its row in place (HOT), without an entry in every index."""
