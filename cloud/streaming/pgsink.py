@@ -411,7 +411,7 @@ class PgSink:
                     if sensor_path:
                         run(cur, self._stuck_drift, p)
                         alerts += cur.rowcount
-                    if plan is not None and sensor_path:
+                    if plan is not None and not plan.all_fast:
                         run(cur, rule_memory.REBUILD_SQL, p)
                         rebuilt = cur.fetchall()
                     # In memory mode the table's state of these devices would go stale: dropped.

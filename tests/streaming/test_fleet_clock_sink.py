@@ -101,8 +101,8 @@ def test_a_small_merge_is_topped_up_from_the_newest_merges_only_to_ref_min_devic
     sink_cfg: FleetsimConfig,
 ) -> None:
     """A merge of one device reads stored lags, newest merge first, only until its reference holds
-    ``REF_MIN_DEVICES`` devices: reading on to ``REF_DEVICES`` cost small merges more than the
-    upsert V017 made cheaper saved (bench/ANALYSIS.md, twenty-fifth round)."""
+    ``REF_MIN_DEVICES`` devices: reading on to ``REF_DEVICES`` cost small merges more than V017's
+    cheaper upsert saved them (bench/ANALYSIS.md, twenty-fifth round)."""
     n_new, n_old = history_sql.REF_MIN_DEVICES, history_sql.REF_DEVICES - history_sql.REF_MIN_DEVICES
     assert n_old > n_new  # read whole, the older merges would outvote the newest ones
     insert = "INSERT INTO fleet_clock_lag (written_at, devices, lags) VALUES (now() - %s::interval, %s, %s)"
