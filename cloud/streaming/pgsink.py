@@ -395,7 +395,7 @@ class PgSink:
                     run(cur, history_sql.FLEET_CLOCK_SQL, self._fleet_clock_params)
                     alerts += cur.rowcount
                     if plan is not None:
-                        if sensor_path:
+                        if not plan.all_fast:
                             self._copy(cur, "stage_rule_fast", ("device_id",), plan.fast_csv())
                             self._copy(cur, "stage_rule_known", ("device_id",), plan.known_csv())
                         state_devices = len(plan.fast)
