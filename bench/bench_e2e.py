@@ -34,7 +34,7 @@ from typing import Any
 
 import psycopg2
 
-from fleetsim.bench import pg_statements
+from fleetsim.bench import pg_statements, series
 from fleetsim.bench.budget import (
     HOPS,
     LOADGEN,
@@ -76,6 +76,10 @@ from fleetsim.stack.postgres import Postgres
 TIMEOUT_S = 3_000
 REPO = Path(__file__).resolve().parent.parent
 P95_LIMIT_S = 2.0
+SERIES_FIELDS = [
+    "s from step start", "rows", "p95 event->row s", "max event->row s", "p95 Kafka->row s",
+    "s of a windowed batch",
+]  # fmt: skip
 WARMUP_S = 5.0
 
 
@@ -361,6 +365,8 @@ def step(
     rows = [rows0, _state_gauge(cfg, "rows", STATE_ROWS_METRIC).get("rows")] if profile else None
     lat = latency(cfg, prefix, started + timedelta(seconds=WARMUP_S))
     p95 = lat["event_to_row_s"]["p95"]
+    # The soak: where in its minutes the slow readings sat, and beside what (fleetsim.bench.series).
+    buckets = series.fetch(cfg, prefix, started + timedelta(seconds=WARMUP_S)) if full_memory else None
     lost = max(published - stored, 0)
     alerts = alert_count(cfg, prefix, started)
     return {
@@ -378,6 +384,15 @@ def step(
         **({"cpu_profile_cores": where} if where is not None else {}),
         **({"pg_statements": prof.statements} if prof is not None else {}),
         **({"state_rows": rows} if rows is not None else {}),
+        **(
+            {
+                "latency_series": [b.as_row(started.timestamp()) for b in buckets],
+                "latency_series_fields": SERIES_FIELDS,
+                "stalls": series.stalls(buckets, P95_LIMIT_S),
+            }
+            if buckets is not None
+            else {}
+        ),
         # Windows never judged (the job's endpoint did not answer) do not fail a step: they are
         # reported as unknown (None), not as kept up.
         "passed": bool(
@@ -560,6 +575,18 @@ def _metrics_url(cfg: FleetsimConfig) -> str:
     return f"http://127.0.0.1:{cfg.spark.metrics_port}/metrics"
 
 
+def _stalls_text(st: dict[str, Any]) -> str:
+    """The soak's stalls in a phrase: how many 10-s buckets went over the p95 limit, and whether
+    they sat beside the windowed batches more often than the buckets at large."""
+    if not st["over"]:
+        return f"no {series.BUCKET_S}-s bucket over {P95_LIMIT_S:g} s"
+    return (
+        f"{st['over']} of {st['buckets']} {series.BUCKET_S}-s buckets over {P95_LIMIT_S:g} s "
+        f"(worst {_secs(st['worst_p95_s'])} at {st['worst_at_s']} s; {st['over_with_agg_batch']} of "
+        f"them beside a windowed batch, against {st['all_with_agg_batch']} of all buckets)"
+    )
+
+
 def soak_seconds(cfg: FleetsimConfig) -> float:
     """Twice the time the windowed flow's deduplication state takes to reach its steady size, and
     at least 10 minutes. A (device_id, seq) key stays in that state for two state delays of event
@@ -645,7 +672,7 @@ def run(cfg: FleetsimConfig, quick: bool) -> dict[str, Any]:
                 "name": f"soak {soak_s / 60:.0f} min, sim 10,000 devices at "
                 f"{soak['rate_target_msg_s']:,} msg/s: p95 event->row "
                 f"{_secs(soak['latency']['event_to_row_s']['p95'])}, lost {soak['lost']}, "
-                f"windows lag at most {soak['windows']['lag_s_max']} s",
+                f"windows lag at most {soak['windows']['lag_s_max']} s; {_stalls_text(soak['stalls'])}",
                 "value": soak["rate_achieved_msg_s"],
                 "unit": "msg/s",
                 "target": f">= 10,000 msg/s for {soak_s / 60:.0f} min, p95 <= 2 s, 0 lost, windows kept up",

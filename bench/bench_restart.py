@@ -35,9 +35,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_e2e as e2e
 
+from fleetsim.bench import series
 from fleetsim.bench.recovery import recovery_s, worst_after
 from fleetsim.bench.windows import WindowsSampler
-from fleetsim.kernel.clients import pg_connect
 from fleetsim.kernel.config import FleetsimConfig, config_to_env
 from fleetsim.stack.components import AppComponent
 
@@ -48,24 +48,14 @@ HIGH_RATE = 5_000
 LOW_RATE = 100
 RESTART_AT_S = 60.0
 """Seconds into a step at which the job is restarted: the flows are steady by then."""
-BUCKET_S = 10
+BUCKET_S = series.BUCKET_S
 TARGET_S = 300.0
 """Both flows back within this many seconds of the restart at either rate."""
-
-RAW_SERIES_SQL = """
-SELECT floor(extract(epoch FROM ts) / %(bucket)s) * %(bucket)s,
-       percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM ingest_ts - ts))
-FROM sensor_data
-WHERE device_id LIKE %(prefix)s AND ts >= %(since)s
-GROUP BY 1 ORDER BY 1
-"""
 
 
 def raw_series(cfg: FleetsimConfig, prefix: str, since: datetime) -> list[tuple[float, float | None]]:
     """(bucket start, epoch s; p95 event->row s) per ``BUCKET_S`` of the readings' event time."""
-    with pg_connect(cfg, "admin") as conn, conn.cursor() as cur:
-        cur.execute(RAW_SERIES_SQL, {"bucket": BUCKET_S, "prefix": prefix + "-%", "since": since})
-        return [(float(b), None if p is None else float(p)) for b, p in cur.fetchall()]
+    return [(b.start_s, b.p95_s) for b in series.fetch(cfg, prefix, since, BUCKET_S)]
 
 
 class Restarter:
