@@ -156,6 +156,8 @@ def run_simulation(
             on_tick=tick,
             generation=lambda: publisher.generation,
             io=mqtt.pump if mqtt is not None else None,
+            # An explicit start is a simulated instant, not the wall clock: nothing to keep up with.
+            anchor=None if sc.start else start.timestamp(),
         )
         report = runner.run()
 
