@@ -76,10 +76,6 @@ from fleetsim.stack.postgres import Postgres
 TIMEOUT_S = 3_000
 REPO = Path(__file__).resolve().parent.parent
 P95_LIMIT_S = 2.0
-SERIES_FIELDS = [
-    "s from step start", "rows", "p95 event->row s", "max event->row s", "p95 Kafka->row s",
-    "s of a windowed batch",
-]  # fmt: skip
 WARMUP_S = 5.0
 
 
@@ -387,8 +383,8 @@ def step(
         **(
             {
                 "latency_series": [b.as_row(started.timestamp()) for b in buckets],
-                "latency_series_fields": SERIES_FIELDS,
-                "stalls": series.stalls(buckets, P95_LIMIT_S),
+                "latency_series_fields": series.ROW_FIELDS,
+                "stalls": series.stalls(buckets, P95_LIMIT_S, started.timestamp()),
             }
             if buckets is not None
             else {}

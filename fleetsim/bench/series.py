@@ -42,6 +42,13 @@ ORDER BY recorded_at
 """
 
 
+ROW_FIELDS = [
+    "s from step start", "rows", "p95 event->row s", "max event->row s", "p95 Kafka->row s",
+    "s of a windowed batch",
+]  # fmt: skip
+"""What each :meth:`Bucket.as_row` field is, in order (stored beside the rows)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Bucket:
     """One ``bucket_s`` of event time."""
@@ -60,7 +67,7 @@ class Bucket:
     """Seconds of the bucket during which a windowed batch ran."""
 
     def as_row(self, t0: float) -> list[Any]:
-        """Compact JSON row: seconds from ``t0``, rows, p95, max, Kafka p95, windowed busy s."""
+        """Compact JSON row (:data:`ROW_FIELDS`), its time in seconds from ``t0``."""
         return [
             round(self.start_s - t0), self.rows, _r2(self.p95_s), _r2(self.max_s),
             _r2(self.kafka_p95_s), round(self.agg_busy_s, 1),
@@ -95,12 +102,14 @@ def build(
     ]  # fmt: skip
 
 
-def stalls(buckets: Sequence[Bucket], limit_s: float) -> dict[str, Any]:
+def stalls(buckets: Sequence[Bucket], limit_s: float, t0: float | None = None) -> dict[str, Any]:
     """The buckets whose p95 event->row exceeds ``limit_s``, and how many of them a windowed batch
-    overlapped (against the share of all buckets it overlapped: a cause would stand out)."""
+    overlapped (against the share of all buckets it overlapped: a cause would stand out). Times in
+    seconds from ``t0`` (default: the first bucket's start), as :meth:`Bucket.as_row` gives them."""
     known = [b for b in buckets if b.p95_s is not None]
     over = [b for b in known if b.p95_s is not None and b.p95_s > limit_s]
-    t0 = buckets[0].start_s if buckets else 0.0
+    if t0 is None:
+        t0 = buckets[0].start_s if buckets else 0.0
     worst = max(over, key=lambda b: b.p95_s or 0.0) if over else None
     return {
         "buckets": len(known),
